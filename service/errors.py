@@ -1,0 +1,36 @@
+"""The one exception hierarchy of mailplan (a leaf module: imports nothing).
+
+Every message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class MailplanError(Exception):
+    """Root of every error mailplan raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(MailplanError):
+    """A configuration value is invalid; start-up stops with exit code 2."""
+
+    exit_code = 2
+
+
+class RulesError(ConfigError):
+    """The state-rules data file is malformed."""
+
+
+class UsageError(MailplanError):
+    """The command line is wrong (exit code 2)."""
+
+    exit_code = 2
+
+
+class StoreError(MailplanError):
+    """The database cannot be opened, migrated or written."""
+
+
+class InputError(MailplanError):
+    """An upstream record (inbox file, event) is malformed; it is rejected, not lost."""
