@@ -1,0 +1,36 @@
+"""Everything SQL: schema and migrations, named queries, the aiosqlite store."""
+
+from __future__ import annotations
+
+from service.store.base import StoreBusy
+from service.store.loaders import Loaded
+from service.store.store import Store, init_db
+from service.store.types import (
+    ContactChunk,
+    Event,
+    EventsSummary,
+    ExportRow,
+    RunRecord,
+    RunStats,
+    Scope,
+    WriteResult,
+    WriteStats,
+)
+from service.store.writer import WriteOptions
+
+__all__ = [
+    "ContactChunk",
+    "Event",
+    "EventsSummary",
+    "ExportRow",
+    "Loaded",
+    "RunRecord",
+    "RunStats",
+    "Scope",
+    "Store",
+    "StoreBusy",
+    "WriteOptions",
+    "WriteResult",
+    "WriteStats",
+    "init_db",
+]

@@ -1,0 +1,413 @@
+"""Typed, validated configuration (SPEC section 4).
+
+Sources, later ones winning: the TOML file (``--config``, or
+``/etc/mailplan/mailplan.toml`` when it exists), environment variables
+``MAILPLAN_<KEY>``, then command-line flags. Every value is checked here, once,
+at the edge; an invalid value raises :class:`ConfigError` naming the key, the
+value, where it came from and the rule it breaks. Modules receive a
+:class:`Settings` (or the parameter objects built from it) and never read
+configuration themselves.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import re
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from service.errors import ConfigError
+from service.planning.params import BalanceParams, PlanParams
+
+if TYPE_CHECKING:
+    from service.planning.rules import RuleBook
+
+DEFAULT_CONFIG_PATH = Path("/etc/mailplan/mailplan.toml")
+ENV_PREFIX = "MAILPLAN_"
+ENV_CONFIG = "MAILPLAN_CONFIG"
+ENV_LOG_FORMAT = "MAILPLAN_LOG_FORMAT"
+CLI_ONLY_ENV = frozenset({ENV_CONFIG, ENV_LOG_FORMAT})
+"""``MAILPLAN_`` variables read by the command line itself, not settings keys."""
+
+MAX_DAYS = 3660
+"""Upper bound for day counts: ten years is already far beyond any sane plan."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every section-4 key, plus the database path and inbox folder.
+
+    ``db`` and ``inbox`` are not planning parameters: they may come from the
+    file or the environment (``MAILPLAN_DB``) like any key, so that a service
+    unit can name only ``--config``.
+    """
+
+    timezone: str = "America/Chicago"
+    send_time: str = "08:30"
+    send_in_contact_timezone: bool = False
+    horizon_days: int = 60
+    birthday_days_before: int = 14
+    effective_date_days_before: int = 30
+    effective_date_first_email_months: int = 11
+    pre_window_buffer_days: int = 60
+    followup_delay_days: int = 2
+    followup_lookback_days: int = 35
+    max_emails_per_period: int = 3
+    period_days: int = 30
+    daily_send_percentage_cap: float = 0.07
+    daily_cap: int | None = None
+    overage_threshold: float = 1.2
+    ed_daily_soft_limit: int = 15
+    ed_smoothing_window_days: int = 5
+    enable_post_window_emails: bool = True
+    exclude_failed_underwriting_global: bool = False
+    send_without_zipcode_for_universal: bool = True
+    state_rules: Path | None = None
+    db: Path | None = None
+    inbox: Path | None = None
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        """The organisation's time zone (defines *today*)."""
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def send_clock(self) -> time:
+        """``send_time`` as a :class:`datetime.time`."""
+        hours, minutes = self.send_time.split(":")
+        return time(int(hours), int(minutes))
+
+    def plan_params(self) -> PlanParams:
+        """The tunables of the planning rules (SPEC 5)."""
+        return PlanParams(**{f.name: getattr(self, f.name) for f in fields(PlanParams)})
+
+    def balance_params(self) -> BalanceParams:
+        """The tunables of load balancing (SPEC 6)."""
+        return BalanceParams(**{f.name: getattr(self, f.name) for f in fields(BalanceParams)})
+
+    def rules(self) -> RuleBook:
+        """The state exclusion rules: the built-in table or the ``state_rules`` file."""
+        from service.planning.rules import builtin_rules, load_rules
+
+        if self.state_rules is None:
+            return builtin_rules()
+        return load_rules(self.state_rules)
+
+    def planning_values(self) -> dict[str, object]:
+        """Every key that can change the plan, as JSON-friendly values."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            if f.name in NON_PLANNING_KEYS:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    def fingerprint(self) -> str:
+        """A stable digest of everything that shapes the plan.
+
+        Two settings with equal fingerprints produce the same plan for the same
+        data and *today*; the daemon compares fingerprints on SIGHUP to decide
+        whether a reload needs a full recompute. The rules enter by content, so
+        an edited ``state_rules`` file changes the fingerprint even when its
+        path did not.
+        """
+        blob = json.dumps(self.planning_values(), sort_keys=True)
+        digest = hashlib.sha256(blob.encode())
+        for text in sorted(repr(rule) for rule in self.rules().rules):
+            digest.update(text.encode())
+        return digest.hexdigest()
+
+
+NON_PLANNING_KEYS = frozenset({"db", "inbox"})
+KEYS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
+
+
+# --- validation -----------------------------------------------------------------------------
+
+Check = Callable[[Any], Any]
+"""Turns a raw value into the typed value or raises ValueError(rule)."""
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in {"true", "1", "yes", "on"}:
+            return True
+        if word in {"false", "0", "no", "off"}:
+            return False
+    raise ValueError("must be true or false")
+
+
+def _int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("must be a whole number")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+        return int(raw)
+    raise ValueError("must be a whole number")
+
+
+def _float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("must be a number")
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    else:
+        raise ValueError("must be a number")
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _days(low: int) -> Check:
+    def check(raw: Any) -> int:
+        value = _int(raw)
+        if value < low:
+            what = "negative" if low == 0 else f"less than {low}"
+            raise ValueError(f"must not be {what} (a number of days, {low}..{MAX_DAYS})")
+        if value > MAX_DAYS:
+            raise ValueError(f"must be at most {MAX_DAYS} days")
+        return value
+
+    return check
+
+
+def _count(low: int, high: int, unit: str) -> Check:
+    def check(raw: Any) -> int:
+        value = _int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high} {unit}")
+        return value
+
+    return check
+
+
+def _fraction(raw: Any) -> float:
+    value = _float(raw)
+    if not 0.0 < value <= 1.0:
+        raise ValueError("must be a fraction in (0, 1], e.g. 0.07 for 7 %")
+    return value
+
+
+def _threshold(raw: Any) -> float:
+    value = _float(raw)
+    if not 1.0 <= value <= 100.0:
+        raise ValueError("must be a factor between 1.0 and 100 (e.g. 1.2 = 20 % above the cap)")
+    return value
+
+
+def _daily_cap(raw: Any) -> int | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in {"", "none", "unset"}):
+        return None
+    value = _int(raw)
+    if value < 1:
+        raise ValueError("must be at least 1 (leave it unset to use daily_send_percentage_cap)")
+    return value
+
+
+def _timezone(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError("must be an IANA time zone name (use e.g. America/Chicago)")
+    name = raw.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not a known IANA time zone (use e.g. America/Chicago)") from None
+    return name
+
+
+def _send_time(raw: Any) -> str:
+    text = raw.strip() if isinstance(raw, str) else None
+    match = re.fullmatch(r"(\d{2}):(\d{2})", text or "")
+    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError("must be a 24-hour time HH:MM, e.g. 08:30")
+    return f"{match[1]}:{match[2]}"
+
+
+def _path(raw: Any) -> Path:
+    if isinstance(raw, Path):
+        return raw
+    if isinstance(raw, str) and raw.strip():
+        return Path(raw.strip()).expanduser()
+    raise ValueError("must be a file path")
+
+
+def _optional_path(raw: Any) -> Path | None:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _path(raw)
+
+
+def _str_only(check: Check) -> Check:
+    """Refuse non-strings for string keys (TOML numbers are not time zones)."""
+
+    def wrapped(raw: Any) -> Any:
+        if not isinstance(raw, str):
+            raise ValueError("must be a string")
+        return check(raw)
+
+    return wrapped
+
+
+CHECKS: dict[str, Check] = {
+    "timezone": _timezone,
+    "send_time": _str_only(_send_time),
+    "send_in_contact_timezone": _bool,
+    "horizon_days": _days(0),
+    "birthday_days_before": _days(0),
+    "effective_date_days_before": _days(0),
+    "effective_date_first_email_months": _count(0, 120, "months"),
+    "pre_window_buffer_days": _days(0),
+    "followup_delay_days": _days(0),
+    "followup_lookback_days": _days(0),
+    "max_emails_per_period": _count(1, 1000, "emails"),
+    "period_days": _days(1),
+    "daily_send_percentage_cap": _fraction,
+    "daily_cap": _daily_cap,
+    "overage_threshold": _threshold,
+    "ed_daily_soft_limit": _count(0, 10_000_000, "emails"),
+    "ed_smoothing_window_days": _count(1, 366, "days"),
+    "enable_post_window_emails": _bool,
+    "exclude_failed_underwriting_global": _bool,
+    "send_without_zipcode_for_universal": _bool,
+    "state_rules": _optional_path,
+    "db": _optional_path,
+    "inbox": _optional_path,
+}
+
+
+def env_name(key: str) -> str:
+    """The environment variable that overrides ``key``."""
+    return ENV_PREFIX + key.upper()
+
+
+def _unknown_key(key: str, source: str) -> ConfigError:
+    near = difflib.get_close_matches(key, KEYS, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ConfigError(
+        f"unknown configuration key {key!r} in {source}{hint}; "
+        f"known keys: {', '.join(KEYS)}"
+    )
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {str(path)!r} not found; "
+            "pass an existing file with --config or leave --config out"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"configuration file {str(path)!r} is not valid TOML: {exc}; fix the file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"configuration file {str(path)!r} cannot be read: {exc}"
+        ) from None
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """key -> (raw text, variable name) for every ``MAILPLAN_`` settings variable."""
+    by_var = {env_name(k): k for k in KEYS}
+    found: dict[str, tuple[str, str]] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in CLI_ONLY_ENV:
+            continue
+        key = by_var.get(var)
+        if key is None:
+            raise _unknown_key(var[len(ENV_PREFIX) :].lower(), f"environment variable {var}")
+        found[key] = (environ[var], var)
+    return found
+
+
+def load_settings(
+    config_path: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, object],
+) -> Settings:
+    """Build and validate the settings: file < environment < ``overrides`` (CLI flags).
+
+    ``config_path`` None means the default file when it exists, else defaults
+    only. ``MAILPLAN_CONFIG`` in ``environ`` names the file when
+    ``config_path`` is None. Overrides whose value is None are ignored (a flag
+    that was not given).
+    """
+    raw: dict[str, tuple[Any, str]] = {}
+    path = config_path
+    if path is None and environ.get(ENV_CONFIG):
+        path = Path(environ[ENV_CONFIG])
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        for key, value in _read_file(path).items():
+            if key not in CHECKS:
+                raise _unknown_key(key, f"configuration file {str(path)!r}")
+            raw[key] = (value, f"configuration file {str(path)!r}")
+    for key, (text, var) in _from_env(environ).items():
+        raw[key] = (text, f"environment variable {var}")
+    for key, value in overrides.items():
+        if key not in CHECKS:
+            raise _unknown_key(key, "command-line flags")
+        if value is not None:
+            raw[key] = (value, "the command line")
+
+    values: dict[str, Any] = {}
+    for key, (value, source) in raw.items():
+        try:
+            values[key] = CHECKS[key](value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}={_show(value)} (from {source}): {exc}") from None
+    settings = Settings(**values)
+    _check_rules(settings, raw.get("state_rules", (None, ""))[1])
+    return settings
+
+
+def _show(value: object) -> str:
+    return repr(str(value)) if isinstance(value, Path) else repr(value)
+
+
+def _check_rules(settings: Settings, source: str) -> None:
+    """Load the rules now so a broken rules file stops start-up (SPEC 13)."""
+    path = settings.state_rules
+    if path is None:
+        return
+    if not path.is_file():
+        raise ConfigError(
+            f"state_rules={str(path)!r} (from {source}): file not found; "
+            "point it at a readable rules file or remove the key to use the built-in table"
+        )
+    try:
+        settings.rules()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"state_rules={str(path)!r} (from {source}): cannot be read: {exc}"
+        ) from None
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Split a ``--set KEY=VALUE`` flag; the value stays text and is checked later."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set horizon_days=90")
+    return key, value

@@ -1,0 +1,587 @@
+"""Synthetic, realistic data for demos and benchmarks (``mailplan generate``).
+
+The generator plays the part of an upstream CRM: it writes ``contacts``, campaign
+configuration, targeting rows, sender history and engagement straight into the
+database, as any upstream system would. The data is a pure function of the seed
+and the reference date, so a benchmark or a test can rebuild the same database.
+
+Contacts 1..len(SHOWCASE) are fixed "showcase" cases (every state with a rule,
+Feb 29 dates, missing and wrong locations, bad addresses and dates) so that
+even a tiny database covers every rule; the rest are random with realistic
+proportions. Speed matters (1,000,000 contacts in well under 30 s): columns are
+drawn with one ``random.Random`` in tight loops and written with ``executemany``
+in large batches inside a single transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
+from pathlib import Path
+
+import structlog
+
+from service.errors import InputError
+
+log = structlog.get_logger(__name__)
+
+BATCH = 50_000
+
+# Approximate population (hundreds of thousands) so the mix of states looks real.
+STATE_WEIGHTS: dict[str, int] = {
+    "CA": 390, "TX": 290, "FL": 220, "NY": 200, "PA": 130, "IL": 126, "OH": 118,
+    "GA": 107, "NC": 105, "MI": 100, "NJ": 93, "VA": 86, "WA": 77, "AZ": 73,
+    "MA": 70, "TN": 69, "IN": 68, "MO": 62, "MD": 62, "WI": 59, "CO": 58, "MN": 57,
+    "SC": 51, "AL": 50, "LA": 46, "KY": 45, "OR": 42, "OK": 40, "CT": 36, "UT": 33,
+    "IA": 32, "NV": 31, "AR": 30, "MS": 29, "KS": 29, "NM": 21, "NE": 20, "ID": 19,
+    "WV": 18, "HI": 14, "NH": 14, "ME": 14, "MT": 11, "RI": 11, "DE": 10, "SD": 9,
+    "ND": 8, "AK": 7, "DC": 7, "VT": 6, "WY": 6, "PR": 32,
+}
+RULE_STATES = (
+    "CA", "ID", "IL", "IN", "KY", "LA", "MD", "NV", "OK", "OR", "UT", "VA", "WY",
+    "MO", "CT", "MA", "NY", "WA",
+)
+FIRST_NAMES = (
+    "James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda",
+    "William", "Elizabeth", "David", "Barbara", "Richard", "Susan", "Joseph", "Jessica",
+    "Thomas", "Sarah", "Charles", "Karen", "Christopher", "Lisa", "Daniel", "Nancy",
+    "Matthew", "Betty", "Anthony", "Helen", "Mark", "Sandra", "Dolores", "Harold",
+)
+LAST_NAMES = (
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis",
+    "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson",
+    "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson",
+    "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "O'Brien",
+)
+CARRIERS = (
+    "UnitedHealthcare", "Mutual of Omaha", "Aetna", "Cigna", "Humana", "Anthem",
+    "Blue Cross Blue Shield", "Wellabe", "Manhattan Life", "Accendo",
+)
+PLAN_TYPES = ("Plan G", "Plan N", "Plan F", "High Deductible G")
+PROVIDERS = ("gmail.com", "yahoo.com", "hotmail.com", "aol.com", "outlook.com", "comcast.net")
+BAD_DATES = ("1950-02-30", "19XX-01-01", "1960/05/05", "1961-13-01", "unknown", "")
+BAD_EMAIL_FORMS = ("{n}.{i}", "{n}.{i}@", "{n} {i}@example.com", "{n}.{i}@@example.com")
+
+CONTACT_COLUMNS = (
+    "id", "first_name", "last_name", "email", "current_carrier", "plan_type",
+    "effective_date", "birth_date", "tobacco_user", "gender", "state", "zip_code",
+    "agent_id", "phone_number", "status", "failed_underwriting", "created_at", "updated_at",
+)
+INSERT_CONTACT = (
+    f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
+)
+HISTORY_COLUMNS = (
+    "id", "contact_id", "email_type", "scheduled_send_date", "scheduled_send_time", "status",
+    "event_year", "event_month", "event_day", "sent_at", "actual_send_datetime",
+    "priority", "email_template", "batch_id", "created_at", "updated_at",
+)
+INSERT_HISTORY = (
+    f"INSERT INTO email_schedules ({', '.join(HISTORY_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateSummary:
+    """What ``generate`` wrote."""
+
+    contacts: int
+    history: int
+    clicks: int
+    contact_events: int
+    contact_campaigns: int
+    campaign_instances: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Showcase:
+    """One fixed contact: (state, zip, birth, effective, email form, failed uw) overrides."""
+
+    label: str
+    state: str | None = None
+    zip_code: str | None = None
+    birth: str | None = None
+    effective: str | None = None
+    email: str | None = None
+    failed_underwriting: bool = False
+
+
+@cache
+def zips_by_state() -> dict[str, tuple[str, ...]]:
+    """Real, active, standard five-digit ZIP codes of each state (``zipcodes`` package)."""
+    import zipcodes  # type: ignore[import-untyped]  # loaded lazily: it takes ~0.5 s
+
+    out: dict[str, list[str]] = {}
+    for z in zipcodes.list_all():
+        if z["active"] and z["zip_code_type"] == "STANDARD":
+            out.setdefault(z["state"], []).append(z["zip_code"])
+    return {state: tuple(sorted(codes)) for state, codes in out.items()}
+
+
+def _anniversary(d: date, year: int) -> date:
+    if d.month == 2 and d.day == 29:
+        try:
+            return date(year, 2, 29)
+        except ValueError:
+            return date(year, 2, 28)
+    return d.replace(year=year)
+
+
+def _leap_years(first: int, last: int) -> list[int]:
+    return [y for y in range(first, last + 1) if y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)]
+
+
+def showcase(today: date) -> tuple[Showcase, ...]:
+    """The fixed cases of contacts 1..n (every rule state and every awkward input)."""
+    near = today + timedelta(days=30)
+    # Birthdays inside the horizon make the rule of each state visible at once.
+    soon_birth = date(near.year - 70, near.month, min(near.day, 28)).isoformat()
+    # A policy anniversary on the 1st of a month 32..62 days ahead.
+    soon = today + timedelta(days=62)
+    soon_effective = date(soon.year - 3, soon.month, 1).isoformat()
+    cases = [Showcase(f"rule state {st}", state=st, birth=soon_birth, effective=soon_effective)
+             for st in RULE_STATES]
+    leap = _leap_years(today.year - 90, today.year - 60)[-1]
+    cases += [
+        Showcase("Feb 29 birthday in CA", state="CA", birth=f"{leap}-02-29"),
+        Showcase("Feb 29 birthday in NV", state="NV", birth=f"{leap}-02-29"),
+        Showcase("Feb 29 effective date in MO", state="MO", effective="2024-02-29"),
+        Showcase("Feb 29 birthday, no rule state", state="TX", birth=f"{leap}-02-29"),
+        Showcase("state from ZIP (Los Angeles)", state="", zip_code="90012"),
+        Showcase("state from ZIP (Kansas City, MO)", state="", zip_code="64105"),
+        Showcase("ZIP+4 only (Brooklyn)", state="", zip_code="11201-1234"),
+        Showcase("lower-case state", state="or"),
+        Showcase("unknown state text with ZIP", state="Calif", zip_code="94103"),
+        Showcase("no state, no ZIP", state="", zip_code=""),
+        Showcase("no state, bad ZIP", state="", zip_code="ABCDE"),
+        Showcase("empty email", email=""),
+        Showcase("email without @", email="no-at-sign.example.com"),
+        Showcase("birth date not a real date", birth="1950-02-30"),
+        Showcase("birth date in the future", birth=f"{today.year + 30}-06-15"),
+        Showcase("effective date with a time part", effective=f"{soon_effective} 00:00:00"),
+        Showcase("effective date next year", effective=f"{today.year + 1}-01-01"),
+        Showcase("failed underwriting in TX", state="TX", failed_underwriting=True),
+        Showcase("failed underwriting in CA", state="CA", failed_underwriting=True),
+    ]
+    return tuple(cases)
+
+
+class _Columns:
+    """Random contact columns, drawn a batch at a time from one seeded generator.
+
+    Work is done column by column in list comprehensions over precomputed
+    tables (ISO date strings, ZIPs per state, phone numbers): per-row Python
+    branching would be several times slower at a million rows.
+    """
+
+    def __init__(self, rng: random.Random, today: date) -> None:
+        self.rng = rng
+        self.zips = zips_by_state()
+        self.states = tuple(STATE_WEIGHTS)
+        self.cum = list(itertools.accumulate(STATE_WEIGHTS[st] for st in self.states))
+        t = today.toordinal()
+        # Ages 55..95 on the reference date; 2 % are 40..55 (age ranges of IL/IN matter).
+        self.births = [date.fromordinal(t - 95 * 365 + k).isoformat() for k in range(55 * 365)]
+        self.old_span = 40 * 365
+        # Policies from 35 years ago to one year ahead, skewed towards recent ones.
+        eff = [date.fromordinal(t + 365 - k) for k in range(35 * 365)]
+        self.effs = [d.isoformat() for d in eff]
+        self.effs_first = [d.replace(day=1).isoformat() for d in eff]
+        self.leaps = _leap_years(today.year - 95, today.year - 40)
+        self.eff_leaps = [y for y in _leap_years(1992, today.year + 1)
+                          if date(y, 2, 29) <= today + timedelta(days=365)]
+        self.phones = [
+            f"({rng.randrange(200, 1000)}) {rng.randrange(200, 1000)}-{rng.randrange(10000):04d}"
+            for _ in range(65536)
+        ]
+        self.first_lower = [n.lower() for n in FIRST_NAMES]
+        self.last_lower = [n.lower().replace("'", "") for n in LAST_NAMES]
+
+    def uniforms(self, n: int) -> list[float]:
+        r = self.rng.random
+        return [r() for _ in range(n)]
+
+    def rare(self, n: int, p: float) -> list[int]:
+        """Positions (0-based) picked with probability ``p`` each."""
+        return [k for k, u in enumerate(self.uniforms(n)) if u < p]
+
+    def birth_dates(self, n: int) -> list[str]:
+        span, tbl = self.old_span, self.births
+        young = len(tbl) - span
+        out = [tbl[int(u * span)] if u < 0.98 else tbl[span + int((u - 0.98) * 50 * young)]
+               for u in self.uniforms(n)]
+        pick = self.rng.random
+        for k in self.rare(n, 0.003):
+            out[k] = f"{self.leaps[int(pick() * len(self.leaps))]}-02-29"
+        for k in self.rare(n, 0.002):
+            out[k] = BAD_DATES[int(pick() * len(BAD_DATES))]
+        return out
+
+    def effective_dates(self, n: int) -> list[str]:
+        span = len(self.effs)
+        tables = (self.effs_first, self.effs)
+        out = [tables[f >= 0.8][int(span * u * u)]
+               for u, f in zip(self.uniforms(n), self.uniforms(n), strict=True)]
+        pick = self.rng.random
+        for k in self.rare(n, 0.001):
+            out[k] = f"{self.eff_leaps[int(pick() * len(self.eff_leaps))]}-02-29"
+        for k in self.rare(n, 0.002):
+            out[k] = BAD_DATES[int(pick() * len(BAD_DATES))]
+        for k in self.rare(n, 0.005):
+            out[k] += " 00:00:00"
+        return out
+
+    def locations(self, n: int) -> tuple[list[str], list[str]]:
+        states = self.rng.choices(self.states, cum_weights=self.cum, k=n)
+        zips = self.zips
+        codes = [zips[s][int(u * len(zips[s]))] for s, u in zip(states, self.uniforms(n), strict=True)]
+        pick = self.rng.random
+        for k in self.rare(n, 0.07):
+            r = pick()
+            if r < 0.43:
+                states[k] = ""  # state derived from the ZIP
+            elif r < 0.57:
+                states[k], codes[k] = "", ""  # no location at all
+            elif r < 0.64:
+                states[k] = "XX"  # not a USPS code: the ZIP decides
+            elif r < 0.71:
+                codes[k] = "ABCDE"  # bad ZIP, good state
+            elif r < 0.86:
+                states[k] = states[k].lower()
+            else:
+                codes[k] = f"{codes[k]}-{int(pick() * 10000):04d}"
+        return states, codes
+
+    def names_and_emails(self, start: int, n: int) -> tuple[list[str], list[str], list[str]]:
+        nf, nl, npr = len(FIRST_NAMES), len(LAST_NAMES), len(PROVIDERS)
+        fi = [int(u * nf) for u in self.uniforms(n)]
+        li = [int(u * nl) for u in self.uniforms(n)]
+        fl, ll = self.first_lower, self.last_lower
+        emails = [f"{fl[a]}.{ll[b]}.{i}@{PROVIDERS[int(u * npr)]}"
+                  for a, b, i, u in zip(fi, li, range(start, start + n), self.uniforms(n),
+                                        strict=True)]
+        pick = self.rng.random
+        for k in self.rare(n, 0.01):
+            form = BAD_EMAIL_FORMS[int(pick() * len(BAD_EMAIL_FORMS))]
+            emails[k] = form.format(n=f"{fl[fi[k]]}.{ll[li[k]]}", i=start + k)
+        return [FIRST_NAMES[a] for a in fi], [LAST_NAMES[b] for b in li], emails
+
+    def batch(self, start: int, stop: int, stamp: str) -> list[tuple[object, ...]]:
+        n = stop - start
+        r = self.rng.random
+        firsts, lasts, emails = self.names_and_emails(start, n)
+        carriers = self.rng.choices(CARRIERS, k=n)
+        plans = self.rng.choices(PLAN_TYPES, k=n)
+        effective = self.effective_dates(n)
+        births = self.birth_dates(n)
+        tobacco = [int(r() < 0.15) for _ in range(n)]
+        gender = ["F" if r() < 0.55 else "M" for _ in range(n)]
+        states, codes = self.locations(n)
+        agents = [1 + int(r() * 50) for _ in range(n)]
+        phones = [self.phones[int(r() * 65536)] for _ in range(n)]
+        failed = [int(r() < 0.05) for _ in range(n)]
+        rep = itertools.repeat
+        return list(zip(range(start, stop), firsts, lasts, emails, carriers, plans, effective,
+                        births, tobacco, gender, states, codes, agents, phones, rep("active"),
+                        failed, rep(stamp), rep(stamp)))
+
+
+def _apply_showcase(
+    rows: list[tuple[object, ...]], cases: Sequence[Showcase], zips: dict[str, tuple[str, ...]]
+) -> None:
+    """Overwrite contacts 1..len(cases) (the first rows of the first batch) with the fixed cases."""
+    for k, case in enumerate(cases[: len(rows)]):
+        row = list(rows[k])
+        cid = int(str(row[0]))
+        if case.state is not None:
+            row[10] = case.state
+            codes = zips.get(case.state.upper())
+            if case.zip_code is None and codes:
+                row[11] = codes[cid % len(codes)]
+        elif not row[10] or str(row[10]) not in zips:
+            row[10], row[11] = "TX", zips["TX"][cid % len(zips["TX"])]
+        if case.zip_code is not None:
+            row[11] = case.zip_code
+        if case.birth is not None:
+            row[7] = case.birth
+        elif len(str(row[7])) != 10:
+            row[7] = "1955-07-04"
+        if case.effective is not None:
+            row[6] = case.effective
+        elif len(str(row[6])) != 10:
+            row[6] = "2019-05-01"
+        row[3] = case.email if case.email is not None else f"showcase.{cid}@example.com"
+        row[15] = int(case.failed_underwriting)
+        rows[k] = tuple(row)
+
+
+def _month_days(today: date, before: int) -> frozenset[str]:
+    """'MM-DD' of dates whose email ``before`` days ahead of their anniversary went out
+    in the last 34 days (a cheap pre-filter before parsing any date)."""
+    out = set()
+    for k in range(366):
+        d = date(2000, 1, 1) + timedelta(days=k)
+        for year in (today.year, today.year + 1):
+            sent = _anniversary(d, year) - timedelta(days=before)
+            if today - timedelta(days=34) <= sent < today:
+                out.add(d.isoformat()[5:])
+    return frozenset(out)
+
+
+def _history_rows(
+    rng: random.Random, today: date, rows: Sequence[tuple[object, ...]], next_id: int
+) -> list[tuple[object, ...]]:
+    """Sender history for contacts whose anniversary email went out in the last weeks.
+
+    Returns rows whose first element is the explicit ``email_schedules`` id, so
+    clicks can point at them.
+    """
+    out: list[tuple[object, ...]] = []
+    lo = today - timedelta(days=34)
+    bdays, edays = _month_days(today, 14), _month_days(today, 30)
+    for row in rows:
+        birth, eff = str(row[7])[:10], str(row[6])[:10]
+        if birth[5:] not in bdays and eff[5:] not in edays:
+            continue
+        for kind, text, before, prio in (("birthday", birth, 14, 10),
+                                         ("effective_date", eff, 30, 20)):
+            if rng.random() > 0.6:
+                continue
+            try:
+                base = date.fromisoformat(text)
+            except ValueError:
+                continue
+            if base >= today:
+                continue
+            for year in (today.year, today.year + 1):
+                event = _anniversary(base, year)
+                sent = event - timedelta(days=before)
+                if lo <= sent < today and event > base:
+                    break
+            else:
+                continue
+            status = "delivered" if rng.random() < 0.7 else "sent"
+            stamp = f"{sent.isoformat()} 13:30:00"
+            out.append((next_id, row[0], kind, sent.isoformat(), "08:30:00", status,
+                        event.year, event.month, event.day, stamp, stamp, prio,
+                        f"{kind}_template", "generated-history", stamp, stamp))
+            next_id += 1
+            follow = sent + timedelta(days=2)
+            if rng.random() < 0.1 and follow < today:
+                fstamp = f"{follow.isoformat()} 13:30:00"
+                out.append((next_id, row[0], "followup_cold", follow.isoformat(), "08:30:00",
+                            "sent", sent.year, sent.month, sent.day, fstamp, fstamp, 50,
+                            "cold_template", "generated-history", fstamp, fstamp))
+                next_id += 1
+    return out
+
+
+def _engagement(
+    rng: random.Random, history: Sequence[tuple[object, ...]]
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Clicks and eligibility answers for some of the sent anniversary emails."""
+    clicks: list[tuple[object, ...]] = []
+    events: list[tuple[object, ...]] = []
+    for row in history:
+        if row[2] not in ("birthday", "effective_date"):
+            continue
+        sent = date.fromisoformat(str(row[3]))
+        r = rng.random()
+        when = f"{(sent + timedelta(days=1)).isoformat()} 10:15:00"
+        if r < 0.3:
+            clicks.append((row[1], row[0], when))
+        if r < 0.1:
+            answer = {"has_medical_conditions": rng.random() < 0.4}
+            events.append((row[1], "eligibility_answered", json.dumps(answer), when))
+    return clicks, events
+
+
+def next_aep_season(today: date) -> tuple[date, date]:
+    """The Annual Enrollment Period (Oct 15 - Dec 7) that is running or comes next."""
+    year = today.year if today <= date(today.year, 12, 7) else today.year + 1
+    return date(year, 10, 15), date(year, 12, 7)
+
+
+CAMPAIGN_TYPES = (
+    # name, respect windows, follow-ups, days before, all contacts, priority, active,
+    # spread evenly, skip failed underwriting
+    ("aep", 1, 1, 30, 1, 30, 1, 0, 0),
+    ("plan_review", 1, 1, 14, 0, 25, 1, 0, 1),
+    ("medicare_newsletter", 1, 0, 0, 1, 35, 1, 1, 0),
+)
+
+
+def _campaigns(
+    conn: sqlite3.Connection, rng: random.Random, today: date, contacts: int, stamp: str
+) -> tuple[int, int]:
+    """An AEP instance, a spread newsletter for three states, a targeted review campaign."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO campaign_types (name, respect_exclusion_windows, "
+        "enable_followups, days_before_event, target_all_contacts, priority, active, "
+        "spread_evenly, skip_failed_underwriting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        CAMPAIGN_TYPES,
+    )
+    aep_start, aep_end = next_aep_season(today)
+    instances = (
+        ("aep", f"aep_{aep_start.year}", "aep_template", "aep_sms_template",
+         aep_start - timedelta(days=30), aep_end, None, None, "ALL", "ALL"),
+        ("medicare_newsletter", f"newsletter_{today.isoformat()}", "newsletter_template", None,
+         today + timedelta(days=20), today + timedelta(days=60),
+         today + timedelta(days=20), today + timedelta(days=50), "TX,FL,GA", "ALL"),
+        ("plan_review", f"plan_review_{today.year}", "plan_review_template", None,
+         today - timedelta(days=30), today + timedelta(days=180), None, None, "ALL", "ALL"),
+    )
+    ids: list[int] = []
+    for inst in instances:
+        values = tuple(v.isoformat() if isinstance(v, date) else v for v in inst)
+        cur = conn.execute(
+            "INSERT INTO campaign_instances (campaign_type, instance_name, email_template, "
+            "sms_template, active_start_date, active_end_date, spread_start_date, "
+            "spread_end_date, target_states, target_carriers, metadata, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+            (*values, stamp, stamp),
+        )
+        ids.append(int(cur.lastrowid or 0))
+    review_id = ids[-1]
+    targets = []
+    for cid in range(1, contacts + 1):
+        if rng.random() < 0.02:
+            trigger = today + timedelta(days=int(rng.random() * 130) - 10)
+            status = "pending" if rng.random() < 0.9 else "completed"
+            targets.append((cid, review_id, trigger.isoformat(), status, "{}", stamp, stamp))
+    conn.executemany(
+        "INSERT INTO contact_campaigns (contact_id, campaign_instance_id, trigger_date, status, "
+        "metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        targets,
+    )
+    return len(instances), len(targets)
+
+
+def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
+    start = 1
+    while start <= n:
+        stop = min(n + 1, start + size)
+        yield start, stop
+        start = stop
+
+
+CAPTURED_TABLES = (
+    "contacts", "email_schedules", "tracking_clicks", "contact_events",
+    "campaign_types", "campaign_instances", "contact_campaigns",
+)
+
+
+def _suspend_triggers(conn: sqlite3.Connection) -> list[str]:
+    """Drop the event-capture triggers inside the open transaction; return their SQL.
+
+    The bulk load holds the write lock from start to commit, so no upstream
+    change can slip through unseen while they are gone; they are re-created
+    (from their own stored text) before the same commit, and a rollback brings
+    them back as well.
+    """
+    found = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+        "AND tbl_name IN (SELECT value FROM json_each(?)) ORDER BY name",
+        (json.dumps(CAPTURED_TABLES),),
+    ).fetchall()
+    for name, _ in found:
+        conn.execute('DROP TRIGGER "{}"'.format(str(name).replace('"', '""')))
+    return [str(sql) for _, sql in found]
+
+
+def _set_journal(conn: sqlite3.Connection, mode: str) -> bool:
+    """Switch the journal mode; False when another connection holds the database."""
+    try:
+        got = conn.execute(f"PRAGMA journal_mode = {mode}").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return bool(got) and str(got[0]).lower() == mode
+
+
+def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> GenerateSummary:
+    rng = random.Random(seed)
+    stamp = f"{today.isoformat()} 00:00:00"
+    next_schedule = 1 + conn.execute(
+        "SELECT coalesce(max(id), 0) FROM email_schedules"
+    ).fetchone()[0]
+    columns = _Columns(rng, today)
+    history_rng = random.Random(rng.getrandbits(64))
+    cases = showcase(today)
+    history: list[tuple[object, ...]] = []
+    for start, stop in _batches(contacts, BATCH):
+        rows = columns.batch(start, stop, stamp)
+        if start == 1:
+            _apply_showcase(rows, cases, columns.zips)
+        conn.executemany(INSERT_CONTACT, rows)
+        history.extend(_history_rows(history_rng, today, rows, next_schedule + len(history)))
+    conn.executemany(INSERT_HISTORY, history)
+    clicks, answers = _engagement(history_rng, history)
+    conn.executemany(
+        "INSERT INTO tracking_clicks (contact_id, email_schedule_id, clicked_at) VALUES (?, ?, ?)",
+        clicks,
+    )
+    conn.executemany(
+        "INSERT INTO contact_events (contact_id, event_type, metadata, created_at) "
+        "VALUES (?, ?, ?, ?)",
+        answers,
+    )
+    n_instances, n_targets = _campaigns(conn, history_rng, today, contacts, stamp)
+    return GenerateSummary(
+        contacts=contacts, history=len(history), clicks=len(clicks),
+        contact_events=len(answers), contact_campaigns=n_targets,
+        campaign_instances=n_instances, seconds=0.0,
+    )
+
+
+def generate(db_path: Path, contacts: int, seed: int, today: date) -> GenerateSummary:
+    """Fill an empty, migrated database with ``contacts`` synthetic contacts (ids 1..N).
+
+    The data is a function of ``seed`` and ``today`` only. Everything is written
+    in one transaction. Instead of the millions of single-contact events the
+    capture triggers would raise, one ``recompute_all`` event is queued: a
+    daemon started on the new database plans it in chunks.
+    """
+    if contacts < 1:
+        raise InputError(f"--contacts {contacts}: must be at least 1")
+    started = time.perf_counter()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA cache_size = -262144")  # 256 MiB keeps the indexes in memory
+        existing = conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
+        if existing:
+            raise InputError(
+                f"{db_path} already holds {existing} contacts; generate writes contacts "
+                "1..N into an empty database: use a new --db path"
+            )
+        # A rollback journal writes the new pages once; WAL would write them twice.
+        switched = _set_journal(conn, "truncate")
+        conn.execute("BEGIN IMMEDIATE")
+        triggers = _suspend_triggers(conn)
+        summary = _load(conn, contacts, seed, today)
+        for sql in triggers:
+            conn.execute(sql)
+        conn.execute("INSERT INTO scheduler_events (kind) VALUES ('recompute_all')")
+        conn.execute("COMMIT")
+        if switched:
+            _set_journal(conn, "wal")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+    summary = dataclasses.replace(summary, seconds=time.perf_counter() - started)
+    log.info("generated", db=str(db_path), seed=seed, today=today.isoformat(),
+             contacts=contacts, history=summary.history, seconds=round(summary.seconds, 2))
+    return summary

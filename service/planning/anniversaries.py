@@ -1,0 +1,141 @@
+"""Birthday and policy-anniversary emails (SPEC 5.4, with 5.10's liveness).
+
+Occurrences are enumerated year by year from the first one that can still
+matter: the live ones become rows, the first one beyond the horizon only
+reports the day it enters the horizon (5.11). When post-window emails are
+possible, occurrences whose event has already passed are looked at too: the
+post-window email they caused lives on until its own date (5.5).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from service.planning.dates import anniversary, months_between
+from service.planning.exclusion import check_exclusion
+from service.planning.model import BIRTHDAY, EFFECTIVE_DATE
+from service.planning.review import ONE_DAY
+
+if TYPE_CHECKING:
+    from service.planning.plan import PlanContext
+
+FAILED_UNDERWRITING = "Failed underwriting"
+"""Skip reason under ``exclude_failed_underwriting_global`` (SPEC 5.2)."""
+
+BIRTHDAY_PRIORITY = 10
+EFFECTIVE_DATE_PRIORITY = 20
+
+
+def plan_anniversaries(ctx: PlanContext) -> None:
+    """Birthday and effective-date emails of one contact (SPEC 5.4, 5.10).
+
+    - Birthday occurrences are the anniversaries of the birth date in the years
+      after the birth year; policy anniversaries are those strictly after the
+      effective date. Feb 29 falls on Feb 28 in non-leap years (5.1).
+    - An occurrence is live while its desired date (event - days before) is
+      within today + ``horizon_days`` and today ≤ its event date; a passed
+      desired date is caught up to today (see ``PlanContext.emit``).
+    - Effective-date emails need at least ``effective_date_first_email_months``
+      calendar months from the effective date to the desired date before any
+      catch-up (time-invariant, SPEC 14).
+    - With the state unknown, nothing is planned unless
+      ``send_without_zipcode_for_universal`` (5.2).
+    - A failed-underwriting contact under ``exclude_failed_underwriting_global``
+      gets skipped rows with reason "Failed underwriting" (kept, not dropped,
+      so ``explain`` shows them); such skips cause no post-window email.
+    - ``days_before`` values are assumed non-negative (the configuration
+      validates them), so the desired date never follows the event.
+    """
+    rc = ctx.rc
+    if rc.birth_date is None and rc.effective_date is None:
+        return
+    params = ctx.params
+    if rc.state is None and not params.send_without_zipcode_for_universal:
+        ctx.notes.append(
+            "no birthday or effective-date emails: the location is unknown and "
+            "send_without_zipcode_for_universal is off"
+        )
+        return
+    skip = None
+    if rc.failed_underwriting and params.exclude_failed_underwriting_global:
+        skip = FAILED_UNDERWRITING
+    if rc.birth_date is not None:
+        _occurrences(
+            ctx, BIRTHDAY, rc.birth_date, params.birthday_days_before, BIRTHDAY_PRIORITY,
+            "birthday_template", skip, None,
+        )  # fmt: skip
+    if rc.effective_date is not None:
+        _occurrences(
+            ctx, EFFECTIVE_DATE, rc.effective_date, params.effective_date_days_before,
+            EFFECTIVE_DATE_PRIORITY, "effective_date_template", skip,
+            params.effective_date_first_email_months,
+        )  # fmt: skip
+
+
+def _occurrences(
+    ctx: PlanContext,
+    kind: str,
+    base: date,
+    days_before: int,
+    priority: int,
+    template: str,
+    skip: str | None,
+    min_months: int | None,
+) -> None:
+    today = ctx.today
+    before = timedelta(days=days_before)
+    post_window = skip is None and ctx.excludable and ctx.params.enable_post_window_emails
+    # A window is assumed to end within a year of the occurrence that it skipped,
+    # so last year's occurrence is the oldest whose post-window email can be live.
+    year = max(base.year + 1, today.year - 1 if post_window else today.year)
+    while True:
+        event = anniversary(base, year)
+        year += 1
+        desired = event - before
+        if event < today:
+            if post_window:
+                _past_source(ctx, kind, base, event, desired, min_months)
+            continue
+        if desired > ctx.horizon_end:
+            ctx.wake(desired - ctx.horizon)
+            return
+        # No wake at event + 1 is needed: emit reports desired + 1, which is earlier.
+        if min_months is not None and months_between(base, desired) < min_months:
+            continue
+        exc = ctx.emit(
+            kind, event, desired, priority, template, windows=True, skip=skip, upper=event
+        )
+        if post_window and exc is not None and not exc.year_round and exc.window_end is not None:
+            ctx.pw_sources.append((exc.window_end, event))
+
+
+def _past_source(
+    ctx: PlanContext, kind: str, base: date, event: date, desired: date, min_months: int | None
+) -> None:
+    """A passed occurrence's contribution to post-window emails (SPEC 5.5).
+
+    The occurrence is judged as on its last live day, its event date, when its
+    (caught-up) desired date was ``max(desired, event)``: the post-window email
+    then stays exactly as it was while the source was live, until its own date.
+    """
+    if min_months is not None and months_between(base, desired) < min_months:
+        return
+    if ctx.in_history(kind, event):
+        return
+    at = desired if desired > event else event
+    state = ctx.rc.state
+    assert state is not None
+    rule = ctx.rules.rule_on(state, at)
+    if rule is None or rule.kind == "year_round":
+        return
+    # The window holding `at` is anchored at most before+buffer days after it,
+    # so it ends by at + reach; skip the exact check when that is long past.
+    reach = rule.before_days + ctx.params.pre_window_buffer_days + rule.after_days
+    if (ctx.today - at).days > reach + 1:
+        return
+    exc = check_exclusion(ctx.rc, at, ctx.rules, ctx.params)
+    if exc is None or exc.year_round or exc.window_end is None:
+        return
+    if exc.window_end + ONE_DAY >= ctx.today:
+        ctx.pw_sources.append((exc.window_end, event))

@@ -1,0 +1,365 @@
+"""Load balancing of the non-skipped plan rows (SPEC 6).
+
+Two steps. *Smoothing* spreads the ``effective_date`` rows of a crowded date
+over ``W`` days by a stable hash (the row's *step-1 date*). The *cap sweep*
+then walks the calendar from *today*: each day's candidates are the rows
+whose step-1 date is that day plus the rows carried from the day before;
+above the threshold ``T`` the first ``C`` stay (rows whose allowed interval
+ends that day always stay) and the rest move on to the next day.
+
+The module is built from primitives that the windowed driver
+(``service.rebalance``) reuses on rows read from the database in chunks:
+:func:`smooth_date` / :func:`step1_dates` for step 1 and :class:`Sweeper`
+for one day of step 2. :func:`balance` is the reference: a pure function of
+the rows, the capacity and *today*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import NamedTuple
+
+from service.planning.model import EFFECTIVE_DATE, RowKey
+from service.planning.params import BalanceParams
+
+ONE_DAY = timedelta(days=1)
+
+
+class BalanceItem(NamedTuple):
+    """One non-skipped plan row as balancing sees it (SPEC 6).
+
+    ``allowed_from``/``allowed_to`` bound the days on which the row may be
+    sent; ``None`` leaves that side open (*today* still bounds it from below).
+    A named tuple rather than a dataclass: millions of them are built per run.
+    """
+
+    key: RowKey
+    priority: int
+    desired: date
+    allowed_from: date | None
+    allowed_to: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """The day's balancing parameters: cap ``C``, threshold ``T``,
+    effective-date soft limit ``L`` and smoothing window ``W`` (SPEC 6)."""
+
+    cap: int
+    threshold: int
+    ed_limit: int
+    window: int
+
+
+def _floor_times(n: int, factor: float) -> int:
+    # Decimal of the shortest repr: floor(10 x 0.3) must be 3, whatever the
+    # binary rounding of 0.3 makes of the float product.
+    return math.floor(Decimal(n) * Decimal(repr(factor)))
+
+
+def capacity(params: BalanceParams, contacts_with_email: int) -> Capacity:
+    """The capacity of a day (SPEC 6): ``C = daily_cap`` if set, else
+    ``floor(N x daily_send_percentage_cap)``, at least 1 either way;
+    ``T = floor(C x overage_threshold)``; ``L = min(ed_daily_soft_limit,
+    floor(0.3 x C))``; ``W = ed_smoothing_window_days`` (at least 1)."""
+    if params.daily_cap is not None:
+        cap = params.daily_cap
+    else:
+        cap = _floor_times(contacts_with_email, params.daily_send_percentage_cap)
+    cap = max(1, cap)
+    return Capacity(
+        cap=cap,
+        threshold=_floor_times(cap, params.overage_threshold),
+        ed_limit=min(params.ed_daily_soft_limit, _floor_times(cap, 0.3)),
+        window=max(1, params.ed_smoothing_window_days),
+    )
+
+
+def stable_hash(contact_id: int, email_type: str, year: int) -> int:
+    """The smoothing hash ``H`` of SPEC 6: BLAKE2b (8-byte digest, big-endian)
+    of ``"<contact_id>-<email_type>-<year>"``; stable across runs and languages."""
+    text = f"{contact_id}-{email_type}-{year}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def arrival_day(step1: date, today: date) -> date:
+    """The sweep day a row first competes on: its step-1 date, or *today*
+    for a row whose step-1 date has already passed (the sweep starts today)."""
+    return step1 if step1 > today else today
+
+
+def _smoothed(item: BalanceItem, d: date, cap: Capacity, today: date) -> date:
+    cid, etype, _ = item.key
+    window = cap.window
+    shift = stable_hash(cid, etype, d.year) % window - window // 2
+    if shift == 0:
+        return d
+    moved = d + timedelta(days=shift)
+    # A move must not break a rule: never before today, never outside the
+    # row's allowed interval (SPEC 6, "Balancing never breaks a rule").
+    if moved < today:
+        return d
+    if item.allowed_from is not None and moved < item.allowed_from:
+        return d
+    if item.allowed_to is not None and moved > item.allowed_to:
+        return d
+    return moved
+
+
+def smooth_date(
+    items_on_d: Sequence[BalanceItem], d: date, cap: Capacity, today: date
+) -> dict[RowKey, date]:
+    """Step 1 of SPEC 6 for one date: the step-1 date of every
+    ``effective_date`` row whose desired date is ``d``.
+
+    ``items_on_d`` must be all of them. If there are more than ``L``, each
+    moves by ``H(contact_id, email_type, year(d)) mod W - W // 2`` days unless
+    that lands before *today* or outside its allowed interval.
+    """
+    if len(items_on_d) <= cap.ed_limit:
+        return {item.key: d for item in items_on_d}
+    return {item.key: _smoothed(item, d, cap, today) for item in items_on_d}
+
+
+def step1_dates(items: Sequence[BalanceItem], cap: Capacity, today: date) -> list[date]:
+    """Step 1 of SPEC 6 for a batch: the step-1 date of each item, in order.
+
+    The batch must hold every item of each desired date it contains (the
+    crowding of a date is counted within the batch). Rows other than
+    ``effective_date`` keep their desired date.
+    """
+    ed_on: dict[date, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.key[1] == EFFECTIVE_DATE:
+            group = ed_on.get(item.desired)
+            if group is None:
+                ed_on[item.desired] = [i]
+            else:
+                group.append(i)
+    out = [item.desired for item in items]
+    for d, idx in ed_on.items():
+        if len(idx) > cap.ed_limit:
+            for i in idx:
+                out[i] = _smoothed(items[i], d, cap, today)
+    return out
+
+
+Pending = tuple[int, date, int, str, date, "date | None", RowKey]
+"""A row in the cap sweep: (priority, step-1 date, contact_id, email_type,
+event date, allowed_to, key). Tuple order is the sweep order of SPEC 6; the
+key is unique, so the last two fields never take part in a comparison. A
+plain tuple: the sweep builds and sorts hundreds of thousands of them."""
+
+STEP1, DUE, KEY = 1, 5, 6
+"""Positions in a :data:`Pending` tuple."""
+
+
+def pending(item: BalanceItem, step1: date) -> Pending:
+    """The sweep entry of a row with its step-1 date."""
+    cid, etype, event = item.key
+    return (item.priority, step1, cid, etype, event, item.allowed_to, item.key)
+
+
+def _must_stay(p: Pending, day: date) -> bool:
+    due = p[DUE]
+    return due is not None and due <= day
+
+
+class Sweeper:
+    """The cap sweep of SPEC 6, one calendar day at a time.
+
+    Holds the rows carried into the next day; while anything is carried the
+    days must be consecutive. The carry is a sorted list consumed from the
+    front and rebuilt (a linear merge of two sorted runs) only on crowded days
+    that bring new rows, so a long overload costs O(rows log rows) overall.
+    Carried rows with an allowed interval are also indexed by its last day,
+    when they must stay whatever the cap.
+    """
+
+    __slots__ = (
+        "_cap",
+        "_dated",
+        "_due",
+        "_due_days",
+        "_gone",
+        "_last",
+        "_pos",
+        "_queue",
+        "_size",
+        "_threshold",
+    )
+
+    def __init__(self, cap: Capacity, carry: Iterable[Pending] = ()) -> None:
+        self._cap = cap.cap
+        self._threshold = cap.threshold
+        self._last: date | None = None
+        self._clear()
+        queue = sorted(carry)
+        self._register(queue)
+        self._requeue(queue)
+        self._size = len(queue)
+
+    def _clear(self) -> None:
+        self._queue: list[Pending] = []
+        self._pos = 0
+        self._gone: set[Pending] = set()
+        self._size = 0
+        self._due: dict[date, list[Pending]] = {}
+        self._due_days: list[date] = []
+        self._dated: set[Pending] = set()
+
+    def _requeue(self, queue: list[Pending]) -> None:
+        # queue[_pos:] minus _gone (rows that left early, on their last day)
+        # are the carried rows.
+        self._queue = queue
+        self._pos = 0
+        self._gone = set()
+
+    def _register(self, rows: Iterable[Pending]) -> None:
+        for p in rows:
+            due = p[DUE]
+            if due is not None:
+                self._dated.add(p)
+                group = self._due.get(due)
+                if group is None:
+                    self._due[due] = [p]
+                    heapq.heappush(self._due_days, due)
+                else:
+                    group.append(p)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def crowded(self, arrivals: int) -> bool:
+        """Whether a day with this many new rows has more than ``T`` candidates."""
+        return self._size + arrivals > self._threshold
+
+    def carried(self) -> list[Pending]:
+        """The rows carried into the next day, in sweep order."""
+        rest = self._queue[self._pos :]
+        if self._gone:
+            rest = [p for p in rest if p not in self._gone]
+        return rest
+
+    def _check_day(self, day: date) -> None:
+        if self._size and self._last is not None and day != self._last + ONE_DAY:
+            raise ValueError(f"sweep skipped from {self._last} to {day} with rows carried")
+        self._last = day
+
+    def drain(self, day: date) -> list[Pending]:
+        """Keep every carried row on ``day`` (a day that is not crowded)."""
+        self._check_day(day)
+        out = self.carried() if self._size else []
+        self._clear()
+        return out
+
+    def step(self, day: date, arrivals: Sequence[Pending]) -> list[Pending]:
+        """Sweep one day: returns the rows that stay on ``day``; the rest are carried."""
+        if not self.crowded(len(arrivals)):
+            kept = self.drain(day)
+            kept.extend(arrivals)
+            return kept
+        self._check_day(day)
+        total = self._size + len(arrivals)
+        kept = [p for p in arrivals if _must_stay(p, day)]
+        fresh = [p for p in arrivals if not _must_stay(p, day)]
+        kept.extend(self._pop_due(day))
+        if fresh:
+            fresh.sort()
+            self._register(fresh)
+            self._requeue(sorted(self.carried() + fresh))
+        room = self._cap - len(kept)
+        if room > 0:
+            kept.extend(self._take(room))
+        self._size = total - len(kept)
+        if not self._size:
+            self._clear()
+        elif self._pos > 4096 and self._pos * 2 > len(self._queue):
+            self._requeue(self.carried())
+        return kept
+
+    def _pop_due(self, day: date) -> list[Pending]:
+        out: list[Pending] = []
+        due_days, dated = self._due_days, self._dated
+        while due_days and due_days[0] <= day:
+            for p in self._due.pop(heapq.heappop(due_days)):
+                if p in dated:
+                    dated.discard(p)
+                    self._gone.add(p)
+                    out.append(p)
+        return out
+
+    def _take(self, room: int) -> list[Pending]:
+        queue, pos, gone = self._queue, self._pos, self._gone
+        if gone:
+            taken = []
+            while room and pos < len(queue):
+                p = queue[pos]
+                pos += 1
+                if p not in gone:
+                    taken.append(p)
+                    room -= 1
+        else:
+            taken = queue[pos : pos + room]
+            pos += len(taken)
+        self._pos = pos
+        if self._dated:
+            dated = self._dated
+            for p in taken:
+                if p[DUE] is not None:
+                    dated.discard(p)
+        return taken
+
+
+def balance(
+    items: Iterable[BalanceItem], cap: Capacity, today: date
+) -> dict[RowKey, tuple[date, date]]:
+    """Global load balancing (SPEC 6): row key -> (step-1 date, scheduled date).
+
+    A pure function of the multiset of items, the capacity and *today*. The
+    sweep runs from *today* to the last day anything is pending; a row whose
+    step-1 date has passed competes from *today*. Row keys must be unique.
+    """
+    rows = items if isinstance(items, list) else list(items)
+    step1s = step1_dates(rows, cap, today)
+    by_day: dict[date, list[int]] = {}
+    for i, s in enumerate(step1s):
+        group = by_day.get(s if s > today else today)
+        if group is None:
+            by_day[s if s > today else today] = [i]
+        else:
+            group.append(i)
+    out: dict[RowKey, tuple[date, date]] = {}
+    sweeper = Sweeper(cap)
+    day = today
+    for arrival in sorted(by_day):
+        while sweeper and day < arrival:
+            _place(out, day, sweeper.step(day, ()))
+            day += ONE_DAY
+        day = arrival
+        idx = by_day[arrival]
+        if sweeper.crowded(len(idx)):
+            _place(out, day, sweeper.step(day, [pending(rows[i], step1s[i]) for i in idx]))
+        else:
+            # The common day: nothing carried, under the threshold.
+            _place(out, day, sweeper.drain(day))
+            for i in idx:
+                out[rows[i].key] = (step1s[i], day)
+        day += ONE_DAY
+    while sweeper:
+        _place(out, day, sweeper.step(day, ()))
+        day += ONE_DAY
+    if len(out) != len(rows):
+        raise ValueError("balance() needs unique row keys")
+    return out
+
+
+def _place(out: dict[RowKey, tuple[date, date]], day: date, kept: Iterable[Pending]) -> None:
+    for p in kept:
+        out[p[KEY]] = (p[STEP1], day)

@@ -1,0 +1,225 @@
+"""Validating a contact and locating it (SPEC 5.1, 5.2).
+
+:func:`resolve_contact` turns the raw text upstream wrote into the few facts the
+rules need: a usable email address, real dates, and the state whose law
+applies. Problems are kept as sentences so ``explain`` can show them.
+
+The ZIP database is the ``zipcodes`` package (a complete, maintained US ZIP
+list, SPEC 14). Its own lookup scans the whole list per call, far too slow for
+a million contacts, so one dict keyed by the five-digit ZIP is built on first
+use and kept.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+
+import zipcodes
+
+from service.planning.dates import parse_date
+from service.planning.model import Contact
+
+USPS_CODES: frozenset[str] = frozenset(
+    {
+        # the 50 states and the District of Columbia
+        "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID",
+        "IL", "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO",
+        "MT", "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA",
+        "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY",
+        # territories and freely associated states served by USPS
+        "AS", "GU", "MP", "PR", "VI", "FM", "MH", "PW",
+        # military post offices
+        "AA", "AE", "AP",
+    }
+)  # fmt: skip
+"""Every two-letter code USPS delivers to (the states of the ZIP database)."""
+
+EMAIL_RE: re.Pattern[str] = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]"
+)
+"""A sane address (SPEC 5.2), matched against the whole text.
+
+One ``@``; a local part of RFC 5322 "atext" characters with single inner dots;
+a domain of at least two dot-separated labels of letters, digits and inner
+hyphens, the last one (the top-level domain) at least two characters and
+starting with a letter. No spaces, no quoting, no IP-literal domains.
+"""
+
+_MAX_EMAIL_LENGTH = 254
+
+_DIGITS = frozenset("0123456789")
+
+
+@dataclass(frozen=True, slots=True)
+class ZipInfo:
+    """What the ZIP database says about one five-digit ZIP code."""
+
+    state: str
+    timezone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedContact:
+    """A contact as the rules see it (SPEC 5.1, 5.2).
+
+    ``email_ok`` is False when no email can be planned at all; ``problems``
+    lists, in words, everything wrong with the raw row (also when harmless).
+    ``state_source`` says where ``state`` came from (``"state"`` column or
+    ``"zip"`` code); ``timezone`` is the IANA zone of the ZIP code, when known.
+    ``has_location`` is True when the state is known (SPEC 5.2, 5.6).
+    """
+
+    id: int
+    email_ok: bool
+    problems: tuple[str, ...]
+    birth_date: date | None
+    effective_date: date | None
+    state: str | None
+    state_source: str | None
+    timezone: str | None
+    has_location: bool
+    carrier: str | None
+    failed_underwriting: bool
+
+
+def is_valid_email(text: str | None) -> bool:
+    """True if ``text`` (surrounding whitespace ignored) is a sane address (SPEC 5.2)."""
+    if text is None:
+        return False
+    s = text.strip()
+    return len(s) <= _MAX_EMAIL_LENGTH and EMAIL_RE.fullmatch(s) is not None
+
+
+@cache
+def _zip_index() -> dict[str, ZipInfo]:
+    known_zones = zoneinfo.available_timezones()
+    shared: dict[tuple[str, str | None], ZipInfo] = {}
+    index: dict[str, ZipInfo] = {}
+    for entry in zipcodes.list_all():  # type: ignore[no-untyped-call]
+        state = str(entry["state"])
+        zone: str | None = str(entry.get("timezone") or "") or None
+        if zone not in known_zones:
+            # A few entries carry no zone (military) or a place name instead of one.
+            zone = None
+        key = (state, zone)
+        info = shared.get(key)
+        if info is None:
+            info = shared[key] = ZipInfo(state, zone)
+        index[str(entry["zip_code"])] = info
+    return index
+
+
+def zip5(zip_code: str | None) -> str | None:
+    """The five-digit ZIP at the start of ``zip_code``, or None if there is none.
+
+    Accepted: ``12345``, ``12345-6789``, ``123456789`` and five digits followed by
+    any non-digit text (surrounding whitespace ignored). A ZIP that lost its
+    leading zero (``6830``) is not guessed at.
+    """
+    if zip_code is None:
+        return None
+    s = zip_code.strip()
+    head = s[:5]
+    if len(head) != 5 or not head.isascii() or not head.isdigit():
+        return None
+    if len(s) > 5 and s[5] in _DIGITS and (len(s) != 9 or not s.isascii() or not s.isdigit()):
+        return None
+    return head
+
+
+def zip_lookup(zip_code: str | None) -> ZipInfo | None:
+    """State and time zone of a ZIP code from its first five digits (SPEC 5.2).
+
+    ``None`` when the text holds no five-digit ZIP or the ZIP is not in the
+    database.
+    """
+    head = zip5(zip_code)
+    if head is None:
+        return None
+    return _zip_index().get(head)
+
+
+def normalize_state(text: str | None) -> str | None:
+    """The USPS code in ``text`` (case-insensitive, spaces ignored), or None."""
+    if text is None:
+        return None
+    code = text.replace(" ", "").strip().upper()
+    return code if code in USPS_CODES else None
+
+
+def _resolve_dates(c: Contact, today: date, problems: list[str]) -> tuple[date | None, date | None]:
+    birth = parse_date(c.birth_date)
+    if birth is None and c.birth_date is not None and c.birth_date.strip():
+        problems.append(f"birth date {c.birth_date!r} is not a real date")
+    elif birth is not None and birth > today:
+        problems.append(f"birth date {birth.isoformat()} is after today ({today.isoformat()})")
+        birth = None
+    effective = parse_date(c.effective_date)
+    if effective is None and c.effective_date is not None and c.effective_date.strip():
+        problems.append(f"effective date {c.effective_date!r} is not a real date")
+    return birth, effective
+
+
+def _resolve_location(c: Contact, problems: list[str]) -> tuple[str | None, str | None, str | None]:
+    zip_info: ZipInfo | None = None
+    raw_zip = c.zip_code.strip() if c.zip_code is not None else ""
+    if raw_zip:
+        head = zip5(raw_zip)
+        if head is None:
+            problems.append(f"ZIP code {c.zip_code!r} is not a five-digit ZIP code")
+        else:
+            zip_info = _zip_index().get(head)
+            if zip_info is None:
+                problems.append(f"ZIP code {head} is not in the ZIP database")
+    timezone = zip_info.timezone if zip_info is not None else None
+
+    state = normalize_state(c.state)
+    if state is not None:
+        return state, "state", timezone
+    if c.state is not None and c.state.strip():
+        problems.append(f"state {c.state!r} is not a USPS state code")
+    if zip_info is not None:
+        return zip_info.state, "zip", timezone
+    problems.append("location unknown: no valid state or ZIP code, so no state rule applies")
+    return None, None, timezone
+
+
+def resolve_contact(c: Contact, today: date) -> ResolvedContact:
+    """Validate a raw contact and derive its state (SPEC 5.1, 5.2).
+
+    - email: :func:`is_valid_email`; otherwise ``email_ok`` is False.
+    - birth / effective date: :func:`~service.planning.dates.parse_date`; a text
+      that is not a real date, or a birth date after ``today``, gives ``None``
+      and a problem.
+    - state: the ``state`` column if it is a USPS code (case-insensitive,
+      spaces ignored), else the state of the ZIP code's first five digits,
+      else unknown. The time zone always comes from the ZIP code.
+    """
+    problems: list[str] = []
+    email_ok = is_valid_email(c.email)
+    if not email_ok:
+        if c.email is None or not c.email.strip():
+            problems.append("no email address")
+        else:
+            problems.append(f"email address {c.email!r} is not a valid address")
+    birth, effective = _resolve_dates(c, today, problems)
+    state, source, timezone = _resolve_location(c, problems)
+    carrier = c.carrier.strip() if c.carrier is not None else ""
+    return ResolvedContact(
+        id=c.id,
+        email_ok=email_ok,
+        problems=tuple(problems),
+        birth_date=birth,
+        effective_date=effective,
+        state=state,
+        state_source=source,
+        timezone=timezone,
+        has_location=state is not None,
+        carrier=carrier or None,
+        failed_underwriting=c.failed_underwriting,
+    )

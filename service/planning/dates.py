@@ -1,0 +1,92 @@
+"""Calendar arithmetic shared by every planning rule (SPEC 5.1, 5.4).
+
+All functions are pure and cheap: they run several times per contact on books
+of a million contacts.
+"""
+
+from __future__ import annotations
+
+from datetime import date, time
+
+_DIGITS = frozenset("0123456789")
+
+
+def parse_date(text: str | None) -> date | None:
+    """Parse an upstream date column (SPEC 5.1).
+
+    Accepts ``YYYY-MM-DD``, optionally followed by a time part separated by a
+    space or ``T`` (``HH:MM[:SS[.ffffff]]`` with an optional ``Z`` or UTC
+    offset). Surrounding whitespace is ignored. Returns ``None`` for empty
+    text, anything else, and dates that do not exist (``2023-02-29``): an
+    invalid date makes the contact invalid for that email, it is never fatal.
+    """
+    if text is None:
+        return None
+    s = text.strip()
+    head = s[:10]
+    # isdigit() alone would accept non-ASCII digits; fromisoformat alone would
+    # accept other ISO forms such as week dates ("2024-W01-1").
+    if not (
+        len(head) == 10
+        and head.isascii()
+        and head[4] == "-"
+        and head[7] == "-"
+        and head[:4].isdigit()
+        and head[5:7].isdigit()
+        and head[8:].isdigit()
+    ):
+        return None
+    try:
+        parsed = date.fromisoformat(head)
+    except ValueError:
+        return None
+    if len(s) == 10:
+        return parsed
+    sep, rest = s[10], s[11:]
+    if sep not in " Tt" or not rest or rest[0] not in _DIGITS:
+        return None
+    try:
+        time.fromisoformat(rest.strip())
+    except ValueError:
+        return None
+    return parsed
+
+
+def is_leap(year: int) -> bool:
+    """Gregorian leap year."""
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def anniversary(d: date, year: int) -> date:
+    """The anniversary of ``d`` in ``year`` (SPEC 5.1).
+
+    A Feb 29 date falls on Feb 28 in a non-leap year (the original crashed
+    here, SPEC 14).
+    """
+    if d.month == 2 and d.day == 29 and not is_leap(year):
+        return date(year, 2, 28)
+    return date(year, d.month, d.day)
+
+
+def months_between(start: date, end: date) -> int:
+    """Calendar months from ``start`` to ``end``, days ignored (SPEC 5.4).
+
+    ``(end.year - start.year) * 12 + end.month - start.month``; negative when
+    ``end`` is in an earlier month.
+    """
+    return (end.year - start.year) * 12 + end.month - start.month
+
+
+def age_on(birth: date, on: date) -> int:
+    """Age in whole years on ``on`` of someone born on ``birth`` (SPEC 15).
+
+    A Feb 29 birthday is reached on Feb 28 in non-leap years, consistently
+    with :func:`anniversary`. Negative if ``on`` is before ``birth``.
+    """
+    years = on.year - birth.year
+    bm, bd = birth.month, birth.day
+    if bm == 2 and bd == 29 and not is_leap(on.year):
+        bd = 28
+    if (on.month, on.day) < (bm, bd):
+        years -= 1
+    return years

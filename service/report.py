@@ -1,0 +1,294 @@
+"""What the command line prints: plan rows (table, csv, json), ``explain`` and ``status``.
+
+Pure formatting: callers hand in rows and facts, these functions write text.
+The csv form is a contract (SPEC 10): ``export --format csv`` and
+``recompute --all --dry-run --format csv`` both go through :func:`write_rows`,
+which is what makes them byte-identical.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import TextIO
+
+from service.planning.contacts import ResolvedContact
+from service.planning.model import Contact, ContactPlan, PlanRow, RowKey
+from service.store.types import ExportRow
+
+CSV_COLUMNS = (
+    "contact_id", "email_type", "event_date", "desired_date", "scheduled_date", "status",
+    "skip_reason",
+)
+FORMATS = ("table", "csv", "json")
+
+
+def cells(row: ExportRow) -> tuple[str, ...]:
+    """The csv cells of a row: ISO dates, '' for an empty skip reason."""
+    return (
+        str(row.contact_id), row.email_type, row.event_date.isoformat(),
+        row.desired_date.isoformat(), row.scheduled_date.isoformat(), row.status,
+        row.skip_reason or "",
+    )
+
+
+def sort_key(row: ExportRow) -> RowKey:
+    """The order of every listing: (contact_id, email_type, event_date)."""
+    return (row.contact_id, row.email_type, row.event_date)
+
+
+def write_rows(rows: Iterable[ExportRow], fmt: str, out: TextIO) -> int:
+    """Write rows (already sorted) as ``table``, ``csv`` or ``json``; return the count.
+
+    csv uses the ``csv`` module's defaults (excel dialect, ``\\r\\n`` line ends,
+    minimal quoting) as SPEC 10 requires; json is one array, an object per line,
+    streamed so a million rows never sit in memory as text.
+    """
+    if fmt == "csv":
+        return _write_csv(rows, out)
+    if fmt == "json":
+        return _write_json(rows, out)
+    if fmt == "table":
+        return _write_table(rows, out)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _write_csv(rows: Iterable[ExportRow], out: TextIO) -> int:
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    n = 0
+    for row in rows:
+        writer.writerow(cells(row))
+        n += 1
+    return n
+
+
+def _write_json(rows: Iterable[ExportRow], out: TextIO) -> int:
+    n = 0
+    out.write("[")
+    for row in rows:
+        out.write(",\n" if n else "\n")
+        out.write(json.dumps(dict(zip(CSV_COLUMNS, _json_cells(row), strict=True))))
+        n += 1
+    out.write("\n]\n" if n else "]\n")
+    return n
+
+
+def _json_cells(row: ExportRow) -> tuple[object, ...]:
+    out: list[object] = list(cells(row))
+    out[0] = row.contact_id
+    out[6] = row.skip_reason or None
+    return tuple(out)
+
+
+_TABLE_WIDTHS = (10, 30, 10, 10, 10, 13)
+
+
+def _write_table(rows: Iterable[ExportRow], out: TextIO) -> int:
+    # Fixed widths so a long listing streams instead of being measured first.
+    def line(cells: Sequence[str]) -> str:
+        head = "  ".join(c.ljust(w) for c, w in zip(cells, _TABLE_WIDTHS, strict=False))
+        return f"{head}  {cells[-1]}".rstrip() + "\n"
+
+    out.write(line(CSV_COLUMNS))
+    out.write(line(tuple("-" * w for w in _TABLE_WIDTHS) + ("-" * 11,)))
+    n = 0
+    for row in rows:
+        out.write(line(cells(row)))
+        n += 1
+    out.write(f"({n} rows)\n")
+    return n
+
+
+# --- explain --------------------------------------------------------------------------------
+
+
+def explain_text(
+    contact: Contact | None,
+    contact_id: int,
+    resolved: ResolvedContact | None,
+    plan: ContactPlan | None,
+    stored: Mapping[RowKey, ExportRow],
+    today: date,
+) -> str:
+    """Every planning decision for one contact, in words (``mailplan explain``)."""
+    lines = [f"Contact {contact_id}, planned as of {today.isoformat()}"]
+    if contact is None or plan is None:
+        lines.append("  No such contact. Stored plan rows for this id: "
+                     f"{len(stored)} (they are removed at the next recompute).")
+        return "\n".join(lines) + "\n"
+    lines += _explain_contact(contact, resolved)
+    if plan.invalid:
+        lines.append(f"No email is planned: {plan.invalid}.")
+    if plan.notes:
+        lines.append("Decisions:")
+        lines += [f"  - {note}" for note in plan.notes]
+    lines.append(f"Plan rows ({len(plan.rows)}):" if plan.rows else "Plan rows: none.")
+    for row in plan.rows:
+        lines += _explain_row(row, stored.get(row.key))
+    lines += _explain_drift(plan, stored)
+    if plan.review_date is None:
+        lines.append("Review: nothing in this plan changes with time alone.")
+    else:
+        lines.append(f"Review: the plan can next change by time alone on "
+                     f"{plan.review_date.isoformat()}; the daily tick recomputes it then.")
+    return "\n".join(lines) + "\n"
+
+
+def _explain_contact(contact: Contact, rc: ResolvedContact | None) -> list[str]:
+    lines = [
+        f"  email {contact.email!r}, birth date {contact.birth_date!r}, "
+        f"effective date {contact.effective_date!r}",
+        f"  state {contact.state!r}, ZIP {contact.zip_code!r}, carrier {contact.carrier!r}, "
+        f"failed underwriting: {'yes' if contact.failed_underwriting else 'no'}",
+    ]
+    if rc is None:
+        return lines
+    if rc.state is None:
+        where = "unknown (no valid state and no known ZIP): no state rule applies"
+    elif rc.state_source == "zip":
+        where = f"{rc.state}, derived from the ZIP code"
+    else:
+        where = f"{rc.state}, from the state column"
+    lines.append(f"  resolved state: {where}")
+    lines += [f"  problem: {p}" for p in rc.problems]
+    return lines
+
+
+def _explain_row(row: PlanRow, stored: ExportRow | None) -> list[str]:
+    head = (f"  * {row.email_type} for the event of {row.event_date.isoformat()} "
+            f"(priority {row.priority}): desired {row.desired_date.isoformat()}")
+    lines = [head]
+    if row.status == "skipped":
+        lines.append(f"      skipped: {row.skip_reason}")
+    else:
+        span = (f"{_day(row.allowed_from, 'today')} .. {_day(row.allowed_to, 'open end')}")
+        lines.append(f"      pre-scheduled; load balancing may send it on {span}")
+        if stored is None:
+            lines.append("      not in the stored plan yet (recompute to write it)")
+        elif stored.scheduled_date != row.desired_date:
+            lines.append(f"      stored scheduled date {stored.scheduled_date.isoformat()} "
+                         "(moved by load balancing)")
+        else:
+            lines.append(f"      stored scheduled date {stored.scheduled_date.isoformat()}")
+    if row.catchup_note:
+        lines.append(f"      catch-up: {row.catchup_note}")
+    if row.template:
+        lines.append(f"      template {row.template}")
+    return lines
+
+
+def _explain_drift(plan: ContactPlan, stored: Mapping[RowKey, ExportRow]) -> list[str]:
+    planned = {row.key for row in plan.rows}
+    extra = sorted(k for k in stored if k not in planned)
+    changed = [
+        row.key for row in plan.rows
+        if row.key in stored and (stored[row.key].status != row.status
+                                  or stored[row.key].desired_date != row.desired_date
+                                  or (stored[row.key].skip_reason or None) != row.skip_reason)
+    ]
+    if not extra and not changed:
+        return []
+    lines = ["Stored plan differs from this plan (a recompute will fix it):"]
+    lines += [f"  - stored row {k[1]} {k[2].isoformat()} is no longer planned" for k in extra]
+    lines += [f"  - stored row {k[1]} {k[2].isoformat()} has other content" for k in changed]
+    return lines
+
+
+def _day(d: date | None, none: str) -> str:
+    return none if d is None else d.isoformat()
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DayLoad:
+    """Planned emails on one day against the cap."""
+
+    day: date
+    planned: int
+    cap: int | None
+
+
+@dataclass(slots=True)
+class StatusReport:
+    """Facts ``mailplan status`` shows; filled by the command line from the store."""
+
+    db: str
+    today: date
+    pending_events: int = 0
+    pending_by_kind: dict[str, int] = field(default_factory=dict)
+    oldest_event_at: str | None = None
+    oldest_event_age_seconds: float | None = None
+    last_tick: str | None = None
+    cap: int | None = None
+    contacts: int | None = None
+    plan_rows: dict[str, int] = field(default_factory=dict)
+    runs: list[dict[str, object]] = field(default_factory=list)
+    load: list[DayLoad] = field(default_factory=list)
+    config_errors: list[str] = field(default_factory=list)
+    settings_fingerprint: str | None = None
+
+
+def status_json(report: StatusReport) -> str:
+    data = asdict(report)
+    data["today"] = report.today.isoformat()
+    data["load"] = [
+        {"day": d.day.isoformat(), "planned": d.planned, "cap": d.cap} for d in report.load
+    ]
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def status_text(report: StatusReport) -> str:
+    out = [f"mailplan status of {report.db} (today {report.today.isoformat()})"]
+    out.append(f"  contacts with an email: {_num(report.contacts)}; daily cap: {_num(report.cap)}")
+    rows = ", ".join(f"{k} {v}" for k, v in sorted(report.plan_rows.items())) or "none"
+    out.append(f"  plan rows: {rows}")
+    if report.pending_events:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(report.pending_by_kind.items()))
+        age = _age(report.oldest_event_age_seconds)
+        out.append(f"  pending events: {report.pending_events} ({kinds}); oldest from "
+                   f"{report.oldest_event_at} ({age} ago)")
+    else:
+        out.append("  pending events: none")
+    out.append(f"  last daily tick: {report.last_tick or 'never'}")
+    out.append("  last runs:" if report.runs else "  last runs: none")
+    for run in report.runs:
+        out.append("    " + _run_line(run))
+    if report.load:
+        out.append("  daily load (planned / cap):")
+        for d in report.load:
+            flag = "  OVER CAP" if d.cap is not None and d.planned > d.cap else ""
+            out.append(f"    {d.day.isoformat()}  {d.planned:>8} / {_num(d.cap)}{flag}")
+    if report.config_errors:
+        out.append("  configuration errors (these campaign instances plan nothing):")
+        out += [f"    - {e}" for e in report.config_errors]
+    else:
+        out.append("  configuration errors: none")
+    return "\n".join(out) + "\n"
+
+
+def _run_line(run: Mapping[str, object]) -> str:
+    keys = ("id", "trigger", "started_at", "contacts_recomputed", "rows_inserted",
+            "rows_updated", "rows_deleted", "rows_unchanged", "windows_rebalanced",
+            "duration_ms", "error")
+    parts = [f"{k}={run[k]}" for k in keys if run.get(k) not in (None, "")]
+    return " ".join(parts)
+
+
+def _num(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,379 @@
+"""The store's connection: opening, pragmas, transactions, small tables.
+
+One :class:`StoreBase` owns one aiosqlite connection (its own thread). The
+connection runs in autocommit mode; :meth:`StoreBase.transaction` opens an
+explicit ``BEGIN IMMEDIATE`` so the write lock is taken up front (a deferred
+transaction that reads first and writes later can fail with SQLITE_BUSY at the
+first write, after work was done).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiosqlite
+import anyio
+import structlog
+
+from service.errors import StoreError
+from service.store import sql
+from service.store.types import Event, EventsSummary, RunRecord, RunStats
+
+log = structlog.get_logger(__name__)
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+BUSY_TIMEOUT_MS = 5000
+"""How long SQLite itself waits for a lock before reporting SQLITE_BUSY."""
+
+PRAGMAS = (
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys = ON",
+    # Safe with WAL: a power loss may drop the last commits, never corrupt.
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA cache_size = -32768",
+)
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked by another writer after every retry."""
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _is_decode_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "decode" in str(exc).lower()
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _utc_send_instant(day: object, clock: object, zone: object) -> str | None:
+    """SQL function ``mailplan_utc(date, time, zone)``: the UTC instant of a
+    local send time (SPEC 4 ``send_in_contact_timezone``); NULL without a zone."""
+    if not isinstance(zone, str) or not isinstance(day, str) or not isinstance(clock, str):
+        return None
+    try:
+        local = datetime.combine(date.fromisoformat(day[:10]), time.fromisoformat(clock))
+        instant = local.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _database_uri(path: Path, *, create: bool, readonly: bool) -> str:
+    if not create and not path.exists():
+        raise StoreError(
+            f"database {path} does not exist; create it with `mailplan init-db --db {path}`"
+        )
+    mode = "ro" if readonly else ("rwc" if create else "rw")
+    return f"{path.resolve().as_uri()}?mode={mode}"
+
+
+def ids_param(ids: Iterable[int]) -> str:
+    """A set of ids as the one JSON parameter the ``@ids`` queries take."""
+    return json.dumps(sorted({int(i) for i in ids}))
+
+
+def iso(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+class StoreBase:
+    """Connection, transactions, events, runs and key/value state."""
+
+    BEGIN_ATTEMPTS = 6
+    BEGIN_BACKOFF_S = 0.05
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, carrier: str | None) -> None:
+        self._db = db
+        self.path = path
+        self.carrier_column = carrier
+        self._q = sql.queries(carrier)
+        self._in_tx = False
+
+    # -- connection ------------------------------------------------------
+
+    @staticmethod
+    async def connect(path: Path, *, create: bool, readonly: bool) -> aiosqlite.Connection:
+        """Open the database file with mailplan's connection settings."""
+        uri = _database_uri(path, create=create, readonly=readonly)
+        try:
+            db = await aiosqlite.connect(uri, uri=True, isolation_level=None, cached_statements=256)
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open database {path}: {exc}; check the path and its permissions"
+            ) from exc
+        try:
+            for pragma in PRAGMAS:
+                await db.execute(pragma)
+            if not readonly:
+                await db.execute("PRAGMA journal_mode = WAL")
+            await db.create_function("mailplan_utc", 3, _utc_send_instant, deterministic=True)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StoreError(f"cannot set up database {path}: {exc}") from exc
+        return db
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- query helpers ---------------------------------------------------
+
+    def query(self, name: str) -> str:
+        return self._q[name]
+
+    async def fetchall(self, name: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Run a named query and return its rows as tuples.
+
+        Text that is not valid UTF-8 (upstream wrote bytes) is read with
+        replacement characters instead of failing the whole load (SPEC 13).
+        """
+        sql_text = self._q[name]
+        try:
+            rows = await self._db.execute_fetchall(sql_text, params)
+        except sqlite3.OperationalError as exc:
+            if not _is_decode_error(exc):
+                raise
+            log.warning("invalid_utf8_in_database", query=name)
+            self._db.text_factory = _lenient_text
+            try:
+                rows = await self._db.execute_fetchall(sql_text, params)
+            finally:
+                self._db.text_factory = str
+        return list(rows)  # type: ignore[arg-type]
+
+    async def fetchone(self, name: str, params: Params = ()) -> tuple[Any, ...] | None:
+        rows = await self.fetchall(name, params)
+        return rows[0] if rows else None
+
+    async def execute(self, name: str, params: Params = ()) -> int:
+        """Run a named statement; the number of rows it changed."""
+        cursor = await self._db.execute(self._q[name], params)
+        count = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def executemany(self, name: str, rows: Iterable[Params]) -> int:
+        """Run a named statement once per parameter set; total rows changed."""
+        cursor = await self._db.executemany(self._q[name], rows)
+        count = cursor.rowcount
+        await cursor.close()
+        return max(count, 0)
+
+    async def execute_insert(self, name: str, params: Params = ()) -> int:
+        cursor = await self._db.execute(self._q[name], params)
+        rowid = cursor.lastrowid
+        await cursor.close()
+        if rowid is None:
+            raise StoreError(f"insert {name} returned no row id")
+        return rowid
+
+    # -- transactions ----------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
+    async def _begin(self, statement: str) -> None:
+        delay = self.BEGIN_BACKOFF_S
+        for attempt in range(1, self.BEGIN_ATTEMPTS + 1):
+            try:
+                await self._db.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == self.BEGIN_ATTEMPTS:
+                    if _is_busy(exc):
+                        raise StoreBusy(
+                            f"database {self.path} stayed locked by another writer "
+                            f"({attempt} attempts); it will be retried"
+                        ) from exc
+                    raise StoreError(f"cannot start a transaction on {self.path}: {exc}") from exc
+                log.info("database_busy_retry", attempt=attempt, delay_s=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _end(self, statement: str) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._db.execute(statement)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """A write transaction (``BEGIN IMMEDIATE``), committed on success.
+
+        Taking the lock is retried with backoff while another writer holds it.
+        Any error inside rolls everything back; SQLite errors are raised as
+        :class:`StoreError` (:class:`StoreBusy` for a lock).
+        """
+        if self._in_tx:
+            raise StoreError("a transaction is already open on this store")
+        await self._begin("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException as exc:
+            await self._rollback_quietly()
+            if isinstance(exc, sqlite3.Error):
+                kind = StoreBusy if _is_busy(exc) else StoreError
+                raise kind(f"database {self.path}: {exc}; the transaction was rolled back") from exc
+            raise
+        else:
+            try:
+                await self._end("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback_quietly()
+                raise StoreError(f"database {self.path}: commit failed: {exc}") from exc
+        finally:
+            self._in_tx = False
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """A read transaction: every read inside sees one consistent state."""
+        if self._in_tx:
+            yield
+            return
+        await self._begin("BEGIN DEFERRED")
+        self._in_tx = True
+        try:
+            yield
+        finally:
+            self._in_tx = False
+            await self._rollback_quietly()
+
+    async def _rollback_quietly(self) -> None:
+        try:
+            await self._end("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            # Nothing to roll back (SQLite already did, e.g. after SQLITE_FULL).
+            log.debug("rollback_skipped", reason=str(exc))
+
+    async def data_version(self) -> int:
+        """``PRAGMA data_version``: changes when another connection commits."""
+        rows = await self._db.execute_fetchall("PRAGMA data_version")
+        return int(next(iter(rows))[0])
+
+    # -- events inbox (SPEC 8) -------------------------------------------
+
+    async def fetch_events(self, limit: int, after_id: int = 0) -> list[Event]:
+        """Pending events in id order, at most ``limit``, with id > ``after_id``."""
+        rows = await self.fetchall("fetch_events", {"after": after_id, "limit": limit})
+        return [Event(r[0], str(r[1]), r[2], r[3], r[4], str(r[5])) for r in rows]
+
+    async def delete_events(self, ids: Iterable[int]) -> int:
+        """Delete consumed events; the number deleted."""
+        return await self.execute("delete_events", {"ids": ids_param(ids)})
+
+    async def delete_events_upto(self, max_id: int) -> int:
+        """Delete every event with id <= ``max_id`` (covered by a full recompute)."""
+        return await self.execute("delete_events_upto", {"id": max_id})
+
+    async def enqueue_event(
+        self,
+        kind: str,
+        contact_id: int | None = None,
+        ref: str | None = None,
+        detail: str | None = None,
+    ) -> int:
+        """Append an explicit event (e.g. ``recompute_contact``, ``recompute_all``)."""
+        return await self.execute_insert("insert_event", (kind, contact_id, ref, detail))
+
+    async def events_summary(self) -> EventsSummary:
+        row = await self.fetchone("events_summary")
+        assert row is not None
+        oldest = None
+        if row[1]:
+            oldest = datetime.fromisoformat(str(row[1])).replace(tzinfo=UTC)
+        return EventsSummary(pending=int(row[0]), oldest_created_at=oldest, max_id=int(row[2]))
+
+    async def pending_event_count(self) -> int:
+        return (await self.events_summary()).pending
+
+    async def max_event_id(self) -> int:
+        row = await self.fetchone("max_event_id")
+        return int(row[0]) if row else 0
+
+    # -- key/value state -------------------------------------------------
+
+    async def get_state(self, key: str) -> str | None:
+        row = await self.fetchone("get_state", (key,))
+        return None if row is None else str(row[0])
+
+    async def set_state(self, key: str, value: str) -> None:
+        await self.execute("set_state", (key, value))
+
+    async def last_tick(self) -> date | None:
+        """The *today* of the last calendar tick (SPEC 8.4)."""
+        value = await self.get_state("last_tick")
+        return None if value is None else date.fromisoformat(value)
+
+    async def set_last_tick(self, day: date) -> None:
+        await self.set_state("last_tick", day.isoformat())
+
+    async def capacity_snapshot(self, day: date) -> int | None:
+        """N (contacts with an e-mail) as snapshotted for ``day`` (SPEC 6)."""
+        value = await self.get_state(f"capacity:{day.isoformat()}")
+        return None if value is None else int(value)
+
+    async def save_capacity_snapshot(self, day: date, contacts_with_email: int) -> None:
+        await self.set_state(f"capacity:{day.isoformat()}", str(contacts_with_email))
+
+    # -- runs (SPEC 3) ---------------------------------------------------
+
+    async def start_run(self, trigger: str, today: date | None) -> int:
+        """Record the start of a run; its id (also written to plan rows)."""
+        return await self.execute_insert("start_run", (trigger, iso(today)))
+
+    async def finish_run(
+        self,
+        run_id: int,
+        stats: RunStats,
+        *,
+        duration_ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self.execute(
+            "finish_run",
+            {
+                "id": run_id,
+                "events_consumed": stats.events_consumed,
+                "contacts_recomputed": stats.contacts_recomputed,
+                "inserted": stats.inserted,
+                "updated": stats.updated,
+                "deleted": stats.deleted,
+                "unchanged": stats.unchanged,
+                "windows_rebalanced": stats.windows_rebalanced,
+                "rows_moved": stats.rows_moved,
+                "duration_ms": duration_ms,
+                "error": error,
+            },
+        )
+
+    async def last_runs(self, limit: int = 10) -> list[RunRecord]:
+        rows = await self.fetchall("last_runs", (limit,))
+        return [
+            RunRecord(
+                id=r[0],
+                started_at=r[1],
+                finished_at=r[2],
+                trigger=r[3],
+                today=r[4],
+                stats=RunStats(*r[5:13]),
+                duration_ms=r[13],
+                error=r[14],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,327 @@
+"""Reading upstream tables into the planning model (SPEC 3, 5).
+
+Contacts are read in id order, a chunk at a time; everything else a chunk's
+contacts need (their email_schedules rows, targeting, clicks, engagement
+events) is read with one range query per table on ``contact_id``, never with
+one query per contact.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from service.planning.dates import parse_date
+from service.planning.model import (
+    PLAN_STATUSES,
+    CampaignInstance,
+    Campaigns,
+    CampaignType,
+    Click,
+    Contact,
+    ContactCampaign,
+    ContactData,
+    ContactEvent,
+    HistoryEmail,
+)
+from service.store.base import StoreBase, ids_param
+from service.store.types import ContactChunk, Scope
+
+MAX_ID = 2**63 - 1
+MIN_ID = -(2**63)
+
+_INSTANCE_DATES = ("active_start_date", "active_end_date", "spread_start_date", "spread_end_date")
+
+
+def text(value: object) -> str | None:
+    """A text column as upstream filled it: numbers become their text, bytes
+    are decoded leniently (SPEC 13: bad input never crashes a load)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _date_of(value: object) -> date | None:
+    return parse_date(text(value))
+
+
+def event_date_of(year: object, month: object, day: object) -> date | None:
+    if isinstance(year, int) and isinstance(month, int) and isinstance(day, int):
+        try:
+            return date(year, month, day)
+        except ValueError:
+            return None
+    return None
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "t", "y"}
+    return bool(value)
+
+
+def contact_from_row(row: tuple[Any, ...]) -> Contact:
+    return Contact(
+        id=row[0],
+        email=text(row[1]),
+        birth_date=text(row[2]),
+        effective_date=text(row[3]),
+        state=text(row[4]),
+        zip_code=text(row[5]),
+        carrier=text(row[6]),
+        failed_underwriting=_flag(row[7]),
+    )
+
+
+def send_date_of(actual: object, sent_at: object, scheduled: object) -> date | None:
+    """The send date of a history email (SPEC 5.7): actual send time, else
+    ``sent_at``, else the scheduled date (a claimed row not yet sent)."""
+    return _date_of(actual) or _date_of(sent_at) or _date_of(scheduled)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlanRow:
+    """A plan row as stored, reduced to what the writer compares.
+
+    ``content`` is compared with the content of the newly planned row; the
+    balancer's own columns (scheduled date, step-1 date) are not part of it.
+    """
+
+    id: int
+    key: tuple[int, str, int | None, int | None, int | None]
+    content: tuple[object, ...]
+    status: str
+    desired: str | None
+    balanced: bool
+
+
+def stored_plan_row(row: tuple[Any, ...]) -> StoredPlanRow:
+    # Columns as in the "schedules" query.
+    (
+        rid,
+        cid,
+        etype,
+        status,
+        ey,
+        em,
+        ed,
+        sched,
+        stime,
+        reason,
+        prio,
+        tmpl,
+        inst,
+        note,
+        desired,
+        bal,
+        a_from,
+        a_to,
+        tz,
+    ) = row[:19]
+    content = (stime, status, reason, prio, tmpl, inst, note, desired, a_from, a_to, tz)
+    return StoredPlanRow(
+        id=rid,
+        key=(cid, etype, ey, em, ed),
+        content=content,
+        status=status,
+        desired=desired if desired is not None else text(sched),
+        balanced=bal is not None,
+    )
+
+
+@dataclass(slots=True)
+class Loaded:
+    """Everything read for one scope: planner input and the stored plan."""
+
+    scope: Scope
+    contacts: list[ContactData]
+    stored: list[StoredPlanRow] = field(default_factory=list)
+    states: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+class LoaderMixin(StoreBase):
+    """Loaders building :mod:`service.planning.model` objects."""
+
+    async def load_campaigns(self) -> Campaigns:
+        """Campaign types and instances (SPEC 5.6).
+
+        A date column of an instance that holds something other than a date is
+        read as ``None`` and listed in the instance's ``errors``.
+        """
+        types: dict[str, CampaignType] = {}
+        for r in await self.fetchall("campaign_types"):
+            name = text(r[0]) or ""
+            types[name] = CampaignType(
+                name=name,
+                respect_exclusion_windows=_flag(r[1]),
+                enable_followups=_flag(r[2]),
+                days_before_event=_int_or(r[3], 0),
+                target_all_contacts=_flag(r[4]),
+                priority=_int_or(r[5], 10),
+                active=_flag(r[6]),
+                spread_evenly=_flag(r[7]),
+                skip_failed_underwriting=_flag(r[8]),
+            )
+        instances = [_instance_from_row(r) for r in await self.fetchall("campaign_instances")]
+        return Campaigns(types=types, instances=tuple(instances))
+
+    async def contact_count_with_email(self) -> int:
+        """N of SPEC 6: contacts whose e-mail is not empty."""
+        row = await self.fetchone("count_contacts_with_email")
+        return int(row[0]) if row else 0
+
+    async def load_contacts(
+        self, ids: Iterable[int], *, since: date | None = None
+    ) -> list[ContactData]:
+        """The given contacts (those that exist) with their related rows, in id order."""
+        loaded = await self.load_scope(Scope.of_ids(list(ids)), since=since)
+        return loaded.contacts
+
+    async def iter_contact_chunks(
+        self, chunk_size: int, *, since: date | None = None
+    ) -> AsyncIterator[ContactChunk]:
+        """Every contact in id order, ``chunk_size`` at a time (SPEC 12: streaming)."""
+        async for loaded in self.iter_loaded_chunks(chunk_size, since=since):
+            yield ContactChunk(loaded.scope, loaded.contacts)
+
+    async def iter_loaded_chunks(
+        self, chunk_size: int, *, since: date | None = None
+    ) -> AsyncIterator[Loaded]:
+        """Chunks with their stored plan rows; the scopes cover every id.
+
+        Each chunk's range starts after the previous chunk's last contact and
+        the last one reaches the largest id, so plan rows of contacts that no
+        longer exist are inside some chunk's scope.
+        """
+        after = MIN_ID
+        while True:
+            rows = await self.fetchall("contacts_after", {"after": after, "limit": chunk_size})
+            last = len(rows) < chunk_size
+            hi = MAX_ID if last else int(rows[-1][0])
+            scope = Scope.of_range(after + 1 if after > MIN_ID else MIN_ID, hi)
+            yield await self._load_related(scope, [contact_from_row(r) for r in rows], since)
+            if last:
+                return
+            after = hi
+
+    async def load_scope(self, scope: Scope, *, since: date | None = None) -> Loaded:
+        """Contacts of ``scope`` with related rows and their stored plan."""
+        if scope.ids is not None:
+            rows = await self.fetchall("contacts_by_ids", {"ids": ids_param(scope.ids)})
+        else:
+            raise ValueError("load_scope takes an id scope; use iter_loaded_chunks for ranges")
+        return await self._load_related(scope, [contact_from_row(r) for r in rows], since)
+
+    async def _load_related(
+        self, scope: Scope, contacts: list[Contact], since: date | None
+    ) -> Loaded:
+        params: dict[str, object]
+        if scope.ids is not None:
+            variant, params = "ids", {"ids": ids_param(scope.ids)}
+        else:
+            variant, params = "range", {"lo": scope.lo, "hi": scope.hi}
+        cut = {**params, "since": since.isoformat() if since else ""}
+        schedules = await self.fetchall(f"schedules@{variant}", cut)
+        targeting = await self.fetchall(f"targeting@{variant}", params)
+        clicks = await self.fetchall(f"clicks@{variant}", cut)
+        events = await self.fetchall(f"contact_events@{variant}", cut)
+        states = await self.fetchall(f"plan_state@{variant}", params)
+
+        history: dict[int, list[HistoryEmail]] = defaultdict(list)
+        stored: list[StoredPlanRow] = []
+        for r in schedules:
+            if r[3] in PLAN_STATUSES:
+                stored.append(stored_plan_row(r))
+            else:
+                history[r[1]].append(_history_from_row(r))
+        by_targeting: dict[int, list[ContactCampaign]] = defaultdict(list)
+        for r in targeting:
+            if isinstance(r[1], int):
+                by_targeting[r[0]].append(
+                    ContactCampaign(r[0], r[1], _date_of(r[2]), text(r[3]) or "")
+                )
+        by_clicks: dict[int, list[Click]] = defaultdict(list)
+        for r in clicks:
+            clicked = _date_of(r[1])
+            if clicked is not None:
+                by_clicks[r[0]].append(Click(r[0], clicked))
+        by_events: dict[int, list[ContactEvent]] = defaultdict(list)
+        for r in events:
+            created = _date_of(r[3])
+            if created is not None:
+                by_events[r[0]].append(ContactEvent(r[0], text(r[1]) or "", text(r[2]), created))
+        data = [
+            ContactData(
+                contact=c,
+                history=tuple(history.get(c.id, ())),
+                targeting=tuple(by_targeting.get(c.id, ())),
+                clicks=tuple(by_clicks.get(c.id, ())),
+                events=tuple(by_events.get(c.id, ())),
+            )
+            for c in contacts
+        ]
+        return Loaded(
+            scope=scope,
+            contacts=data,
+            stored=stored,
+            states={r[0]: (r[1], r[2]) for r in states},
+        )
+
+
+def _int_or(value: object, default: int) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return default
+    return default
+
+
+def _instance_from_row(r: tuple[Any, ...]) -> CampaignInstance:
+    errors: list[str] = []
+    dates: dict[str, date | None] = {}
+    for column, raw in zip(_INSTANCE_DATES, r[5:9], strict=True):
+        value = text(raw)
+        parsed = parse_date(value)
+        if parsed is None and value is not None and value.strip():
+            errors.append(
+                f"campaign instance {r[0]}: {column} {value!r} is not a date (YYYY-MM-DD)"
+            )
+        dates[column] = parsed
+    return CampaignInstance(
+        id=r[0],
+        campaign_type=text(r[1]) or "",
+        instance_name=text(r[2]) or "",
+        email_template=text(r[3]),
+        sms_template=text(r[4]),
+        active_start_date=dates["active_start_date"],
+        active_end_date=dates["active_end_date"],
+        spread_start_date=dates["spread_start_date"],
+        spread_end_date=dates["spread_end_date"],
+        target_states=text(r[9]),
+        target_carriers=text(r[10]),
+        errors=tuple(errors),
+    )
+
+
+def _history_from_row(r: tuple[Any, ...]) -> HistoryEmail:
+    inst = r[12]
+    return HistoryEmail(
+        contact_id=r[1],
+        email_type=text(r[2]) or "",
+        status=text(r[3]) or "",
+        send_date=send_date_of(r[19], r[20], r[7]),
+        event_date=event_date_of(r[4], r[5], r[6]),
+        campaign_instance_id=inst if isinstance(inst, int) else None,
+    )

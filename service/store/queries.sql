@@ -1,0 +1,245 @@
+-- Named queries of the store. Each starts with "-- name: NAME"; values are
+-- always bound parameters. Two template slots are filled from fixed lists
+-- when the queries are loaded, never from data:
+--   {carrier}  the carrier column of this database ('current_carrier', or
+--              'carrier' in an older one, or NULL);
+--   {scope}    which contacts: a query containing it exists in two variants,
+--              NAME@range (contact_id BETWEEN :lo AND :hi, for chunks) and
+--              NAME@ids (a JSON array of ids in :ids, read with json_each,
+--              which keeps the statement cacheable for any number of ids).
+
+-- name: ensure_aep
+-- The original's default campaign type, ensured by every init-db; never an
+-- instance (SPEC 3).
+INSERT INTO campaign_types (
+    name, respect_exclusion_windows, enable_followups, days_before_event,
+    target_all_contacts, priority, active, spread_evenly, skip_failed_underwriting
+)
+SELECT 'aep', 1, 1, 30, 1, 30, 1, 0, 0
+WHERE NOT EXISTS (SELECT 1 FROM campaign_types WHERE name = 'aep');
+
+-- name: contacts_after
+SELECT id, email, birth_date, effective_date, state, zip_code, {carrier}, failed_underwriting
+FROM contacts WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- name: contacts_by_ids
+SELECT id, email, birth_date, effective_date, state, zip_code, {carrier}, failed_underwriting
+FROM contacts WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
+
+-- name: count_contacts_with_email
+SELECT count(*) FROM contacts WHERE email IS NOT NULL AND trim(email) <> '';
+
+-- name: schedules
+-- Plan rows of any age and history rows recent enough to matter (:since is
+-- the engine's cut-off; '' keeps everything), in contact order.
+SELECT id, contact_id, email_type, status, event_year, event_month, event_day,
+       scheduled_send_date, scheduled_send_time, skip_reason, priority,
+       email_template, campaign_instance_id, catchup_note, desired_date,
+       balance_date, allowed_from, allowed_to, send_timezone,
+       actual_send_datetime, sent_at
+FROM email_schedules
+WHERE {scope}
+  AND (status IN ('pre-scheduled', 'skipped')
+       OR scheduled_send_date >= :since
+       OR actual_send_datetime >= :since
+       OR sent_at >= :since)
+ORDER BY contact_id, id;
+
+-- name: targeting
+SELECT contact_id, campaign_instance_id, trigger_date, status
+FROM contact_campaigns WHERE {scope} ORDER BY contact_id, id;
+
+-- name: clicks
+SELECT contact_id, clicked_at
+FROM tracking_clicks WHERE {scope} AND clicked_at >= :since ORDER BY contact_id, id;
+
+-- name: contact_events
+SELECT contact_id, event_type, metadata, created_at
+FROM contact_events WHERE {scope} AND created_at >= :since ORDER BY contact_id, id;
+
+-- name: plan_state
+SELECT contact_id, review_date, invalid FROM contact_plan_state WHERE {scope};
+
+-- name: upsert_plan_state
+INSERT INTO contact_plan_state (contact_id, review_date, invalid, updated_at)
+VALUES (?, ?, ?, datetime('now'))
+ON CONFLICT (contact_id) DO UPDATE SET
+    review_date = excluded.review_date,
+    invalid = excluded.invalid,
+    updated_at = excluded.updated_at;
+
+-- name: set_review_date
+INSERT INTO contact_plan_state (contact_id, review_date, updated_at)
+VALUES (?, ?, datetime('now'))
+ON CONFLICT (contact_id) DO UPDATE SET
+    review_date = excluded.review_date,
+    updated_at = excluded.updated_at;
+
+-- name: delete_plan_state
+DELETE FROM contact_plan_state WHERE contact_id = ?;
+
+-- name: delete_plan_state_orphans
+DELETE FROM contact_plan_state
+WHERE contact_id NOT IN (SELECT id FROM contacts);
+
+-- name: due_contacts
+SELECT contact_id FROM contact_plan_state
+WHERE review_date IS NOT NULL AND review_date <= :today ORDER BY contact_id;
+
+-- name: campaign_types
+SELECT name,
+       COALESCE(respect_exclusion_windows, 1), COALESCE(enable_followups, 1),
+       COALESCE(days_before_event, 0), COALESCE(target_all_contacts, 0),
+       COALESCE(priority, 10), COALESCE(active, 1), COALESCE(spread_evenly, 0),
+       COALESCE(skip_failed_underwriting, 0)
+FROM campaign_types ORDER BY name;
+
+-- name: campaign_instances
+SELECT id, campaign_type, instance_name, email_template, sms_template,
+       active_start_date, active_end_date, spread_start_date, spread_end_date,
+       target_states, target_carriers
+FROM campaign_instances ORDER BY id;
+
+-- name: campaign_type_targets_all
+SELECT COALESCE(target_all_contacts, 0) FROM campaign_types WHERE name = :name;
+
+-- name: contacts_of_campaign_instance
+SELECT contact_id FROM contact_campaigns WHERE campaign_instance_id = :id
+UNION
+SELECT contact_id FROM email_schedules WHERE campaign_instance_id = :id;
+
+-- name: contacts_of_campaign_type
+SELECT cc.contact_id FROM contact_campaigns AS cc
+JOIN campaign_instances AS ci ON ci.id = cc.campaign_instance_id
+WHERE ci.campaign_type = :name
+UNION
+SELECT es.contact_id FROM email_schedules AS es
+JOIN campaign_instances AS ci ON ci.id = es.campaign_instance_id
+WHERE ci.campaign_type = :name
+UNION
+SELECT contact_id FROM email_schedules
+WHERE substr(email_type, 1, length(:prefix)) = :prefix;
+
+-- name: insert_plan_row
+-- OR IGNORE: an identity already taken (by a history row the loader's cut-off
+-- left out) is never planned again (SPEC 5.10), and never overwritten.
+INSERT OR IGNORE INTO email_schedules (
+    contact_id, email_type, event_year, event_month, event_day,
+    desired_date, balance_date, scheduled_send_date, scheduled_send_time,
+    status, skip_reason, priority, email_template, campaign_instance_id,
+    catchup_note, allowed_from, allowed_to, send_timezone, send_at_utc,
+    scheduler_run_id, created_at, updated_at
+) VALUES (
+    :contact_id, :email_type, :event_year, :event_month, :event_day,
+    :desired_date, :desired_date, :desired_date, :send_time,
+    :status, :skip_reason, :priority, :template, :campaign_instance_id,
+    :catchup_note, :allowed_from, :allowed_to, :send_timezone,
+    mailplan_utc(:desired_date, :send_time, :send_timezone),
+    :run_id, datetime('now'), datetime('now')
+);
+
+-- name: update_plan_row
+-- :reset_date is the desired date when the row's balancing starts over
+-- (a new desired date, or a change to or from 'skipped'), NULL to keep the
+-- balancer's dates. The status guard keeps history rows untouchable (I4).
+UPDATE email_schedules SET
+    desired_date = :desired_date,
+    balance_date = COALESCE(:reset_date, balance_date),
+    scheduled_send_date = COALESCE(:reset_date, scheduled_send_date),
+    scheduled_send_time = :send_time,
+    status = :status,
+    skip_reason = :skip_reason,
+    priority = :priority,
+    email_template = :template,
+    campaign_instance_id = :campaign_instance_id,
+    catchup_note = :catchup_note,
+    allowed_from = :allowed_from,
+    allowed_to = :allowed_to,
+    send_timezone = :send_timezone,
+    send_at_utc = mailplan_utc(COALESCE(:reset_date, scheduled_send_date), :send_time,
+                               :send_timezone),
+    scheduler_run_id = :run_id,
+    updated_at = datetime('now')
+WHERE id = :id AND status IN ('pre-scheduled', 'skipped');
+
+-- name: delete_plan_row
+DELETE FROM email_schedules WHERE id = ? AND status IN ('pre-scheduled', 'skipped');
+
+-- name: fetch_events
+SELECT id, kind, contact_id, ref, detail, created_at
+FROM scheduler_events WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- name: delete_events
+DELETE FROM scheduler_events WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_events_upto
+DELETE FROM scheduler_events WHERE id <= :id;
+
+-- name: insert_event
+INSERT INTO scheduler_events (kind, contact_id, ref, detail) VALUES (?, ?, ?, ?);
+
+-- name: events_summary
+SELECT count(*), min(created_at), COALESCE(max(id), 0) FROM scheduler_events;
+
+-- name: max_event_id
+SELECT COALESCE(max(id), 0) FROM scheduler_events;
+
+-- name: get_state
+SELECT value FROM scheduler_state WHERE key = ?;
+
+-- name: set_state
+INSERT INTO scheduler_state (key, value, updated_at) VALUES (?, ?, datetime('now'))
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;
+
+-- name: start_run
+INSERT INTO scheduler_runs (started_at, trigger, today)
+VALUES (strftime('%Y-%m-%d %H:%M:%f', 'now'), ?, ?);
+
+-- name: finish_run
+UPDATE scheduler_runs SET
+    finished_at = strftime('%Y-%m-%d %H:%M:%f', 'now'),
+    events_consumed = :events_consumed,
+    contacts_recomputed = :contacts_recomputed,
+    rows_inserted = :inserted,
+    rows_updated = :updated,
+    rows_deleted = :deleted,
+    rows_unchanged = :unchanged,
+    windows_rebalanced = :windows_rebalanced,
+    rows_moved = :rows_moved,
+    duration_ms = :duration_ms,
+    error = :error
+WHERE id = :id;
+
+-- name: last_runs
+SELECT id, started_at, finished_at, trigger, today, events_consumed,
+       contacts_recomputed, rows_inserted, rows_updated, rows_deleted,
+       rows_unchanged, windows_rebalanced, rows_moved, duration_ms, error
+FROM scheduler_runs ORDER BY id DESC LIMIT ?;
+
+-- name: export_rows
+SELECT contact_id, email_type, event_year, event_month, event_day,
+       desired_date, scheduled_send_date, status, skip_reason
+FROM email_schedules
+WHERE status IN ('pre-scheduled', 'skipped')
+ORDER BY contact_id, email_type, event_year, event_month, event_day;
+
+-- name: export_rows_of
+SELECT contact_id, email_type, event_year, event_month, event_day,
+       desired_date, scheduled_send_date, status, skip_reason
+FROM email_schedules
+WHERE {scope} AND status IN ('pre-scheduled', 'skipped')
+ORDER BY contact_id, email_type, event_year, event_month, event_day;
+
+-- name: daily_load
+SELECT scheduled_send_date, email_type, count(*)
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND scheduled_send_date BETWEEN :start AND :end
+GROUP BY scheduled_send_date, email_type
+ORDER BY scheduled_send_date, email_type;
+
+-- name: delete_orphan_plan_rows
+-- Plan rows of contacts that no longer exist (an upstream deleted the contact
+-- on a connection without foreign keys, so nothing cascaded).
+DELETE FROM email_schedules
+WHERE status IN ('pre-scheduled', 'skipped')
+  AND contact_id NOT IN (SELECT id FROM contacts);

@@ -1,0 +1,139 @@
+"""The store: one owned aiosqlite connection and every query mailplan runs.
+
+Open it with ``async with Store.open(path) as store``; ``init_db`` creates or
+upgrades a database first. Writes happen inside ``async with
+store.transaction():``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from service.errors import StoreError
+from service.planning.dates import parse_date
+from service.store import schema
+from service.store.balancing import BalanceMixin
+from service.store.base import StoreBase, ids_param
+from service.store.loaders import event_date_of, text
+from service.store.types import ExportRow
+from service.store.writer import WriterMixin
+
+
+def _export_row(r: tuple[Any, ...]) -> ExportRow:
+    # Rows written by the original system may carry placeholder event fields
+    # and no desired date until the first recompute replaces them.
+    scheduled = parse_date(text(r[6])) or date.min
+    return ExportRow(
+        contact_id=r[0],
+        email_type=text(r[1]) or "",
+        event_date=event_date_of(r[2], r[3], r[4]) or scheduled,
+        desired_date=parse_date(text(r[5])) or scheduled,
+        scheduled_date=scheduled,
+        status=r[7],
+        skip_reason=text(r[8]) or "",
+    )
+
+
+class Store(WriterMixin, BalanceMixin):
+    """mailplan's access to one organisation database."""
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        create: bool = False,
+        migrate: bool = False,
+        readonly: bool = False,
+    ) -> AsyncIterator[Store]:
+        """Open ``path``; refuse a database whose schema is not current.
+
+        ``create`` allows a new file; ``migrate`` upgrades the schema first
+        (what ``init-db`` does); ``readonly`` opens without write access.
+        """
+        path = Path(path)
+        db = await StoreBase.connect(path, create=create, readonly=readonly)
+        try:
+            if migrate:
+                await schema.migrate(db, path)
+            version = await schema.user_version(db)
+            if version != schema.latest_version():
+                raise StoreError(
+                    f"database {path} has schema version {version}, this mailplan needs "
+                    f"{schema.latest_version()}; run `mailplan init-db --db {path}`"
+                )
+            store = cls(db, path, await schema.carrier_column(db))
+        except BaseException:
+            await db.close()
+            raise
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    # -- export (SPEC 10) --------------------------------------------------
+
+    async def export_rows(self, contact_ids: Iterable[int] | None = None) -> list[ExportRow]:
+        """Stored plan rows sorted by (contact_id, email_type, event date)."""
+        if contact_ids is None:
+            return [_export_row(r) async for r in self._iter("export_rows", {})]
+        rows = await self.fetchall("export_rows_of@ids", {"ids": ids_param(contact_ids)})
+        return [_export_row(r) for r in rows]
+
+    async def iter_export_rows(self, batch: int = 10_000) -> AsyncIterator[ExportRow]:
+        """Like :meth:`export_rows`, streamed (a million-contact book)."""
+        async for r in self._iter("export_rows", {}, batch):
+            yield _export_row(r)
+
+    async def _iter(
+        self, name: str, params: dict[str, Any], batch: int = 10_000
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        cursor = await self._db.execute(self.query(name), params)
+        try:
+            while True:
+                rows = await cursor.fetchmany(batch)
+                if not rows:
+                    return
+                for row in rows:
+                    yield tuple(row)
+        finally:
+            await cursor.close()
+
+    async def daily_load(self, start: date, end: date) -> list[tuple[date, str, int]]:
+        """Planned (non-skipped) e-mails per scheduled day and type, ``start..end``."""
+        rows = await self.fetchall(
+            "daily_load", {"start": start.isoformat(), "end": end.isoformat()}
+        )
+        return [(date.fromisoformat(r[0][:10]), r[1], int(r[2])) for r in rows]
+
+    # -- campaign targeting, for the event handlers (SPEC 8.3) ------------
+
+    async def campaign_type_targets_all(self, name: str) -> bool | None:
+        """The type's ``target_all_contacts`` flag; ``None`` if no such type."""
+        row = await self.fetchone("campaign_type_targets_all", {"name": name})
+        return None if row is None else bool(row[0])
+
+    async def contacts_of_campaign_instance(self, instance_id: int) -> set[int]:
+        """Contacts named by the instance's targeting rows or holding any
+        ``email_schedules`` row of it."""
+        rows = await self.fetchall("contacts_of_campaign_instance", {"id": instance_id})
+        return {r[0] for r in rows if isinstance(r[0], int)}
+
+    async def contacts_of_campaign_type(self, name: str) -> set[int]:
+        """Contacts of every instance of the type, plus contacts with an
+        ``email_schedules`` row whose type starts with ``campaign_<name>_``."""
+        rows = await self.fetchall(
+            "contacts_of_campaign_type", {"name": name, "prefix": f"campaign_{name}_"}
+        )
+        return {r[0] for r in rows if isinstance(r[0], int)}
+
+
+async def init_db(path: str | Path) -> int:
+    """Create or upgrade the database at ``path`` (``mailplan init-db``); its schema version."""
+    async with Store.open(path, create=True, migrate=True):
+        return schema.latest_version()

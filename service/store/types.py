@@ -1,0 +1,163 @@
+"""Plain values the store hands out and takes in (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import NamedTuple
+
+from service.planning.model import ContactData
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row of ``scheduler_events``.
+
+    Upstream may insert explicit events with any SQLite value in any column,
+    so ``contact_id``, ``ref`` and ``detail`` are passed through as stored.
+    """
+
+    id: int
+    kind: str
+    contact_id: object
+    ref: object
+    detail: object
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which contacts a load or a write covers.
+
+    Either an explicit set of ids, or the id range ``lo..hi`` (both inclusive)
+    of a chunk: a range also covers ids that no longer exist, so the plan rows
+    of deleted contacts inside it are found and removed.
+    """
+
+    ids: tuple[int, ...] | None = None
+    lo: int = 0
+    hi: int = 0
+
+    @classmethod
+    def of_ids(cls, ids: Sequence[int]) -> Scope:
+        return cls(ids=tuple(sorted(set(ids))))
+
+    @classmethod
+    def of_range(cls, lo: int, hi: int) -> Scope:
+        return cls(lo=lo, hi=hi)
+
+    def contains(self, contact_id: int) -> bool:
+        if self.ids is not None:
+            return contact_id in self.ids
+        return self.lo <= contact_id <= self.hi
+
+
+@dataclass(frozen=True, slots=True)
+class ContactChunk:
+    """A run of contacts in id order with everything the planner needs.
+
+    ``scope`` is the id range the chunk is responsible for, which reaches to
+    the previous chunk's last id, so together the chunks cover every id.
+    """
+
+    scope: Scope
+    contacts: list[ContactData]
+
+
+@dataclass(slots=True)
+class WriteStats:
+    """What one plan write did (SPEC 7)."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.deleted += other.deleted
+        self.unchanged += other.unchanged
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """The writer's answer: counts, and the desired dates whose balancing
+    inputs changed (old and new dates of non-skipped rows), for the windowed
+    rebalance (SPEC 6)."""
+
+    stats: WriteStats = field(default_factory=WriteStats)
+    touched: set[date] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class RunStats:
+    """The counters of one run, as recorded in ``scheduler_runs`` (SPEC 3)."""
+
+    events_consumed: int = 0
+    contacts_recomputed: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    windows_rebalanced: int = 0
+    rows_moved: int = 0
+
+    def add_writes(self, stats: WriteStats) -> None:
+        self.inserted += stats.inserted
+        self.updated += stats.updated
+        self.deleted += stats.deleted
+        self.unchanged += stats.unchanged
+
+    def add(self, other: RunStats) -> None:
+        self.events_consumed += other.events_consumed
+        self.contacts_recomputed += other.contacts_recomputed
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.deleted += other.deleted
+        self.unchanged += other.unchanged
+        self.windows_rebalanced += other.windows_rebalanced
+        self.rows_moved += other.rows_moved
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One row of ``scheduler_runs``."""
+
+    id: int
+    started_at: str
+    finished_at: str | None
+    trigger: str
+    today: str | None
+    stats: RunStats
+    duration_ms: float | None
+    error: str | None
+
+
+class ExportRow(NamedTuple):
+    """One plan row as ``export`` and ``recompute --dry-run`` print it (SPEC 10).
+
+    ``skip_reason`` is ``""`` for ``pre-scheduled`` rows.
+    """
+
+    contact_id: int
+    email_type: str
+    event_date: date
+    desired_date: date
+    scheduled_date: date
+    status: str
+    skip_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSummary:
+    """Queue depth of the events inbox, for ``status`` and systemd STATUS."""
+
+    pending: int
+    oldest_created_at: datetime | None
+    max_id: int

@@ -1,0 +1,292 @@
+"""The plan writer (SPEC 7) and the untouchability of history (I4)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.planning.model import ContactPlan, PlanRow
+from service.store import Scope, Store, WriteOptions, init_db
+from service.store.sql import queries
+from service.store.types import WriteResult
+
+D = date(2026, 6, 1)
+
+
+def _row(cid: int = 1, etype: str = "birthday", event: date = D, desired: date | None = None,
+         status: str = "pre-scheduled", **kw: object) -> PlanRow:
+    fields: dict[str, object] = {
+        "skip_reason": None if status == "pre-scheduled" else "Year-round exclusion for NY",
+        "priority": 10,
+        "template": f"{etype}_template",
+        "allowed_from": None,
+        "allowed_to": None,
+    }
+    fields.update(kw)
+    return PlanRow(cid, etype, event, desired or event - timedelta(days=14), status,  # type: ignore[arg-type]
+                   **fields)  # type: ignore[arg-type]
+
+
+def _plan(cid: int, *rows: PlanRow, review: date | None = None) -> ContactPlan:
+    return ContactPlan(cid, tuple(rows), review)
+
+
+async def _write(store: Store, ids: list[int], plans: list[ContactPlan], run: str) -> WriteResult:
+    async with store.transaction():
+        loaded = await store.load_scope(Scope.of_ids(ids))
+        return await store.write_plans(loaded, plans, WriteOptions(run_id=run))
+
+
+def _contacts(path: Path, *ids: int) -> None:
+    con = sqlite3.connect(path)
+    con.executemany("INSERT INTO contacts (id, email) VALUES (?, 'a@example.com')", [(i,) for i in ids])
+    con.commit()
+    con.close()
+
+
+def _rows(path: Path, where: str = "1") -> list[sqlite3.Row]:
+    con = sqlite3.connect(path)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute(f"SELECT * FROM email_schedules WHERE {where} ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def _exec(path: Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    con = sqlite3.connect(path)
+    con.execute(sql, params)
+    con.commit()
+    con.close()
+
+
+async def test_new_rows_are_inserted_with_the_balancer_dates_at_desired(
+    store: Store, db_path: Path
+) -> None:
+    _contacts(db_path, 1)
+    row = _row(allowed_from=date(2026, 5, 10), allowed_to=D, catchup_note="caught up")
+    result = await _write(store, [1], [_plan(1, row, review=date(2026, 5, 19))], "run-1")
+    assert (result.stats.inserted, result.stats.updated, result.stats.deleted) == (1, 0, 0)
+    # A new non-skipped row touches its desired date (D - 14 days).
+    assert result.touched == {date(2026, 5, 18)}
+    [stored] = _rows(db_path)
+    assert dict(stored) | {"id": 0, "created_at": "", "updated_at": ""} == dict(stored) | {
+        "id": 0, "created_at": "", "updated_at": "",
+        "contact_id": 1, "email_type": "birthday", "event_year": 2026, "event_month": 6,
+        "event_day": 1, "desired_date": "2026-05-18", "balance_date": "2026-05-18",
+        "scheduled_send_date": "2026-05-18", "scheduled_send_time": "08:30:00",
+        "status": "pre-scheduled", "skip_reason": None, "priority": 10,
+        "email_template": "birthday_template", "catchup_note": "caught up",
+        "allowed_from": "2026-05-10", "allowed_to": "2026-06-01", "scheduler_run_id": "run-1",
+        "send_timezone": None, "send_at_utc": None,
+    }
+    assert await store.due_contacts(date(2026, 5, 19)) == [1]
+
+
+async def test_unchanged_rows_keep_run_id_and_created_at(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1)
+    plan = _plan(1, _row(), _row(etype="effective_date", event=date(2026, 7, 1)))
+    await _write(store, [1], [plan], "run-1")
+    # Let the rows look old and balanced elsewhere, as after a rebalance.
+    _exec(db_path, "UPDATE email_schedules SET created_at = '2020-01-01 00:00:00', "
+                   "updated_at = '2020-01-01 00:00:00', scheduled_send_date = '2026-05-20'")
+    before = [dict(r) for r in _rows(db_path)]
+    result = await _write(store, [1], [plan], "run-2")
+    assert (result.stats.unchanged, result.stats.changed) == (2, 0)
+    assert result.touched == set()
+    assert [dict(r) for r in _rows(db_path)] == before
+
+
+async def test_changed_content_is_updated_with_the_new_run_id(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1)
+    await _write(store, [1], [_plan(1, _row())], "run-1")
+    _exec(db_path, "UPDATE email_schedules SET created_at = '2020-01-01 00:00:00', "
+                   "scheduled_send_date = '2026-05-20', balance_date = '2026-05-19'")
+    # A template change does not move the row and touches no date.
+    result = await _write(store, [1], [_plan(1, _row(template="new"))], "run-2")
+    assert (result.stats.updated, result.touched) == (1, set())
+    [r] = _rows(db_path)
+    assert (r["email_template"], r["scheduler_run_id"], r["created_at"]) == ("new", "run-2", "2020-01-01 00:00:00")
+    assert (r["scheduled_send_date"], r["balance_date"]) == ("2026-05-20", "2026-05-19")
+    # A priority change keeps the dates but touches the desired date for rebalancing.
+    result = await _write(store, [1], [_plan(1, _row(template="new", priority=5))], "run-3")
+    assert result.touched == {date(2026, 5, 18)}
+    assert _rows(db_path)[0]["scheduled_send_date"] == "2026-05-20"
+    # A new desired date (catch-up) restarts balancing at it; old and new are touched.
+    moved = _row(template="new", priority=5, desired=date(2026, 5, 25), catchup_note="late")
+    result = await _write(store, [1], [_plan(1, moved)], "run-4")
+    assert result.touched == {date(2026, 5, 18), date(2026, 5, 25)}
+    [r] = _rows(db_path)
+    assert (r["desired_date"], r["balance_date"], r["scheduled_send_date"], r["id"]) == (
+        "2026-05-25", "2026-05-25", "2026-05-25", 1,
+    )
+
+
+async def test_skipped_rows_are_scheduled_on_their_desired_date(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1)
+    await _write(store, [1], [_plan(1, _row())], "run-1")
+    _exec(db_path, "UPDATE email_schedules SET scheduled_send_date = '2026-05-20'")
+    result = await _write(store, [1], [_plan(1, _row(status="skipped"))], "run-2")
+    # Leaving the balanced set touches the old date; skipped rows are not balanced.
+    assert result.touched == {date(2026, 5, 18)}
+    [r] = _rows(db_path)
+    assert (r["status"], r["scheduled_send_date"], r["skip_reason"]) == (
+        "skipped", "2026-05-18", "Year-round exclusion for NY",
+    )
+    result = await _write(
+        store, [1], [_plan(1, _row(status="skipped", skip_reason="Frequency limit exceeded"))], "r3"
+    )
+    assert (result.stats.updated, result.touched) == (1, set())
+
+
+async def test_rows_no_longer_planned_are_deleted(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], [_plan(1, _row()), _plan(2, _row(cid=2))], "run-1")
+    result = await _write(store, [1, 2], [_plan(1, _row()), _plan(2)], "run-2")
+    assert (result.stats.deleted, result.stats.unchanged) == (1, 1)
+    assert result.touched == {date(2026, 5, 18)}
+    assert [r["contact_id"] for r in _rows(db_path)] == [1]
+
+
+async def test_a_contact_outside_the_new_plans_but_in_scope_loses_its_rows(
+    store: Store, db_path: Path
+) -> None:
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], [_plan(1, _row()), _plan(2, _row(cid=2))], "run-1")
+    _exec(db_path, "PRAGMA foreign_keys = OFF")
+    con = sqlite3.connect(db_path)  # an upstream without foreign keys: nothing cascades
+    con.execute("DELETE FROM contacts WHERE id = 2")
+    con.commit()
+    con.close()
+    async with store.transaction():
+        chunks = [c async for c in store.iter_loaded_chunks(10)]
+        [chunk] = chunks
+        assert [d.contact.id for d in chunk.contacts] == [1]
+        result = await store.write_plans(chunk, [_plan(1, _row())], WriteOptions("run-2"))
+    assert (result.stats.deleted, result.stats.unchanged) == (1, 1)
+    assert [r["contact_id"] for r in _rows(db_path)] == [1]
+    assert await store.due_contacts(date(2100, 1, 1)) == []
+
+
+async def test_history_identity_is_never_planned_or_touched(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1)
+    _exec(db_path,
+          "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
+          "event_year, event_month, event_day, created_at, updated_at) VALUES "
+          "(1, 'birthday', '2026-05-18', 'sent', 2026, 6, 1, '2020-01-01', '2020-01-01')")
+    before = [dict(r) for r in _rows(db_path)]
+    result = await _write(store, [1], [_plan(1, _row())], "run-1")
+    assert result.stats.inserted == 0
+    assert [dict(r) for r in _rows(db_path)] == before
+
+
+async def test_same_type_rows_may_share_a_scheduled_day(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1)
+    a = _row(etype="followup_cold", event=date(2026, 5, 1), desired=date(2026, 5, 20))
+    b = _row(etype="followup_cold", event=date(2026, 5, 3), desired=date(2026, 5, 20))
+    result = await _write(store, [1], [_plan(1, a, b)], "run-1")
+    assert result.stats.inserted == 2
+
+
+def test_every_plan_write_statement_is_guarded_by_status() -> None:
+    q = queries("current_carrier")
+    for name in ("update_plan_row", "delete_plan_row"):
+        assert "status IN ('pre-scheduled', 'skipped')" in q[name]
+
+
+async def test_send_instant_in_the_contact_time_zone(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1)
+    async with store.transaction():
+        loaded = await store.load_scope(Scope.of_ids([1]))
+        await store.write_plans(
+            loaded, [_plan(1, _row())],
+            WriteOptions("run-1", timezones={1: "America/New_York"}),
+        )
+    [r] = _rows(db_path)
+    # 08:30 EDT on 2026-05-18 is 12:30 UTC.
+    assert (r["send_timezone"], r["send_at_utc"]) == ("America/New_York", "2026-05-18T12:30:00Z")
+
+
+# -- Hypothesis: random mixes of history and plan rows (I4, I6) --------------------
+
+HISTORY = ["scheduled", "processing", "sent", "delivered", "failed"]
+TYPES = ["birthday", "effective_date", "followup_cold"]
+
+identity = st.tuples(st.integers(1, 3), st.sampled_from(TYPES), st.integers(0, 4))
+stored_rows = st.lists(
+    st.tuples(identity, st.sampled_from(HISTORY + ["pre-scheduled", "skipped"]), st.integers(0, 20)),
+    max_size=12,
+    unique_by=lambda t: t[0],
+)
+new_rows = st.lists(
+    st.tuples(identity, st.sampled_from(["pre-scheduled", "skipped"]), st.integers(0, 20),
+              st.integers(1, 3)),
+    max_size=12,
+    unique_by=lambda t: t[0],
+)
+
+
+def _event(day: int) -> date:
+    return date(2026, 6, 1) + timedelta(days=day)
+
+
+async def _scenario(path: Path, stored: list[tuple], new: list[tuple]) -> None:
+    await init_db(path)
+    _contacts(path, 1, 2, 3)
+    con = sqlite3.connect(path)
+    con.executemany(
+        "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
+        "event_year, event_month, event_day, desired_date, balance_date, priority, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 10, '2020-01-01', '2020-01-01')",
+        [
+            (cid, et, (_event(ev) - timedelta(days=sh)).isoformat(), status,
+             _event(ev).year, _event(ev).month, _event(ev).day,
+             (_event(ev) - timedelta(days=sh)).isoformat(),
+             (_event(ev) - timedelta(days=sh)).isoformat())
+            for (cid, et, ev), status, sh in stored
+        ],
+    )
+    con.commit()
+    con.close()
+    history_before = [dict(r) for r in _rows(path, "status NOT IN ('pre-scheduled', 'skipped')")]
+    history_keys = {(r["contact_id"], r["email_type"], r["event_day"]) for r in history_before}
+    plans = [
+        _plan(cid, *[
+            _row(c, et, _event(ev), _event(ev) - timedelta(days=sh), status, priority=prio)
+            for (c, et, ev), status, sh, prio in new if c == cid
+        ])
+        for cid in (1, 2, 3)
+    ]
+    async with Store.open(path) as store:
+        first = await _write(store, [1, 2, 3], plans, "run-1")
+        assert [dict(r) for r in _rows(path, "status NOT IN ('pre-scheduled', 'skipped')")] == history_before
+        plan_rows = _rows(path, "status IN ('pre-scheduled', 'skipped')")
+        expected = {
+            (c, et, _event(ev).day, status)
+            for (c, et, ev), status, _, _ in new
+            if (c, et, _event(ev).day) not in history_keys
+        }
+        assert {(r["contact_id"], r["email_type"], r["event_day"], r["status"]) for r in plan_rows} == expected
+        assert first.stats.inserted + first.stats.updated + first.stats.unchanged == len(expected)
+        again = await _write(store, [1, 2, 3], plans, "run-2")
+        assert again.stats.changed == 0 and again.touched == set()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stored=stored_rows, new=new_rows)
+def test_random_plan_and_history_mixes(stored: list[tuple], new: list[tuple]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(_scenario(Path(folder) / "db.sqlite3", stored, new))
+
+
+def test_rows_helper_is_consistent() -> None:
+    # PlanRow equality includes every field the writer compares.
+    row = _row()
+    assert dataclasses.replace(row, priority=11) != row

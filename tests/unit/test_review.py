@@ -1,0 +1,230 @@
+"""Review dates (SPEC 5.11, invariant I3): hand-worked cases and a property test.
+
+The property: for random contacts, plan(today) equals plan(d) for every day d
+strictly between today and the review date. ``allowed_from`` is the one field
+allowed to move: it is ``max(today, start of the exclusion-free run)``, so on
+day d it must equal ``max(allowed_from on today, d)`` exactly; everything else,
+``allowed_to`` included, must be identical. (The balancer clamps intervals to
+its own *today*, so a stored ``allowed_from`` that lags behind is harmless.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.planning.model import (
+    CampaignInstance,
+    Campaigns,
+    CampaignType,
+    Click,
+    Contact,
+    ContactCampaign,
+    ContactData,
+    ContactEvent,
+    ContactPlan,
+    HistoryEmail,
+)
+from service.planning.params import PlanParams
+from service.planning.plan import plan_contact
+from service.planning.rules import builtin_rules
+
+D = date.fromisoformat
+RULES = builtin_rules()
+SCAN_DAYS = 400
+
+
+def _days(n: int) -> timedelta:
+    return timedelta(days=n)
+
+
+REVIEW_CASES = [
+    # (birth, effective, state, today, review) -- no campaigns, no history.
+    # Nothing dated: nothing can ever change.
+    (None, None, "TX", "2026-01-01", None),
+    # Birthday 05-20 (desired 05-06) enters the horizon on 05-06 - 60 = 03-07.
+    ("1960-05-20", None, "TX", "2026-03-01", "2026-03-07"),
+    # Live row desired 05-06: the day after, catch-up starts.
+    ("1960-05-20", None, "TX", "2026-04-01", "2026-05-07"),
+    # Birthday and effective date: the earlier entry wins. ED 2010-04-10: A 2026-04-10,
+    # desired 03-11, enters on 01-10; birthday enters on 03-07.
+    ("1960-05-20", "2010-04-10", "TX", "2026-01-01", "2026-01-10"),
+    # CA: the post-window email of 2026-06-15 (on 08-15) outlives the birthday; next
+    # change is the day after it (the 2027 birthday enters the horizon on 2027-04-02).
+    ("1955-06-15", None, "CA", "2026-06-20", "2026-08-16"),
+    ("1955-06-15", None, "CA", "2026-08-16", "2027-04-02"),
+]
+
+
+@pytest.mark.parametrize(("birth", "effective", "state", "today", "review"), REVIEW_CASES)
+def test_review_date(
+    birth: str | None, effective: str | None, state: str, today: str, review: str | None
+) -> None:
+    contact = Contact(1, "pat@example.com", birth, effective, state, None)
+    plan = plan_contact(ContactData(contact), Campaigns(), RULES, PlanParams(), D(today))
+    assert plan.review_date == (D(review) if review else None)
+
+
+def test_invalid_contact_is_never_reviewed() -> None:
+    contact = Contact(1, "not an address", "1960-05-20", None, "TX", None)
+    plan = plan_contact(ContactData(contact), Campaigns(), RULES, PlanParams(), D("2026-03-01"))
+    assert (plan.rows, plan.review_date) == ((), None)
+    assert plan.invalid is not None
+
+
+def test_followup_reviewed_when_lookback_ends() -> None:
+    # Followed-up already (follow-up sent 05-02): no row. Sent 05-01, lookback ends 06-05.
+    history = (
+        HistoryEmail(1, "birthday", "sent", D("2026-05-01")),
+        HistoryEmail(1, "followup_cold", "sent", D("2026-05-03")),
+    )
+    contact = Contact(1, "pat@example.com", None, None, "TX", None)
+    plan = plan_contact(
+        ContactData(contact, history=history), Campaigns(), RULES, PlanParams(), D("2026-05-10")
+    )
+    assert plan.rows == ()
+    assert plan.review_date is not None and plan.review_date <= D("2026-06-06")
+
+
+# ---------------------------------------------------------------- property test
+
+STATES = [None, "CA", "NV", "MO", "NY", "VA", "IL", "IN", "OR", "ID", "KY", "TX", "FL"]
+HISTORY_TYPES = [
+    "birthday", "effective_date", "post_window", "campaign_aep_1", "campaign_news_2",
+    "campaign_promo_3", "followup_cold", "followup_hq_with_yes", "newsletter",
+]  # fmt: skip
+METADATA = [None, '{"has_medical_conditions": true}', '{"has_medical_conditions": false}', "{"]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[ContactData, Campaigns, PlanParams, date]:
+    """A random contact with history, engagement, campaigns and targeting around today."""
+    today = draw(st.dates(date(2025, 1, 1), date(2027, 12, 31)))
+
+    def near(days: int) -> st.SearchStrategy[date]:
+        return st.dates(today - _days(days), today + _days(days))
+
+    leap_days = st.sampled_from([date(1952, 2, 29), date(1956, 2, 29), date(2020, 2, 29)])
+    birth = draw(st.one_of(st.none(), st.dates(date(1940, 1, 1), today + _days(300)), leap_days))
+    effective = draw(
+        st.one_of(st.none(), st.dates(date(2015, 1, 1), today + _days(300)), leap_days)
+    )
+    cid = draw(st.integers(1, 10_000))
+    contact = Contact(
+        cid,
+        "pat@example.com",
+        birth.isoformat() if birth else draw(st.sampled_from([None, "1960-02-30"])),
+        effective.isoformat() if effective else None,
+        draw(st.sampled_from(STATES)),
+        None,
+        draw(st.sampled_from([None, "Humana", "Aetna"])),
+        draw(st.booleans()),
+    )
+    history = draw(
+        st.lists(
+            st.builds(
+                HistoryEmail,
+                st.just(cid),
+                st.sampled_from(HISTORY_TYPES),
+                st.sampled_from(["sent", "delivered", "scheduled", "failed"]),
+                st.one_of(st.none(), near(60)),
+                st.one_of(st.none(), near(200)),
+                st.sampled_from([None, 1, 2, 3]),
+            ),
+            max_size=4,
+        )
+    )
+    clicks = draw(st.lists(st.builds(Click, st.just(cid), near(60)), max_size=2))
+    events = draw(
+        st.lists(
+            st.builds(
+                ContactEvent,
+                st.just(cid),
+                st.sampled_from(["eligibility_answered", "page_view"]),
+                st.sampled_from(METADATA),
+                near(60),
+            ),
+            max_size=2,
+        )
+    )
+    types = {
+        name: CampaignType(
+            name,
+            respect_exclusion_windows=draw(st.booleans()),
+            enable_followups=draw(st.booleans()),
+            days_before_event=draw(st.integers(0, 40)),
+            target_all_contacts=draw(st.booleans()),
+            priority=draw(st.integers(5, 45)),
+            active=draw(st.sampled_from([True, True, True, False])),
+            spread_evenly=draw(st.booleans()),
+            skip_failed_underwriting=draw(st.booleans()),
+        )
+        for name in ("aep", "news", "promo")
+    }
+    optional = st.one_of(st.none(), near(200))
+    instances = tuple(
+        CampaignInstance(
+            iid,
+            draw(st.sampled_from(["aep", "news", "promo"])),
+            email_template=f"t{iid}",
+            active_start_date=draw(optional),
+            active_end_date=draw(optional),
+            spread_start_date=draw(optional),
+            spread_end_date=draw(st.one_of(st.none(), near(200))),
+            target_states=draw(st.sampled_from([None, "CA,TX", "ALL", "ny", ""])),
+            target_carriers=draw(st.sampled_from([None, "humana", "ALL"])),
+        )
+        for iid in range(1, draw(st.integers(0, 3)) + 1)
+    )
+    targeting = draw(
+        st.lists(
+            st.builds(
+                ContactCampaign,
+                st.just(cid),
+                st.integers(1, 3),
+                st.one_of(st.none(), near(200)),
+                st.sampled_from(["pending", "pending", "sent"]),
+            ),
+            max_size=3,
+        )
+    )
+    params = PlanParams(
+        horizon_days=draw(st.sampled_from([30, 60, 90])),
+        enable_post_window_emails=draw(st.booleans()),
+        exclude_failed_underwriting_global=draw(st.booleans()),
+        send_without_zipcode_for_universal=draw(st.booleans()),
+        effective_date_first_email_months=draw(st.sampled_from([0, 11, 13])),
+    )
+    data = ContactData(contact, tuple(history), tuple(targeting), tuple(clicks), tuple(events))
+    return data, Campaigns(types, instances), params, today
+
+
+def assert_same_plan(before: ContactPlan, after: ContactPlan, day: date) -> None:
+    """``after`` (planned on ``day``) equals ``before`` but for allowed_from following today."""
+    assert after.invalid == before.invalid
+    assert len(after.rows) == len(before.rows), (before.rows, after.rows)
+    for old, new in zip(before.rows, after.rows, strict=True):
+        moved = None if old.allowed_from is None else max(old.allowed_from, day)
+        assert new == replace(old, allowed_from=moved), (day, old, new)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_plan_is_constant_until_review_date(
+    scenario: tuple[ContactData, Campaigns, PlanParams, date],
+) -> None:
+    data, campaigns, params, today = scenario
+    first = plan_contact(data, campaigns, RULES, params, today)
+    if first.review_date is not None:
+        assert first.review_date > today
+    stop = today + _days(SCAN_DAYS)
+    if first.review_date is not None and first.review_date < stop:
+        stop = first.review_date
+    day = today + _days(1)
+    while day < stop:
+        assert_same_plan(first, plan_contact(data, campaigns, RULES, params, day), day)
+        day += _days(1)
