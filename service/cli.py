@@ -12,17 +12,24 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import date
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import structlog
 
-from service import commands
+from service import engine, generate, plot, report
 from service.config import Settings, load_settings, parse_assignment
 from service.errors import ConfigError, MailplanError, UsageError
+from service.planning.balance import capacity
+from service.planning.campaigns import campaign_config_errors
+from service.planning.contacts import resolve_contact
+from service.planning.plan import plan_contact
+from service.store import ExportRow, RunStats, Scope, Store, init_db
 
 log = structlog.get_logger(__name__)
 
@@ -53,14 +60,32 @@ def _common() -> argparse.ArgumentParser:
     """Options every command takes (so they may follow the command name)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
-    g.add_argument("--config", type=Path, metavar="FILE",
-                   help="TOML configuration file (default /etc/mailplan/mailplan.toml if present)")
-    g.add_argument("--db", type=Path, metavar="PATH",
-                   help="the organisation's SQLite database (or MAILPLAN_DB)")
-    g.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one configuration key, e.g. --set horizon_days=90 (repeatable)")
-    g.add_argument("--log-format", choices=("json", "console"), default=None,
-                   help="log lines as JSON (default) or for people")
+    g.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML configuration file (default /etc/mailplan/mailplan.toml if present)",
+    )
+    g.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="the organisation's SQLite database (or MAILPLAN_DB)",
+    )
+    g.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one configuration key, e.g. --set horizon_days=90 (repeatable)",
+    )
+    g.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=None,
+        help="log lines as JSON (default) or for people",
+    )
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     return p
 
@@ -78,8 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", parents=common, help="synthetic contacts for demos/benchmarks")
     p.add_argument("--contacts", type=_positive_int, required=True, metavar="N")
     p.add_argument("--seed", type=int, default=1, metavar="S")
-    p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD",
-                   help="reference date the data is built around (default: today)")
+    p.add_argument(
+        "--today",
+        type=_iso_date,
+        metavar="YYYY-MM-DD",
+        help="reference date the data is built around (default: today)",
+    )
 
     p = sub.add_parser("recompute", parents=common, help="recompute and write, or a dry run")
     who = p.add_mutually_exclusive_group(required=True)
@@ -87,15 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--contact", type=int, nargs="+", metavar="ID", help="these contacts")
     p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    p.add_argument("--verify", action="store_true",
-                   help="compare the stored plan with a recompute and report (and repair) drift")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare the stored plan with a recompute and report (and repair) drift",
+    )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
     p = sub.add_parser("run", parents=common, help="the daemon")
     p.add_argument("--inbox", type=Path, metavar="DIR", help="watch this folder for files")
     p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD", help="pin today")
-    p.add_argument("--once", action="store_true",
-                   help="drain pending events, run a due tick, exit")
+    p.add_argument("--once", action="store_true", help="drain pending events, run a due tick, exit")
 
     p = sub.add_parser("export", parents=common, help="print the stored plan rows")
     p.add_argument("--format", choices=("csv", "json", "table"), default="csv")
@@ -129,8 +160,7 @@ def configure_logging(fmt: str, level: str, stream: Any) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.dict_tracebacks if fmt == "json"
-            else structlog.dev.set_exc_info,
+            structlog.processors.dict_tracebacks if fmt == "json" else structlog.dev.set_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -148,7 +178,7 @@ def current_date(settings: Settings) -> date:
     return Clock(settings.tz).today()
 
 
-def settings_from(args: argparse.Namespace, environ: os._Environ[str] | dict[str, str]) -> Settings:
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     overrides: dict[str, object] = {}
     for text in args.assignments:
         key, value = parse_assignment(text)
@@ -164,7 +194,7 @@ def _database(args: argparse.Namespace, settings: Settings) -> Path:
     if settings.db is None:
         raise UsageError(
             f"`mailplan {args.command}` needs a database: pass --db PATH, "
-            "set MAILPLAN_DB or put db = \"PATH\" in the configuration file"
+            'set MAILPLAN_DB or put db = "PATH" in the configuration file'
         )
     if args.command in NEEDS_EXISTING_DB and not settings.db.exists():
         raise UsageError(
@@ -172,19 +202,6 @@ def _database(args: argparse.Namespace, settings: Settings) -> Path:
             f"`mailplan init-db --db {settings.db}` (or check the path)"
         )
     return settings.db
-
-
-Handler = Callable[[argparse.Namespace, Settings, Path], Coroutine[Any, Any, int]]
-HANDLERS: dict[str, Handler] = {
-    "init-db": commands.init_db,
-    "generate": commands.generate,
-    "recompute": commands.recompute,
-    "run": commands.run,
-    "export": commands.export,
-    "status": commands.status,
-    "explain": commands.explain,
-    "plot": commands.plot,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,8 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if log_format not in ("json", "console"):
         parser.error(f"MAILPLAN_LOG_FORMAT={log_format!r}: use json or console")
     # The daemon's log is its output (journald); commands keep stdout for results.
-    configure_logging(log_format, args.log_level,
-                      sys.stdout if args.command == "run" else sys.stderr)
+    configure_logging(
+        log_format, args.log_level, sys.stdout if args.command == "run" else sys.stderr
+    )
     try:
         settings = settings_from(args, os.environ)
         db = _database(args, settings)
@@ -222,3 +240,191 @@ def _fail(exc: MailplanError, hint: str | None) -> int:
         message = f"{message} ({hint})"
     sys.stderr.write(f"{PROG}: error: {message}\n")
     return exc.exit_code
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace, Settings, Path], Coroutine[Any, Any, int]]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+
+
+async def cmd_init_db(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    version = await init_db(db)
+    _out(f"{db}: schema version {version}, triggers installed\n")
+    return 0
+
+
+async def cmd_generate(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    await init_db(db)
+    summary = await anyio.to_thread.run_sync(
+        generate.generate, db, args.contacts, args.seed, args.today
+    )
+    _out(
+        f"{db}: {summary.contacts} contacts (seed {args.seed}, around {args.today}), "
+        f"{summary.history} history emails, {summary.clicks} clicks, "
+        f"{summary.contact_events} eligibility answers, {summary.campaign_instances} campaign "
+        f"instances, {summary.contact_campaigns} campaign targets in {summary.seconds:.1f} s\n"
+    )
+    return 0
+
+
+async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    ctx = engine.PlanContext.from_settings(settings)
+    today: date = args.today
+    async with Store.open(db, readonly=args.dry_run) as store:
+        if args.verify:
+            drift = await engine.verify(store, ctx, today, repair=not args.dry_run)
+            _out(report.drift_text(drift, args.format))
+            return 1 if drift.drift and args.dry_run else 0
+        if args.dry_run:
+            rows = await engine.dry_run_plan(store, ctx, today)
+            if args.contact:
+                wanted = set(args.contact)
+                rows = [r for r in rows if r.contact_id in wanted]
+            report.write_rows(rows, args.format, sys.stdout)
+            return 0
+        if args.all:
+            stats = await engine.full_recompute(store, ctx, today, trigger="cli")
+        else:
+            stats = await _recompute_some(store, ctx, args.contact, today)
+    _out(report.stats_text(stats, args.format))
+    return 0
+
+
+async def _recompute_some(
+    store: Store, ctx: engine.PlanContext, ids: list[int], today: date
+) -> RunStats:
+    started = time.perf_counter()
+    async with store.transaction():
+        run_id = await store.start_run("cli-contacts", today)
+        stats = await engine.recompute_contacts(store, ctx, ids, today, run_id)
+        await store.finish_run(run_id, stats, duration_ms=(time.perf_counter() - started) * 1e3)
+    return stats
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    from service import daemon
+
+    return await daemon.main(
+        settings,
+        db,
+        inbox=settings.inbox,
+        today=args.today,
+        once=args.once,
+        config_path=args.config,
+    )
+
+
+async def cmd_export(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    writer = report.RowWriter(args.format, sys.stdout)
+    async with Store.open(db, readonly=True) as store, store.snapshot():
+        batch: list[ExportRow] = []
+        async for row in store.iter_export_rows():
+            batch.append(row)
+            if len(batch) >= 10_000:
+                writer.write(batch)
+                batch = []
+        writer.write(batch)
+    writer.finish()
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    today: date = args.today
+    async with Store.open(db, readonly=True) as store:
+        summary = await store.events_summary()
+        snapshot = await store.capacity_snapshot(today)
+        contacts = snapshot if snapshot is not None else await store.contact_count_with_email()
+        cap = capacity(settings.balance_params(), contacts).cap
+        end = today + timedelta(days=args.days - 1)
+        per_day: dict[date, int] = dict.fromkeys(
+            (today + timedelta(days=k) for k in range(args.days)), 0
+        )
+        for day, _type, count in await store.daily_load(today, end):
+            per_day[day] = per_day.get(day, 0) + count
+        campaigns = await store.load_campaigns()
+        info = report.StatusReport(
+            db=str(db),
+            today=today,
+            pending_events=summary.pending,
+            oldest_event_at=(
+                summary.oldest_created_at.isoformat() if summary.oldest_created_at else None
+            ),
+            oldest_event_age_seconds=(
+                (datetime.now(UTC) - summary.oldest_created_at).total_seconds()
+                if summary.oldest_created_at
+                else None
+            ),
+            last_tick=_iso(await store.last_tick()),
+            cap=cap,
+            contacts=contacts,
+            runs=[report.run_dict(r) for r in await store.last_runs(5)],
+            load=[report.DayLoad(d, n, cap) for d, n in sorted(per_day.items())],
+            config_errors=campaign_config_errors(campaigns),
+            settings_fingerprint=settings.fingerprint(),
+        )
+    _out(report.status_json(info) if args.json else report.status_text(info))
+    return 0
+
+
+async def cmd_explain(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    ctx = engine.PlanContext.from_settings(settings)
+    today: date = args.today
+    async with Store.open(db, readonly=True) as store, store.snapshot():
+        loaded = await store.load_scope(
+            Scope.of_ids([args.contact]), since=ctx.history_since(today)
+        )
+        campaigns = await store.load_campaigns()
+        stored = {report.sort_key(r): r for r in await store.export_rows([args.contact])}
+    data = loaded.contacts[0] if loaded.contacts else None
+    plan = plan_contact(data, campaigns, ctx.rules, ctx.plan, today) if data else None
+    resolved = resolve_contact(data.contact, today) if data else None
+    _out(
+        report.explain_text(
+            data.contact if data else None,
+            args.contact,
+            resolved,
+            plan,
+            stored,
+            today,
+            loaded.history_keys,
+        )
+    )
+    return 0
+
+
+async def cmd_plot(args: argparse.Namespace, settings: Settings, db: Path) -> int:
+    today: date = args.today
+    async with Store.open(db, readonly=True) as store:
+        volumes = await store.daily_load(
+            today - timedelta(days=7), today + timedelta(days=args.days)
+        )
+        snapshot = await store.capacity_snapshot(today)
+        contacts = snapshot if snapshot is not None else await store.contact_count_with_email()
+    cap = capacity(settings.balance_params(), contacts).cap
+    page = plot.render_html(volumes, cap, f"mailplan: daily volume of {db.name}", today)
+    try:
+        args.out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc.strerror}; choose another --out") from None
+    _out(f"wrote {args.out} ({len(volumes)} day/type counts, cap {cap})\n")
+    return 0
+
+
+def _iso(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+HANDLERS: dict[str, Handler] = {
+    "init-db": cmd_init_db,
+    "generate": cmd_generate,
+    "recompute": cmd_recompute,
+    "run": cmd_run,
+    "export": cmd_export,
+    "status": cmd_status,
+    "explain": cmd_explain,
+    "plot": cmd_plot,
+}

@@ -302,8 +302,7 @@ def _unknown_key(key: str, source: str) -> ConfigError:
     near = difflib.get_close_matches(key, KEYS, n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     return ConfigError(
-        f"unknown configuration key {key!r} in {source}{hint}; "
-        f"known keys: {', '.join(KEYS)}"
+        f"unknown configuration key {key!r} in {source}{hint}; known keys: {', '.join(KEYS)}"
     )
 
 
@@ -321,9 +320,7 @@ def _read_file(path: Path) -> dict[str, Any]:
             f"configuration file {str(path)!r} is not valid TOML: {exc}; fix the file"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"configuration file {str(path)!r} cannot be read: {exc}"
-        ) from None
+        raise ConfigError(f"configuration file {str(path)!r} cannot be read: {exc}") from None
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -35,6 +36,7 @@ log = structlog.get_logger(__name__)
 
 BATCH = 50_000
 
+# fmt: off
 # Approximate population (hundreds of thousands) so the mix of states looks real.
 STATE_WEIGHTS: dict[str, int] = {
     "CA": 390, "TX": 290, "FL": 220, "NY": 200, "PA": 130, "IL": 126, "OH": 118,
@@ -75,15 +77,16 @@ CONTACT_COLUMNS = (
     "effective_date", "birth_date", "tobacco_user", "gender", "state", "zip_code",
     "agent_id", "phone_number", "status", "failed_underwriting", "created_at", "updated_at",
 )
+# fmt: on
 INSERT_CONTACT = (
     f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
 )
 HISTORY_COLUMNS = (
     "id", "contact_id", "email_type", "scheduled_send_date", "scheduled_send_time", "status",
-    "event_year", "event_month", "event_day", "sent_at", "actual_send_datetime",
-    "priority", "email_template", "batch_id", "created_at", "updated_at",
-)
+    "event_year", "event_month", "event_day", "sent_at", "actual_send_datetime", "priority",
+    "email_template", "batch_id", "created_at", "updated_at",
+)  # fmt: skip
 INSERT_HISTORY = (
     f"INSERT INTO email_schedules ({', '.join(HISTORY_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})"
@@ -119,10 +122,11 @@ class Showcase:
 @cache
 def zips_by_state() -> dict[str, tuple[str, ...]]:
     """Real, active, standard five-digit ZIP codes of each state (``zipcodes`` package)."""
-    import zipcodes  # type: ignore[import-untyped]  # loaded lazily: it takes ~0.5 s
+    import zipcodes  # loaded lazily: building its list takes ~0.5 s
 
+    list_all: Any = zipcodes.list_all
     out: dict[str, list[str]] = {}
-    for z in zipcodes.list_all():
+    for z in list_all():
         if z["active"] and z["zip_code_type"] == "STANDARD":
             out.setdefault(z["state"], []).append(z["zip_code"])
     return {state: tuple(sorted(codes)) for state, codes in out.items()}
@@ -149,8 +153,10 @@ def showcase(today: date) -> tuple[Showcase, ...]:
     # A policy anniversary on the 1st of a month 32..62 days ahead.
     soon = today + timedelta(days=62)
     soon_effective = date(soon.year - 3, soon.month, 1).isoformat()
-    cases = [Showcase(f"rule state {st}", state=st, birth=soon_birth, effective=soon_effective)
-             for st in RULE_STATES]
+    cases = [
+        Showcase(f"rule state {st}", state=st, birth=soon_birth, effective=soon_effective)
+        for st in RULE_STATES
+    ]
     leap = _leap_years(today.year - 90, today.year - 60)[-1]
     cases += [
         Showcase("Feb 29 birthday in CA", state="CA", birth=f"{leap}-02-29"),
@@ -198,8 +204,11 @@ class _Columns:
         self.effs = [d.isoformat() for d in eff]
         self.effs_first = [d.replace(day=1).isoformat() for d in eff]
         self.leaps = _leap_years(today.year - 95, today.year - 40)
-        self.eff_leaps = [y for y in _leap_years(1992, today.year + 1)
-                          if date(y, 2, 29) <= today + timedelta(days=365)]
+        self.eff_leaps = [
+            y
+            for y in _leap_years(1992, today.year + 1)
+            if date(y, 2, 29) <= today + timedelta(days=365)
+        ]
         self.phones = [
             f"({rng.randrange(200, 1000)}) {rng.randrange(200, 1000)}-{rng.randrange(10000):04d}"
             for _ in range(65536)
@@ -218,8 +227,10 @@ class _Columns:
     def birth_dates(self, n: int) -> list[str]:
         span, tbl = self.old_span, self.births
         young = len(tbl) - span
-        out = [tbl[int(u * span)] if u < 0.98 else tbl[span + int((u - 0.98) * 50 * young)]
-               for u in self.uniforms(n)]
+        out = [
+            tbl[int(u * span)] if u < 0.98 else tbl[span + int((u - 0.98) * 50 * young)]
+            for u in self.uniforms(n)
+        ]
         pick = self.rng.random
         for k in self.rare(n, 0.003):
             out[k] = f"{self.leaps[int(pick() * len(self.leaps))]}-02-29"
@@ -230,8 +241,10 @@ class _Columns:
     def effective_dates(self, n: int) -> list[str]:
         span = len(self.effs)
         tables = (self.effs_first, self.effs)
-        out = [tables[f >= 0.8][int(span * u * u)]
-               for u, f in zip(self.uniforms(n), self.uniforms(n), strict=True)]
+        out = [
+            tables[f >= 0.8][int(span * u * u)]
+            for u, f in zip(self.uniforms(n), self.uniforms(n), strict=True)
+        ]
         pick = self.rng.random
         for k in self.rare(n, 0.001):
             out[k] = f"{self.eff_leaps[int(pick() * len(self.eff_leaps))]}-02-29"
@@ -244,7 +257,9 @@ class _Columns:
     def locations(self, n: int) -> tuple[list[str], list[str]]:
         states = self.rng.choices(self.states, cum_weights=self.cum, k=n)
         zips = self.zips
-        codes = [zips[s][int(u * len(zips[s]))] for s, u in zip(states, self.uniforms(n), strict=True)]
+        codes = [
+            zips[s][int(u * len(zips[s]))] for s, u in zip(states, self.uniforms(n), strict=True)
+        ]
         pick = self.rng.random
         for k in self.rare(n, 0.07):
             r = pick()
@@ -267,9 +282,10 @@ class _Columns:
         fi = [int(u * nf) for u in self.uniforms(n)]
         li = [int(u * nl) for u in self.uniforms(n)]
         fl, ll = self.first_lower, self.last_lower
-        emails = [f"{fl[a]}.{ll[b]}.{i}@{PROVIDERS[int(u * npr)]}"
-                  for a, b, i, u in zip(fi, li, range(start, start + n), self.uniforms(n),
-                                        strict=True)]
+        emails = [
+            f"{fl[a]}.{ll[b]}.{i}@{PROVIDERS[int(u * npr)]}"
+            for a, b, i, u in zip(fi, li, range(start, start + n), self.uniforms(n), strict=True)
+        ]
         pick = self.rng.random
         for k in self.rare(n, 0.01):
             form = BAD_EMAIL_FORMS[int(pick() * len(BAD_EMAIL_FORMS))]
@@ -291,9 +307,11 @@ class _Columns:
         phones = [self.phones[int(r() * 65536)] for _ in range(n)]
         failed = [int(r() < 0.05) for _ in range(n)]
         rep = itertools.repeat
-        return list(zip(range(start, stop), firsts, lasts, emails, carriers, plans, effective,
-                        births, tobacco, gender, states, codes, agents, phones, rep("active"),
-                        failed, rep(stamp), rep(stamp)))
+        return list(zip(
+            range(start, stop), firsts, lasts, emails, carriers, plans, effective, births,
+            tobacco, gender, states, codes, agents, phones, rep("active"), failed, rep(stamp),
+            rep(stamp), strict=False,
+        ))  # fmt: skip
 
 
 def _apply_showcase(
@@ -331,57 +349,74 @@ def _month_days(today: date, before: int) -> frozenset[str]:
     out = set()
     for k in range(366):
         d = date(2000, 1, 1) + timedelta(days=k)
-        for year in (today.year, today.year + 1):
+        for year in (today.year - 1, today.year, today.year + 1):
             sent = _anniversary(d, year) - timedelta(days=before)
             if today - timedelta(days=34) <= sent < today:
                 out.add(d.isoformat()[5:])
     return frozenset(out)
 
 
+def _sent_row(
+    row_id: int,
+    contact_id: object,
+    kind: str,
+    sent: date,
+    event: date,
+    status: str,
+    prio: int,
+    template: str,
+) -> tuple[object, ...]:
+    stamp = f"{sent.isoformat()} 13:30:00"
+    return (
+        row_id, contact_id, kind, sent.isoformat(), "08:30:00", status, event.year, event.month,
+        event.day, stamp, stamp, prio, template, "generated-history", stamp, stamp,
+    )  # fmt: skip
+
+
+def _last_send(text: str, before: int, today: date) -> tuple[date, date] | None:
+    """(send date, anniversary) of an email ``before`` days ahead of an anniversary of
+    ``text`` that went out in the last 34 days, if any."""
+    try:
+        base = date.fromisoformat(text)
+    except ValueError:
+        return None
+    for year in (today.year - 1, today.year, today.year + 1):
+        event = _anniversary(base, year)
+        sent = event - timedelta(days=before)
+        if today - timedelta(days=34) <= sent < today and event > base:
+            return sent, event
+    return None
+
+
 def _history_rows(
     rng: random.Random, today: date, rows: Sequence[tuple[object, ...]], next_id: int
 ) -> list[tuple[object, ...]]:
-    """Sender history for contacts whose anniversary email went out in the last weeks.
+    """Sender history for contacts whose anniversary email went out in the last weeks,
+    and for a tenth of them the follow-up already sent.
 
-    Returns rows whose first element is the explicit ``email_schedules`` id, so
-    clicks can point at them.
+    Rows start with their explicit ``email_schedules`` id, so clicks can point at them.
     """
     out: list[tuple[object, ...]] = []
-    lo = today - timedelta(days=34)
     bdays, edays = _month_days(today, 14), _month_days(today, 30)
     for row in rows:
         birth, eff = str(row[7])[:10], str(row[6])[:10]
         if birth[5:] not in bdays and eff[5:] not in edays:
             continue
         for kind, text, before, prio in (("birthday", birth, 14, 10),
-                                         ("effective_date", eff, 30, 20)):
-            if rng.random() > 0.6:
+                                         ("effective_date", eff, 30, 20)):  # fmt: skip
+            found = _last_send(text, before, today) if rng.random() <= 0.6 else None
+            if found is None:
                 continue
-            try:
-                base = date.fromisoformat(text)
-            except ValueError:
-                continue
-            if base >= today:
-                continue
-            for year in (today.year, today.year + 1):
-                event = _anniversary(base, year)
-                sent = event - timedelta(days=before)
-                if lo <= sent < today and event > base:
-                    break
-            else:
-                continue
+            sent, event = found
             status = "delivered" if rng.random() < 0.7 else "sent"
-            stamp = f"{sent.isoformat()} 13:30:00"
-            out.append((next_id, row[0], kind, sent.isoformat(), "08:30:00", status,
-                        event.year, event.month, event.day, stamp, stamp, prio,
-                        f"{kind}_template", "generated-history", stamp, stamp))
+            out.append(_sent_row(next_id, row[0], kind, sent, event, status, prio,
+                                 f"{kind}_template"))  # fmt: skip
             next_id += 1
             follow = sent + timedelta(days=2)
             if rng.random() < 0.1 and follow < today:
-                fstamp = f"{follow.isoformat()} 13:30:00"
-                out.append((next_id, row[0], "followup_cold", follow.isoformat(), "08:30:00",
-                            "sent", sent.year, sent.month, sent.day, fstamp, fstamp, 50,
-                            "cold_template", "generated-history", fstamp, fstamp))
+                # A follow-up's event date is the send date of the email it follows.
+                out.append(_sent_row(next_id, row[0], "followup_cold", follow, sent, "sent",
+                                     50, "cold_template"))  # fmt: skip
                 next_id += 1
     return out
 
@@ -428,19 +463,21 @@ def _campaigns(
     conn.executemany(
         "INSERT OR IGNORE INTO campaign_types (name, respect_exclusion_windows, "
         "enable_followups, days_before_event, target_all_contacts, priority, active, "
-        "spread_evenly, skip_failed_underwriting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        CAMPAIGN_TYPES,
+        "spread_evenly, skip_failed_underwriting, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*t, stamp, stamp) for t in CAMPAIGN_TYPES],
     )
     aep_start, aep_end = next_aep_season(today)
+    day = today.toordinal()
     instances = (
         ("aep", f"aep_{aep_start.year}", "aep_template", "aep_sms_template",
          aep_start - timedelta(days=30), aep_end, None, None, "ALL", "ALL"),
         ("medicare_newsletter", f"newsletter_{today.isoformat()}", "newsletter_template", None,
-         today + timedelta(days=20), today + timedelta(days=60),
-         today + timedelta(days=20), today + timedelta(days=50), "TX,FL,GA", "ALL"),
+         date.fromordinal(day + 20), date.fromordinal(day + 60),
+         date.fromordinal(day + 20), date.fromordinal(day + 50), "TX,FL,GA", "ALL"),
         ("plan_review", f"plan_review_{today.year}", "plan_review_template", None,
-         today - timedelta(days=30), today + timedelta(days=180), None, None, "ALL", "ALL"),
-    )
+         date.fromordinal(day - 30), date.fromordinal(day + 180), None, None, "ALL", "ALL"),
+    )  # fmt: skip
     ids: list[int] = []
     for inst in instances:
         values = tuple(v.isoformat() if isinstance(v, date) else v for v in inst)
@@ -476,8 +513,13 @@ def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 CAPTURED_TABLES = (
-    "contacts", "email_schedules", "tracking_clicks", "contact_events",
-    "campaign_types", "campaign_instances", "contact_campaigns",
+    "contacts",
+    "email_schedules",
+    "tracking_clicks",
+    "contact_events",
+    "campaign_types",
+    "campaign_instances",
+    "contact_campaigns",
 )
 
 
@@ -511,9 +553,9 @@ def _set_journal(conn: sqlite3.Connection, mode: str) -> bool:
 def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> GenerateSummary:
     rng = random.Random(seed)
     stamp = f"{today.isoformat()} 00:00:00"
-    next_schedule = 1 + conn.execute(
-        "SELECT coalesce(max(id), 0) FROM email_schedules"
-    ).fetchone()[0]
+    next_schedule = (
+        1 + conn.execute("SELECT coalesce(max(id), 0) FROM email_schedules").fetchone()[0]
+    )
     columns = _Columns(rng, today)
     history_rng = random.Random(rng.getrandbits(64))
     cases = showcase(today)
@@ -537,9 +579,13 @@ def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> Ge
     )
     n_instances, n_targets = _campaigns(conn, history_rng, today, contacts, stamp)
     return GenerateSummary(
-        contacts=contacts, history=len(history), clicks=len(clicks),
-        contact_events=len(answers), contact_campaigns=n_targets,
-        campaign_instances=n_instances, seconds=0.0,
+        contacts=contacts,
+        history=len(history),
+        clicks=len(clicks),
+        contact_events=len(answers),
+        contact_campaigns=n_targets,
+        campaign_instances=n_instances,
+        seconds=0.0,
     )
 
 
@@ -582,6 +628,13 @@ def generate(db_path: Path, contacts: int, seed: int, today: date) -> GenerateSu
     finally:
         conn.close()
     summary = dataclasses.replace(summary, seconds=time.perf_counter() - started)
-    log.info("generated", db=str(db_path), seed=seed, today=today.isoformat(),
-             contacts=contacts, history=summary.history, seconds=round(summary.seconds, 2))
+    log.info(
+        "generated",
+        db=str(db_path),
+        seed=seed,
+        today=today.isoformat(),
+        contacts=contacts,
+        history=summary.history,
+        seconds=round(summary.seconds, 2),
+    )
     return summary

@@ -1,431 +1,328 @@
 """Spool-folder ingestion of contact files (SPEC 8.2).
 
-Upstream drops files into the inbox folder under a temporary name and renames
-them in. ``*.ndjson`` files hold one operation per line
-(``{"op":"upsert","contact":{...}}`` or ``{"op":"delete","id":N}``); ``*.csv``
-files have a header of contact columns and one upsert per row. Valid records
-are applied to ``contacts`` in one transaction, so the capture triggers turn
-them into events like any upstream write; invalid ones are listed, with line
-number and reason, in ``rejected/<file>.ndjson``; the source file then moves to
+Upstream writes a file under a temporary name (a dotfile, ``*.tmp``,
+``*.part``) and renames it into the inbox folder. Each finished ``*.ndjson`` or
+``*.csv`` file is validated (``service.inbox_records``), its valid records are
+applied to ``contacts`` in one transaction (the capture triggers turn them into
+events like any upstream write), its invalid records are listed in
+``rejected/<file>.ndjson`` with line number and reason, and the file moves to
 ``done/``.
 
-Exactly once across a crash: the file's name and SHA-256 are recorded in
-``scheduler_state`` in the same transaction as its contact writes, and the
-rejection list is written (and synced) before that commit. After a restart a
-file whose name and digest are recorded is not applied again; only its move is
-finished.
+No record is lost or applied twice across a crash:
 
-Column names reach SQL text only from ``PRAGMA table_info(contacts)``, quoted;
-every value is a parameter.
+1. the rejection list is written to a temporary file and synced;
+2. in the transaction that writes the contacts, the file's name and SHA-256 are
+   recorded in ``scheduler_state`` (committed with ``synchronous=FULL``, so the
+   record is on disk before the file moves);
+3. the rejection list is renamed into place, the file moves to ``done/``, and
+   the record is dropped.
+
+After a crash, a file whose name and digest are recorded is not applied again;
+only steps 3 are finished. A crash before the commit applied nothing.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
+import aiosqlite
+import anyio
+import anyio.to_thread
 import structlog
+
+from service.inbox_records import (
+    ContactColumns,
+    Delete,
+    InboxLimits,
+    Operation,
+    Parsed,
+    Rejection,
+    Upsert,
+    parse_bytes,
+    pending_files,
+    sha256_of,
+    too_large,
+)
+from service.store import Store
 
 log = structlog.get_logger(__name__)
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-SUFFIXES = (".ndjson", ".csv")
-TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".swp")
-SNIPPET = 300
-"""Characters of a rejected record copied into the rejection list."""
+APPLIED_KEY = "inbox_applied"
+"""scheduler_state key: JSON object, file name -> SHA-256, of files applied but not yet moved."""
 
 
 @dataclass(frozen=True, slots=True)
-class InboxLimits:
-    """Sizes beyond which input is refused rather than read."""
-
-    max_file_bytes: int = 16 * 1024 * 1024
-    """A file is applied in one transaction: larger ones hold writers back too long."""
-    max_line_bytes: int = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One column of ``contacts`` as the database describes it."""
+class FileOutcome:
+    """What happened to one inbox file."""
 
     name: str
-    notnull: bool
-    has_default: bool
-    pk: bool
-
-    @property
-    def required(self) -> bool:
-        """A new row cannot be inserted without a value for it."""
-        return self.notnull and not self.has_default and not self.pk
+    applied: int
+    deleted: int
+    rejected: int
+    already_applied: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ContactColumns:
-    """The allow-list of column names: the contacts table's own columns."""
-
-    columns: tuple[Column, ...]
-
-    @classmethod
-    def from_table_info(cls, rows: Sequence[Sequence[object]]) -> ContactColumns:
-        """Build from ``PRAGMA table_info(contacts)`` rows (cid, name, type, notnull, dflt, pk)."""
-        return cls(
-            tuple(
-                Column(str(r[1]), bool(r[3]), r[4] is not None, bool(r[5])) for r in rows
-            )
-        )
-
-    def lookup(self, name: str) -> Column | None:
-        # SQLite column names are case-insensitive.
-        folded = name.strip().casefold()
-        for column in self.columns:
-            if column.name.casefold() == folded:
-                return column
-        return None
-
-    @property
-    def required(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.required)
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
-@dataclass(frozen=True, slots=True)
-class Upsert:
-    line: int
-    contact_id: int
-    values: dict[str, object]
-    """Column name (as the table spells it) -> value; includes ``id``."""
+def upsert_sql(columns: Sequence[str], pk: str) -> str:
+    """``INSERT ... ON CONFLICT(pk) DO UPDATE`` for exactly these columns.
 
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    line: int
-    contact_id: int
-
-
-Operation = Upsert | Delete
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    line: int
-    reason: str
-    record: str | None = None
-
-    def as_json(self, file_name: str) -> str:
-        return json.dumps(
-            {"file": file_name, "line": self.line, "reason": self.reason, "record": self.record},
-            ensure_ascii=False,
-        )
-
-
-@dataclass(slots=True)
-class Parsed:
-    operations: list[Operation] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-
-
-class _Invalid(Exception):
-    """One record is invalid; the message is its rejection reason."""
-
-
-# --- file selection -------------------------------------------------------------------------
-
-
-def is_candidate(path: Path) -> bool:
-    """A finished inbox file: not hidden, not temporary, of a supported kind."""
-    name = path.name
-    if name.startswith(".") or name.startswith("~") or name.endswith("~"):
-        return False
-    lower = name.lower()
-    if lower.endswith(TEMPORARY_SUFFIXES):
-        return False
-    return lower.endswith(SUFFIXES)
-
-
-def pending_files(directory: Path) -> list[Path]:
-    """Finished files waiting in the inbox, in name order."""
-    try:
-        entries = list(directory.iterdir())
-    except FileNotFoundError:
-        return []
-    return sorted(p for p in entries if is_candidate(p) and p.is_file())
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --- values ---------------------------------------------------------------------------------
-
-
-def _snippet(text: str) -> str:
-    return text if len(text) <= SNIPPET else text[:SNIPPET] + "…"
-
-
-def _contact_id(value: object) -> int:
-    if isinstance(value, bool):
-        raise _Invalid(f"id {value!r} is not a whole number")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,19}\s*", value):
-        number = int(value)
-    else:
-        raise _Invalid(f"id {_snippet(repr(value))} is not a whole number")
-    if not INT64_MIN <= number <= INT64_MAX:
-        raise _Invalid(f"id {number} is outside the 64-bit range")
-    return number
-
-
-def _json_value(column: Column, value: object) -> object:
-    if value is None:
-        if column.notnull:
-            raise _Invalid(f"column {column.name!r} must not be null")
-        return None
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise _Invalid(f"column {column.name!r}: {value} is outside the 64-bit range")
-        return value
-    if isinstance(value, float | str):
-        return value
-    raise _Invalid(f"column {column.name!r}: nested values are not allowed")
-
-
-def _contact_record(
-    raw: Mapping[str, object], columns: ContactColumns, line: int, *, csv_cells: bool
-) -> Upsert:
-    """Validate one contact record against the allow-list of columns."""
-    values: dict[str, object] = {}
-    unknown: list[str] = []
-    for key, value in raw.items():
-        column = columns.lookup(key)
-        if column is None:
-            unknown.append(key)
-            continue
-        if column.name in values:
-            raise _Invalid(f"column {column.name!r} given twice")
-        if csv_cells:
-            # A CSV cell cannot say NULL: empty means NULL where NULL is allowed.
-            values[column.name] = None if value == "" and not column.notnull else value
-        else:
-            values[column.name] = _json_value(column, value)
-    if unknown:
-        names = ", ".join(repr(u) for u in sorted(unknown)[:10])
-        raise _Invalid(f"unknown column(s) {names}; contacts has no such column")
-    pk = next((c.name for c in columns.columns if c.pk), "id")
-    if pk not in values or values[pk] is None or values[pk] == "":
-        raise _Invalid("missing id")
-    contact_id = _contact_id(values[pk])
-    values[pk] = contact_id
-    missing = [name for name in columns.required if name not in values]
-    if missing:
-        raise _Invalid(f"missing required column(s): {', '.join(missing)}")
-    return Upsert(line, contact_id, values)
-
-
-def _ndjson_record(text: str, columns: ContactColumns, line: int) -> Operation:
-    try:
-        record = json.loads(text, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise _Invalid(f"invalid JSON: {exc}") from None
-    if not isinstance(record, dict):
-        raise _Invalid("a line must be a JSON object")
-    op = record.get("op")
-    if op == "delete":
-        if "id" not in record:
-            raise _Invalid("delete without id")
-        return Delete(line, _contact_id(record["id"]))
-    if op == "upsert":
-        contact = record.get("contact")
-        if not isinstance(contact, dict):
-            raise _Invalid('upsert needs a "contact" object')
-        return _contact_record(contact, columns, line, csv_cells=False)
-    raise _Invalid(f'unknown op {_snippet(repr(op))} (expected "upsert" or "delete")')
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-# --- NDJSON ---------------------------------------------------------------------------------
-
-
-def _lines(stream: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) per line; ``None`` for a line longer than ``limit``."""
-    number = 0
-    while True:
-        chunk = stream.readline(limit + 1)
-        if not chunk:
-            return
-        number += 1
-        if len(chunk) > limit and not chunk.endswith(b"\n"):
-            # Skip the rest of the oversized line without holding it in memory.
-            while chunk and not chunk.endswith(b"\n"):
-                chunk = stream.readline(limit + 1)
-            yield number, None
-            continue
-        yield number, chunk
-
-
-def parse_ndjson(stream: BinaryIO, columns: ContactColumns, limits: InboxLimits) -> Parsed:
-    """Parse an NDJSON inbox file into operations and rejections."""
-    out = Parsed()
-    for number, chunk in _lines(stream, limits.max_line_bytes):
-        if chunk is None:
-            out.rejected.append(
-                Rejection(number, f"line longer than {limits.max_line_bytes} bytes")
-            )
-            continue
-        if number == 1 and chunk.startswith(b"\xef\xbb\xbf"):
-            chunk = chunk[3:]
-        try:
-            text = chunk.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            shown = chunk.decode("utf-8", "backslashreplace").rstrip("\r\n")
-            out.rejected.append(Rejection(number, f"invalid UTF-8: {exc.reason}", _snippet(shown)))
-            continue
-        if not text.strip():
-            continue
-        try:
-            out.operations.append(_ndjson_record(text, columns, number))
-        except _Invalid as exc:
-            out.rejected.append(Rejection(number, str(exc), _snippet(text.rstrip("\r\n"))))
-    return out
-
-
-# --- CSV ------------------------------------------------------------------------------------
-
-
-def _has_bad_bytes(cells: Sequence[str]) -> bool:
-    # surrogateescape decoding maps undecodable bytes to U+DC80..U+DCFF.
-    return any(re.search("[\udc80-\udcff]", cell) for cell in cells)
-
-
-def _header(cells: Sequence[str], columns: ContactColumns) -> list[str]:
-    if _has_bad_bytes(cells):
-        raise _Invalid("invalid UTF-8 in the header")
-    names = [c.strip() for c in cells]
-    unknown = [n for n in names if columns.lookup(n) is None]
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:10])
-        raise _Invalid(f"unknown column(s) {shown} in the header; no row of this file was applied")
-    folded = [n.casefold() for n in names]
-    if len(set(folded)) != len(folded):
-        raise _Invalid("a column appears twice in the header; no row of this file was applied")
-    pk = next((c.name for c in columns.columns if c.pk), "id")
-    missing = [r for r in (pk, *columns.required) if r.casefold() not in folded]
-    if missing:
-        raise _Invalid(
-            f"missing required column(s) {', '.join(missing)} in the header; "
-            "no row of this file was applied"
-        )
-    return names
-
-
-def parse_csv(stream: BinaryIO, columns: ContactColumns, limits: InboxLimits) -> Parsed:
-    """Parse a CSV inbox file (header of contact columns, one upsert per row)."""
-    out = Parsed()
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(text)
-    header: list[str] | None = None
-    previous_end = 0
-    while True:
-        start = previous_end + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            previous_end = reader.line_num
-            out.rejected.append(Rejection(start, f"malformed CSV: {exc}"))
-            continue
-        previous_end = reader.line_num
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        shown = _snippet(",".join(cells).encode("utf-8", "surrogateescape").decode(
-            "utf-8", "backslashreplace"))
-        if header is None:
-            try:
-                header = _header(cells, columns)
-            except _Invalid as exc:
-                out.rejected.append(Rejection(start, str(exc), shown))
-                return out
-            continue
-        try:
-            out.operations.append(_csv_row(cells, header, columns, start, limits))
-        except _Invalid as exc:
-            out.rejected.append(Rejection(start, str(exc), shown))
-    return out
-
-
-def _csv_row(
-    cells: Sequence[str],
-    header: Sequence[str],
-    columns: ContactColumns,
-    line: int,
-    limits: InboxLimits,
-) -> Upsert:
-    if sum(len(c) for c in cells) > limits.max_line_bytes:
-        raise _Invalid(f"record longer than {limits.max_line_bytes} bytes")
-    if _has_bad_bytes(cells):
-        raise _Invalid("invalid UTF-8")
-    if len(cells) != len(header):
-        raise _Invalid(f"expected {len(header)} fields, got {len(cells)}")
-    return _contact_record(dict(zip(header, cells, strict=True)), columns, line, csv_cells=True)
-
-
-# --- whole files ----------------------------------------------------------------------------
-
-
-def reject_duplicates(parsed: Parsed) -> Parsed:
-    """Refuse every record of an id that appears more than once in one file.
-
-    Which of two records for one contact the writer meant cannot be known, so
-    neither is applied; both are reported.
+    The names come from ``PRAGMA table_info`` (the allow-list), never from a file.
     """
-    lines: dict[int, list[int]] = {}
-    for op in parsed.operations:
-        lines.setdefault(op.contact_id, []).append(op.line)
-    dupes = {cid: ls for cid, ls in lines.items() if len(ls) > 1}
-    if not dupes:
-        return parsed
-    out = Parsed(rejected=list(parsed.rejected))
-    for op in parsed.operations:
-        if op.contact_id in dupes:
-            where = ", ".join(str(n) for n in dupes[op.contact_id])
-            out.rejected.append(
-                Rejection(op.line, f"duplicate id {op.contact_id} in this file (lines {where})")
-            )
-        else:
-            out.operations.append(op)
-    out.rejected.sort(key=lambda r: r.line)
-    return out
+    names = ", ".join(_quote(c) for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns if c != pk)
+    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    return f"INSERT INTO contacts ({names}) VALUES ({marks}) ON CONFLICT ({_quote(pk)}) {action}"
 
 
-def parse_file(path: Path, columns: ContactColumns, limits: InboxLimits) -> Parsed:
-    """Read and validate one inbox file (never raises for bad content)."""
-    size = path.stat().st_size
-    if size > limits.max_file_bytes:
-        return Parsed(
-            rejected=[
-                Rejection(0, f"file is {size} bytes, larger than the limit of "
-                          f"{limits.max_file_bytes}; split it into smaller files")
-            ]
+DELETE_SQL = "DELETE FROM contacts WHERE id = ?"
+
+
+def _unique(path: Path) -> Path:
+    """``path``, or ``stem.N.suffix`` for the first N that is free."""
+    if not path.exists():
+        return path
+    n = 1
+    while True:
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        n += 1
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_rejections(path: Path, name: str, rejected: Sequence[Rejection]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for rejection in rejected:
+            fh.write(rejection.as_json(name) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class Inbox:
+    """One inbox folder feeding one store.
+
+    The caller serialises calls with its other database work: the store has a
+    single connection and one transaction at a time.
+    """
+
+    def __init__(self, directory: Path, store: Store, limits: InboxLimits | None = None) -> None:
+        self.directory = directory
+        self.done = directory / "done"
+        self.rejected = directory / "rejected"
+        self.store = store
+        self.limits = limits or InboxLimits()
+
+    # The inbox needs SQL that only it can build (columns from the table
+    # itself) and savepoints, so it talks to the store's connection directly.
+    @property
+    def _db(self) -> aiosqlite.Connection:
+        return self.store._db
+
+    def prepare(self) -> None:
+        """Create the folder and its ``done/`` and ``rejected/`` subfolders."""
+        for folder in (self.directory, self.done, self.rejected):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    async def _columns(self) -> ContactColumns:
+        rows = await self._db.execute_fetchall("PRAGMA table_info(contacts)")
+        return ContactColumns.from_table_info([tuple(r) for r in rows])
+
+    async def _applied(self) -> dict[str, str]:
+        raw = await self.store.get_state(APPLIED_KEY)
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            log.warning("inbox_state_unreadable", key=APPLIED_KEY)
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    async def _set_applied(self, applied: dict[str, str]) -> None:
+        await self.store.set_state(APPLIED_KEY, json.dumps(applied, sort_keys=True))
+
+    def _pending_rejections(self, name: str) -> Path:
+        return self.rejected / f".{name}.ndjson.tmp"
+
+    async def recover(self) -> None:
+        """Finish files that were applied before a crash; forget stale records."""
+        applied = await self._applied()
+        for name, digest in sorted(applied.items()):
+            path = self.directory / name
+            if path.is_file() and await anyio.to_thread.run_sync(sha256_of, path) == digest:
+                log.info("inbox_file_recovered", file=name)
+                await self._finish(name)
+            else:
+                await self._forget(name)
+
+    async def process_pending(self) -> list[FileOutcome]:
+        """Ingest every finished file in the folder, in name order."""
+        outcomes: list[FileOutcome] = []
+        for path in await anyio.to_thread.run_sync(pending_files, self.directory):
+            outcome = await self.ingest(path)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    async def ingest(self, path: Path) -> FileOutcome | None:
+        """Apply one file; ``None`` if it vanished before it could be read."""
+        name = path.name
+        loaded = await anyio.to_thread.run_sync(self._read, path)
+        if loaded is None:
+            return None
+        digest, data, size = loaded
+        if (await self._applied()).get(name) == digest:
+            await self._finish(name)
+            return FileOutcome(name, 0, 0, 0, already_applied=True)
+        columns = await self._columns()
+        parsed = (
+            too_large(size, self.limits)
+            if data is None
+            else await anyio.to_thread.run_sync(parse_bytes, name, data, columns, self.limits)
         )
-    with path.open("rb") as fh:
-        if path.name.lower().endswith(".csv"):
-            parsed = parse_csv(fh, columns, limits)
-        else:
-            parsed = parse_ndjson(fh, columns, limits)
-    return reject_duplicates(parsed)
+        outcome = await self._apply_file(name, digest, parsed, columns)
+        await self._finish(name)
+        log.info(
+            "inbox_file_applied",
+            file=name,
+            upserted=outcome.applied,
+            deleted=outcome.deleted,
+            rejected=outcome.rejected,
+        )
+        return outcome
+
+    def _read(self, path: Path) -> tuple[str, bytes | None, int] | None:
+        try:
+            size = path.stat().st_size
+            if size > self.limits.max_file_bytes:
+                return sha256_of(path), None, size
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return hashlib.sha256(data).hexdigest(), data, len(data)
+
+    async def _apply_file(
+        self, name: str, digest: str, parsed: Parsed, columns: ContactColumns
+    ) -> FileOutcome:
+        tmp = self._pending_rejections(name)
+        # The record of this file must be on disk before the file leaves the
+        # inbox, whatever the connection's usual synchronous level.
+        await self._db.execute("PRAGMA synchronous = FULL")
+        try:
+            async with self.store.transaction():
+                if (await self._applied()).get(name) == digest:
+                    return FileOutcome(name, 0, 0, 0, already_applied=True)
+                upserted, deleted, refused = await self._apply(parsed.operations, columns)
+                rejected = sorted([*parsed.rejected, *refused], key=lambda r: r.line)
+                if rejected:
+                    await anyio.to_thread.run_sync(_write_rejections, tmp, name, rejected)
+                else:
+                    tmp.unlink(missing_ok=True)
+                applied = await self._applied()
+                applied[name] = digest
+                await self._set_applied(applied)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._db.execute("PRAGMA synchronous = NORMAL")
+        return FileOutcome(name, upserted, deleted, len(rejected))
+
+    async def _apply(
+        self, operations: Sequence[Operation], columns: ContactColumns
+    ) -> tuple[int, int, list[Rejection]]:
+        """Write the operations; (upserts, deletes, records the database refused).
+
+        The common case (nothing refused) runs as a few ``executemany`` calls;
+        only if the database refuses something (a UNIQUE e-mail, a NOT NULL
+        column of an older schema) is each record retried in its own
+        savepoint, so exactly the refused records are rejected.
+        """
+        pk = next((c.name for c in columns.columns if c.pk), "id")
+        db = self._db
+        await db.execute("SAVEPOINT inbox_bulk")
+        try:
+            deletes = [(op.contact_id,) for op in operations if isinstance(op, Delete)]
+            if deletes:
+                await db.executemany(DELETE_SQL, deletes)
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            for op in operations:
+                if isinstance(op, Upsert):
+                    groups.setdefault(tuple(op.values), []).append(tuple(op.values.values()))
+            for cols, rows in groups.items():
+                await db.executemany(upsert_sql(cols, pk), rows)
+        except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+            await db.execute("ROLLBACK TO inbox_bulk")
+            await db.execute("RELEASE inbox_bulk")
+            log.info("inbox_bulk_refused", reason=str(exc))
+            return await self._apply_one_by_one(operations, pk)
+        await db.execute("RELEASE inbox_bulk")
+        return len(operations) - len(deletes), len(deletes), []
+
+    async def _apply_one_by_one(
+        self, operations: Sequence[Operation], pk: str
+    ) -> tuple[int, int, list[Rejection]]:
+        db = self._db
+        upserted = deleted = 0
+        refused: list[Rejection] = []
+        for op in sorted(operations, key=lambda o: o.line):
+            await db.execute("SAVEPOINT inbox_record")
+            try:
+                if isinstance(op, Delete):
+                    await db.execute(DELETE_SQL, (op.contact_id,))
+                    deleted += 1
+                else:
+                    await db.execute(upsert_sql(tuple(op.values), pk), tuple(op.values.values()))
+                    upserted += 1
+            except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+                await db.execute("ROLLBACK TO inbox_record")
+                refused.append(Rejection(op.line, f"the database refused the record: {exc}"))
+            await db.execute("RELEASE inbox_record")
+        return upserted, deleted, refused
+
+    async def _finish(self, name: str) -> None:
+        """Steps 3: rejection list into place, file to ``done/``, record dropped."""
+
+        def move() -> None:
+            tmp = self._pending_rejections(name)
+            if tmp.exists():
+                os.replace(tmp, _unique(self.rejected / f"{name}.ndjson"))
+                _fsync_dir(self.rejected)
+            source = self.directory / name
+            if source.exists():
+                os.replace(source, _unique(self.done / name))
+                _fsync_dir(self.done)
+                _fsync_dir(self.directory)
+
+        await anyio.to_thread.run_sync(move)
+        await self._forget(name)
+
+    async def _forget(self, name: str) -> None:
+        async with self.store.transaction():
+            applied = await self._applied()
+            if applied.pop(name, None) is not None:
+                await self._set_applied(applied)
+
+
+def is_inbox_change(directory: Path, path: str) -> bool:
+    """watchfiles filter: a change directly inside the inbox (not done/, rejected/)."""
+    return Path(path).parent == directory
+
+
+__all__ = ["APPLIED_KEY", "FileOutcome", "Inbox", "InboxLimits", "is_inbox_change", "upsert_sql"]

@@ -78,13 +78,16 @@ def _svg(days: list[date], per_day: dict[date, dict[str, int]], cap: int | None)
     width = left + bar * len(days) + 20
     peak = max([sum(per_day[d].values()) for d in days if d in per_day] + [cap or 0, 1])
     scale = height / (peak * 1.05)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{top + height + 40}" role="img">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{top + height + 40}" role="img">'
+    ]
     for k in range(5):
         value = round(peak * k / 4)
         y = top + height - value * scale
-        parts.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" '
-                     'stroke="#ddd"/>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value}</text>')
     for i, day in enumerate(days):
         x = left + i * bar
@@ -104,7 +107,9 @@ def _svg(days: list[date], per_day: dict[date, dict[str, int]], cap: int | None)
             parts.append(f'<text x="{x}" y="{top + height + 14}">{day.isoformat()}</text>')
     if cap is not None:
         y = top + height - cap * scale
-        parts.append(f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" '
-                     'stroke="#d62728" stroke-dasharray="6 4" stroke-width="1.5"/>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" '
+            'stroke="#d62728" stroke-dasharray="6 4" stroke-width="1.5"/>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)

@@ -16,6 +16,7 @@ from service.planning.dates import anniversary, months_between
 from service.planning.exclusion import check_exclusion
 from service.planning.model import BIRTHDAY, EFFECTIVE_DATE
 from service.planning.review import ONE_DAY
+from service.planning.rules import RuleBook
 
 if TYPE_CHECKING:
     from service.planning.plan import PlanContext
@@ -85,16 +86,20 @@ def _occurrences(
 ) -> None:
     today = ctx.today
     before = timedelta(days=days_before)
-    post_window = skip is None and ctx.excludable and ctx.params.enable_post_window_emails
-    # A window is assumed to end within a year of the occurrence that it skipped,
-    # so last year's occurrence is the oldest whose post-window email can be live.
-    year = max(base.year + 1, today.year - 1 if post_window else today.year)
+    oldest = today
+    if skip is None and ctx.excludable and ctx.params.enable_post_window_emails:
+        assert ctx.rc.state is not None
+        reach = window_reach(ctx.rules, ctx.rc.state)
+        if reach >= 0:
+            # Older occurrences cannot have a post-window email on or after today.
+            oldest = today - timedelta(days=reach + ctx.params.pre_window_buffer_days + 1)
+    year = max(base.year + 1, oldest.year)
     while True:
         event = anniversary(base, year)
         year += 1
         desired = event - before
         if event < today:
-            if post_window:
+            if event >= oldest:
                 _past_source(ctx, kind, base, event, desired, min_months)
             continue
         if desired > ctx.horizon_end:
@@ -106,8 +111,39 @@ def _occurrences(
         exc = ctx.emit(
             kind, event, desired, priority, template, windows=True, skip=skip, upper=event
         )
-        if post_window and exc is not None and not exc.year_round and exc.window_end is not None:
-            ctx.pw_sources.append((exc.window_end, event))
+        if exc is not None and not exc.year_round and exc.window_end is not None:
+            if ctx.params.enable_post_window_emails:
+                ctx.pw_sources.append((exc.window_end, event))
+
+
+_REACH: dict[int, tuple[RuleBook, dict[str, int]]] = {}
+
+
+def window_reach(rules: RuleBook, state: str) -> int:
+    """The largest ``before_days + after_days`` of ``state``'s window rules, -1 if none.
+
+    With the pre-window buffer added, no window reaches further than that from
+    a day it contains (SPEC 5.3). Cached per rule book: the entry keeps its
+    book alive, so the ``id`` it is filed under cannot be reused meanwhile.
+    """
+    entry = _REACH.get(id(rules))
+    if entry is None or entry[0] is not rules:
+        if len(_REACH) >= 8:
+            _REACH.clear()
+        entry = _REACH[id(rules)] = (rules, {})
+    reaches = entry[1]
+    reach = reaches.get(state)
+    if reach is None:
+        reach = max(
+            (
+                r.before_days + r.after_days
+                for r in rules.rules_for(state)
+                if r.kind != "year_round"
+            ),
+            default=-1,
+        )
+        reaches[state] = reach
+    return reach
 
 
 def _past_source(

@@ -19,11 +19,14 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import NamedTuple
+from itertools import compress
+from operator import itemgetter
+from typing import Final, NamedTuple
 
 from service.planning.model import EFFECTIVE_DATE, RowKey
 from service.planning.params import BalanceParams
@@ -134,15 +137,15 @@ def step1_dates(items: Sequence[BalanceItem], cap: Capacity, today: date) -> lis
     crowding of a date is counted within the batch). Rows other than
     ``effective_date`` keep their desired date.
     """
+    out = list(map(_desired, items))
+    types = map(_email_type, map(_key, items))
     ed_on: dict[date, list[int]] = {}
-    for i, item in enumerate(items):
-        if item.key[1] == EFFECTIVE_DATE:
-            group = ed_on.get(item.desired)
-            if group is None:
-                ed_on[item.desired] = [i]
-            else:
-                group.append(i)
-    out = [item.desired for item in items]
+    for i in compress(range(len(out)), map(EFFECTIVE_DATE.__eq__, types)):
+        group = ed_on.get(out[i])
+        if group is None:
+            ed_on[out[i]] = [i]
+        else:
+            group.append(i)
     for d, idx in ed_on.items():
         if len(idx) > cap.ed_limit:
             for i in idx:
@@ -150,25 +153,27 @@ def step1_dates(items: Sequence[BalanceItem], cap: Capacity, today: date) -> lis
     return out
 
 
-Pending = tuple[int, date, int, str, date, "date | None", RowKey]
-"""A row in the cap sweep: (priority, step-1 date, contact_id, email_type,
-event date, allowed_to, key). Tuple order is the sweep order of SPEC 6; the
-key is unique, so the last two fields never take part in a comparison. A
-plain tuple: the sweep builds and sorts hundreds of thousands of them."""
+_key = itemgetter(0)
+_desired = itemgetter(2)
+_email_type = itemgetter(1)
 
-STEP1, DUE, KEY = 1, 5, 6
+Pending = tuple[int, date, int, str, date, "date | None", int]
+"""A row in the cap sweep: (priority, step-1 date, contact_id, email_type,
+event date, allowed_to, ref), ``ref`` being the caller's index of the row.
+Tuple order is the sweep order of SPEC 6; the key is unique, so the last two
+fields never take part in a comparison. A plain tuple: the sweep builds and
+sorts hundreds of thousands of them."""
+
+STEP1: Final = 1
+DUE: Final = 5
+REF: Final = 6
 """Positions in a :data:`Pending` tuple."""
 
 
-def pending(item: BalanceItem, step1: date) -> Pending:
-    """The sweep entry of a row with its step-1 date."""
+def pending(item: BalanceItem, step1: date, ref: int) -> Pending:
+    """The sweep entry of a row with its step-1 date; ``ref`` is returned as is."""
     cid, etype, event = item.key
-    return (item.priority, step1, cid, etype, event, item.allowed_to, item.key)
-
-
-def _must_stay(p: Pending, day: date) -> bool:
-    due = p[DUE]
-    return due is not None and due <= day
+    return (item.priority, step1, cid, etype, event, item.allowed_to, ref)
 
 
 class Sweeper:
@@ -208,11 +213,11 @@ class Sweeper:
     def _clear(self) -> None:
         self._queue: list[Pending] = []
         self._pos = 0
-        self._gone: set[Pending] = set()
+        self._gone: set[int] = set()
         self._size = 0
         self._due: dict[date, list[Pending]] = {}
         self._due_days: list[date] = []
-        self._dated: set[Pending] = set()
+        self._dated: set[int] = set()
 
     def _requeue(self, queue: list[Pending]) -> None:
         # queue[_pos:] minus _gone (rows that left early, on their last day)
@@ -225,7 +230,7 @@ class Sweeper:
         for p in rows:
             due = p[DUE]
             if due is not None:
-                self._dated.add(p)
+                self._dated.add(p[REF])
                 group = self._due.get(due)
                 if group is None:
                     self._due[due] = [p]
@@ -244,7 +249,8 @@ class Sweeper:
         """The rows carried into the next day, in sweep order."""
         rest = self._queue[self._pos :]
         if self._gone:
-            rest = [p for p in rest if p not in self._gone]
+            gone = self._gone
+            rest = [p for p in rest if p[REF] not in gone]
         return rest
 
     def _check_day(self, day: date) -> None:
@@ -267,8 +273,11 @@ class Sweeper:
             return kept
         self._check_day(day)
         total = self._size + len(arrivals)
-        kept = [p for p in arrivals if _must_stay(p, day)]
-        fresh = [p for p in arrivals if not _must_stay(p, day)]
+        kept = []
+        fresh = []
+        for p in arrivals:
+            due = p[DUE]
+            (kept if due is not None and due <= day else fresh).append(p)
         kept.extend(self._pop_due(day))
         if fresh:
             fresh.sort()
@@ -289,9 +298,9 @@ class Sweeper:
         due_days, dated = self._due_days, self._dated
         while due_days and due_days[0] <= day:
             for p in self._due.pop(heapq.heappop(due_days)):
-                if p in dated:
-                    dated.discard(p)
-                    self._gone.add(p)
+                if p[REF] in dated:
+                    dated.discard(p[REF])
+                    self._gone.add(p[REF])
                     out.append(p)
         return out
 
@@ -302,7 +311,7 @@ class Sweeper:
             while room and pos < len(queue):
                 p = queue[pos]
                 pos += 1
-                if p not in gone:
+                if p[REF] not in gone:
                     taken.append(p)
                     room -= 1
         else:
@@ -313,7 +322,7 @@ class Sweeper:
             dated = self._dated
             for p in taken:
                 if p[DUE] is not None:
-                    dated.discard(p)
+                    dated.discard(p[REF])
         return taken
 
 
@@ -328,38 +337,48 @@ def balance(
     """
     rows = items if isinstance(items, list) else list(items)
     step1s = step1_dates(rows, cap, today)
-    by_day: dict[date, list[int]] = {}
-    for i, s in enumerate(step1s):
-        group = by_day.get(s if s > today else today)
-        if group is None:
-            by_day[s if s > today else today] = [i]
-        else:
-            group.append(i)
-    out: dict[RowKey, tuple[date, date]] = {}
+    arrivals = [s if s > today else today for s in step1s]
+    # Rows are grouped by day only once a day turns out crowded: on the
+    # common, uncrowded day every row simply stays on its arrival day.
+    sched = arrivals.copy()
+    per_day = Counter(arrivals)
+    groups: dict[date, list[int]] | None = None
     sweeper = Sweeper(cap)
     day = today
-    for arrival in sorted(by_day):
+    for arrival in sorted(per_day):
         while sweeper and day < arrival:
-            _place(out, day, sweeper.step(day, ()))
+            _place(sched, day, sweeper.step(day, ()))
             day += ONE_DAY
         day = arrival
-        idx = by_day[arrival]
-        if sweeper.crowded(len(idx)):
-            _place(out, day, sweeper.step(day, [pending(rows[i], step1s[i]) for i in idx]))
+        if sweeper.crowded(per_day[day]):
+            if groups is None:
+                groups = _group(arrivals, day)
+            todays = [pending(rows[i], step1s[i], i) for i in groups[day]]
+            _place(sched, day, sweeper.step(day, todays))
         else:
-            # The common day: nothing carried, under the threshold.
-            _place(out, day, sweeper.drain(day))
-            for i in idx:
-                out[rows[i].key] = (step1s[i], day)
+            _place(sched, day, sweeper.drain(day))
         day += ONE_DAY
     while sweeper:
-        _place(out, day, sweeper.step(day, ()))
+        _place(sched, day, sweeper.step(day, ()))
         day += ONE_DAY
+    out = dict(zip(map(_key, rows), zip(step1s, sched, strict=True), strict=True))
     if len(out) != len(rows):
         raise ValueError("balance() needs unique row keys")
     return out
 
 
-def _place(out: dict[RowKey, tuple[date, date]], day: date, kept: Iterable[Pending]) -> None:
+def _group(arrivals: list[date], since: date) -> dict[date, list[int]]:
+    groups: dict[date, list[int]] = {}
+    for i, d in enumerate(arrivals):
+        if d >= since:
+            group = groups.get(d)
+            if group is None:
+                groups[d] = [i]
+            else:
+                group.append(i)
+    return groups
+
+
+def _place(sched: list[date], day: date, kept: Iterable[Pending]) -> None:
     for p in kept:
-        out[p[KEY]] = (p[STEP1], day)
+        sched[p[REF]] = day

@@ -114,6 +114,15 @@ def _zip_index() -> dict[str, ZipInfo]:
     return index
 
 
+def preload_zip_database() -> int:
+    """Build the ZIP index now (about a second) rather than on the first lookup.
+
+    Long-running processes call this at start-up so the first contact they plan
+    is not slow. Returns the number of ZIP codes known.
+    """
+    return len(_zip_index())
+
+
 def zip5(zip_code: str | None) -> str | None:
     """The five-digit ZIP at the start of ``zip_code``, or None if there is none.
 

@@ -24,17 +24,9 @@ def parse_date(text: str | None) -> date | None:
         return None
     s = text.strip()
     head = s[:10]
-    # isdigit() alone would accept non-ASCII digits; fromisoformat alone would
-    # accept other ISO forms such as week dates ("2024-W01-1").
-    if not (
-        len(head) == 10
-        and head.isascii()
-        and head[4] == "-"
-        and head[7] == "-"
-        and head[:4].isdigit()
-        and head[5:7].isdigit()
-        and head[8:].isdigit()
-    ):
+    # With dashes at 4 and 7, fromisoformat accepts only YYYY-MM-DD of ASCII digits
+    # (its other 10-character form, the week date "2024-W01-1", has no dash at 7).
+    if len(head) != 10 or head[4] != "-" or head[7] != "-":
         return None
     try:
         parsed = date.fromisoformat(head)

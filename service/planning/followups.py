@@ -53,7 +53,7 @@ def plan_followup(ctx: PlanContext, data: ContactData, campaigns: Campaigns) -> 
         if not followable(h, campaigns):
             continue
         if sent > today:
-            pass
+            ctx.wake(sent)
         else:
             latest = sent
     if latest is None:

@@ -69,7 +69,9 @@ class PlanContext(Review):
         today: date,
         history: tuple[HistoryEmail, ...] = (),
     ) -> None:
-        super().__init__(today)
+        # Review.__init__ inlined: this runs once per contact of a full recompute.
+        self.today = today
+        self.review = None
         self.rc = rc
         self.rules = rules
         self.params = params
@@ -81,7 +83,7 @@ class PlanContext(Review):
             else _EMPTY_KEYS
         )
         self.rows: list[PlanRow] = []
-        self.notes: list[str] = list(rc.problems)
+        self.notes: list[str] = []
         # (window end, event date) of birthday/effective-date emails skipped by a window (5.5).
         self.pw_sources: list[tuple[date, date]] = []
         # Unknown states, and states without any rule, skip the exclusion machinery.
@@ -197,14 +199,15 @@ def plan_contact(
     if ctx.pw_sources:
         plan_post_windows(ctx)
     rows = ctx.rows
+    notes = rc.problems + tuple(ctx.notes) if ctx.notes else rc.problems
     if not rows:
-        return ContactPlan(contact.id, (), ctx.review, tuple(ctx.notes))
+        return ContactPlan(contact.id, (), ctx.review, notes)
     if campaigns.instances and len(rows) > 1:
         resolve_campaign_conflicts(rows)
     apply_frequency_limit(rows, data.history, params)
     if len(rows) > 1:
         rows.sort(key=_row_order)
-    return ContactPlan(contact.id, tuple(rows), ctx.review, tuple(ctx.notes))
+    return ContactPlan(contact.id, tuple(rows), ctx.review, notes)
 
 
 def _row_order(row: PlanRow) -> tuple[str, date]:

@@ -141,6 +141,9 @@ class Loaded:
     scope: Scope
     contacts: list[ContactData]
     stored: list[StoredPlanRow] = field(default_factory=list)
+    history_keys: set[tuple[int, str, int | None, int | None, int | None]] = field(
+        default_factory=set
+    )
     states: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -198,16 +201,26 @@ class LoaderMixin(StoreBase):
         the last one reaches the largest id, so plan rows of contacts that no
         longer exist are inside some chunk's scope.
         """
-        after = MIN_ID
+        after: int | None = None
         while True:
-            rows = await self.fetchall("contacts_after", {"after": after, "limit": chunk_size})
-            last = len(rows) < chunk_size
-            hi = MAX_ID if last else int(rows[-1][0])
-            scope = Scope.of_range(after + 1 if after > MIN_ID else MIN_ID, hi)
-            yield await self._load_related(scope, [contact_from_row(r) for r in rows], since)
-            if last:
+            loaded = await self.load_chunk(after, chunk_size, since=since)
+            yield loaded
+            if loaded.scope.hi == MAX_ID:
                 return
-            after = hi
+            after = loaded.scope.hi
+
+    async def load_chunk(
+        self, after: int | None, chunk_size: int, *, since: date | None = None
+    ) -> Loaded:
+        """The next ``chunk_size`` contacts with id > ``after`` (None: from the
+        start), with everything related. The chunk's scope runs from
+        ``after + 1`` to its last contact, or to the largest possible id when
+        it is the last chunk (``scope.hi == MAX_ID``)."""
+        start = MIN_ID if after is None else after
+        rows = await self.fetchall("contacts_after", {"after": start, "limit": chunk_size})
+        hi = MAX_ID if len(rows) < chunk_size else int(rows[-1][0])
+        scope = Scope.of_range(MIN_ID if after is None else after + 1, hi)
+        return await self._load_related(scope, [contact_from_row(r) for r in rows], since)
 
     async def load_scope(self, scope: Scope, *, since: date | None = None) -> Loaded:
         """Contacts of ``scope`` with related rows and their stored plan."""
@@ -233,12 +246,14 @@ class LoaderMixin(StoreBase):
         states = await self.fetchall(f"plan_state@{variant}", params)
 
         history: dict[int, list[HistoryEmail]] = defaultdict(list)
+        history_keys: set[tuple[int, str, int | None, int | None, int | None]] = set()
         stored: list[StoredPlanRow] = []
         for r in schedules:
             if r[3] in PLAN_STATUSES:
                 stored.append(stored_plan_row(r))
             else:
                 history[r[1]].append(_history_from_row(r))
+                history_keys.add((r[1], r[2], r[4], r[5], r[6]))
         by_targeting: dict[int, list[ContactCampaign]] = defaultdict(list)
         for r in targeting:
             if isinstance(r[1], int):
@@ -269,6 +284,7 @@ class LoaderMixin(StoreBase):
             scope=scope,
             contacts=data,
             stored=stored,
+            history_keys=history_keys,
             states={r[0]: (r[1], r[2]) for r in states},
         )
 

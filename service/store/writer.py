@@ -18,6 +18,7 @@ caller rebalances just those windows (SPEC 6).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -31,10 +32,8 @@ from service.store.types import WriteResult, WriteStats
 
 log = structlog.get_logger(__name__)
 
-# Positions in StoredPlanRow.content / _content(): the fields that feed
-# load balancing (status, priority, desired date, allowed interval).
+# Positions in StoredPlanRow.content / _content().
 _STATUS, _PRIORITY, _DESIRED, _FROM, _TO = 1, 3, 7, 8, 9
-_BALANCE_FIELDS = (_STATUS, _PRIORITY, _DESIRED, _FROM, _TO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +42,19 @@ class WriteOptions:
     zone of the send instant (only with ``send_in_contact_timezone``)."""
 
     run_id: str
+    today: date | None = None
     send_time: str = "08:30:00"
     timezones: Mapping[int, str | None] | None = None
 
 
-def _content(row: PlanRow, send_time: str, tz: str | None) -> tuple[object, ...]:
+def _lower_bound(allowed_from: str | None, today: str) -> str | None:
+    # Balancing never sends before *today* anyway, so a lower bound on or
+    # before today says nothing. Storing it as NULL keeps rows from changing
+    # every day just because *today* moved (the planner clamps to today).
+    return allowed_from if allowed_from is not None and allowed_from > today else None
+
+
+def _content(row: PlanRow, send_time: str, tz: str | None, today: str) -> tuple[object, ...]:
     # Same order as loaders.stored_plan_row builds from the stored columns.
     return (
         send_time,
@@ -58,7 +65,7 @@ def _content(row: PlanRow, send_time: str, tz: str | None) -> tuple[object, ...]
         row.campaign_instance_id,
         row.catchup_note,
         row.desired_date.isoformat(),
-        iso(row.allowed_from),
+        _lower_bound(iso(row.allowed_from), today),
         iso(row.allowed_to),
         tz,
     )
@@ -107,8 +114,14 @@ def diff_plan(
     stored: Iterable[StoredPlanRow],
     rows: Iterable[PlanRow],
     options: WriteOptions,
+    taken: AbstractSet[tuple[int, str, int | None, int | None, int | None]] = frozenset(),
 ) -> PlanDiff:
-    """Compare new rows with stored plan rows by identity (pure)."""
+    """Compare new rows with stored plan rows by identity (pure).
+
+    ``taken`` holds the identities of history rows: such an email is never
+    planned again (SPEC 5.10), whatever the planner says.
+    """
+    today = options.today.isoformat() if options.today else ""
     old = {s.key: s for s in stored}
     tzs = options.timezones or {}
     inserts: list[dict[str, Any]] = []
@@ -118,20 +131,20 @@ def diff_plan(
     seen: set[tuple[int, str, int, int, int]] = set()
     for row in rows:
         key = _row_key(row)
-        if key in seen:
-            # The planner's contract is one row per identity; a duplicate
-            # would violate the unique index, so keep the first.
-            log.warning("duplicate_plan_identity", contact_id=row.contact_id, type=row.email_type)
+        if key in seen or key in taken:
+            # The planner's contract is one row per identity, none of them
+            # already history; anything else would break the unique index.
+            log.warning("plan_identity_refused", contact_id=row.contact_id, type=row.email_type)
             continue
         seen.add(key)
-        content = _content(row, options.send_time, tzs.get(row.contact_id))
+        content = _content(row, options.send_time, tzs.get(row.contact_id), today)
         before = old.pop(key, None)
         if before is None:
             inserts.append(_params(row, content, options.run_id))
             if row.status == PRE_SCHEDULED:
                 touched.add(row.desired_date)
             continue
-        if before.content == content:
+        if _same(before.content, content, today):
             unchanged += 1
             continue
         params = _params(row, content, options.run_id)
@@ -144,7 +157,7 @@ def diff_plan(
         )
         params["reset_date"] = content[_DESIRED] if restart else None
         updates.append(params)
-        if any(before.content[i] != content[i] for i in _BALANCE_FIELDS):
+        if _balance_inputs(before.content, today) != _balance_inputs(content, today):
             _touch(touched, before)
             if row.status == PRE_SCHEDULED:
                 touched.add(row.desired_date)
@@ -153,6 +166,24 @@ def diff_plan(
         deletes.append((gone.id,))
         _touch(touched, gone)
     return PlanDiff(inserts, updates, deletes, unchanged, touched)
+
+
+def _balance_inputs(content: tuple[object, ...], today: str) -> tuple[object, ...]:
+    """What load balancing reads of a row: status, priority, desired date,
+    allowed interval (SPEC 6)."""
+    bound = content[_FROM]
+    lower = bound if isinstance(bound, str) and bound > today else None
+    return (content[_STATUS], content[_PRIORITY], content[_DESIRED], lower, content[_TO])
+
+
+def _same(stored: tuple[object, ...], new: tuple[object, ...], today: str) -> bool:
+    if stored == new:
+        return True
+    # A stored lower bound that *today* has since overtaken equals none.
+    bound = stored[_FROM]
+    if isinstance(bound, str) and bound <= today:
+        return stored[:_FROM] == new[:_FROM] and new[_FROM] is None and stored[_TO:] == new[_TO:]
+    return False
 
 
 def _touch(touched: set[date], stored: StoredPlanRow) -> None:
@@ -180,7 +211,7 @@ class WriterMixin(LoaderMixin):
         """
         plans = list(plans)
         rows = [row for plan in plans for row in plan.rows if loaded.scope.contains(row.contact_id)]
-        diff = diff_plan(loaded.stored, rows, options)
+        diff = diff_plan(loaded.stored, rows, options, loaded.history_keys)
         # Deletes first: a deleted identity's slot may be reused by an insert.
         if diff.deletes:
             await self.executemany("delete_plan_row", diff.deletes)

@@ -12,11 +12,10 @@ from datetime import date
 
 import pytest
 
-from service.planning.model import Contact, ContactData, ContactPlan, HistoryEmail
+from service.planning.model import Campaigns, Contact, ContactData, ContactPlan, HistoryEmail
 from service.planning.params import PlanParams
 from service.planning.plan import plan_contact
 from service.planning.rules import builtin_rules
-from service.planning.model import Campaigns
 
 D = date.fromisoformat
 RULES = builtin_rules()
@@ -141,7 +140,9 @@ def test_effective_date(effective: str, months: int, today: str, rows: list[obje
         effective=effective, today=today,
         params=PlanParams(effective_date_first_email_months=months),
     )  # fmt: skip
-    assert [(r.email_type, r.event_date.isoformat(), r.desired_date.isoformat()) for r in plan.rows] == rows
+    assert [
+        (r.email_type, r.event_date.isoformat(), r.desired_date.isoformat()) for r in plan.rows
+    ] == rows
     for row in plan.rows:
         assert (row.priority, row.template, row.status) == (
             20, "effective_date_template", "pre-scheduled",

@@ -348,9 +348,7 @@ def test_exclusion_windows_if_type_respects_them(
 def test_allowed_interval_from_exclusion_run(
     birth: str, today: str, start: str, allowed: tuple[str, str]
 ) -> None:
-    inst = CampaignInstance(
-        3, "aep", active_start_date=D(start), active_end_date=D("2026-12-31")
-    )
+    inst = CampaignInstance(3, "aep", active_start_date=D(start), active_end_date=D("2026-12-31"))
     plan = _plan(ALL, inst, _contact(state="CA", birth=birth), today=today)
     (row,) = [r for r in plan.rows if r.email_type == "campaign_aep_3"]
     assert row.status == "pre-scheduled"

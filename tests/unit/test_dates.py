@@ -36,7 +36,7 @@ from service.planning.dates import age_on, anniversary, is_leap, months_between,
         ("2024-1-5", None),
         ("20240105", None),  # basic format is not accepted
         ("2024-W01-1", None),  # ISO week date
-        ("٢٠٢٤-٠١-٠٥", None),  # non-ASCII digits
+        ("\u0662\u0660\u0662\u0664-\u0660\u0661-\u0660\u0665", None),  # Arabic-Indic digits
         ("2024-01-05x", None),
         ("2024-01-05 garbage", None),
         ("2024-01-05T25:00:00", None),  # no hour 25
@@ -122,3 +122,14 @@ def test_age_on_increments_on_anniversary(birth: date, on: date) -> None:
     """Age changes exactly on the (Feb-28-adjusted) anniversary."""
     step = 1 if on == anniversary(birth, on.year) else 0
     assert age_on(birth, on) == age_on(birth, on - timedelta(days=1)) + step
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789-W+ T:.Z\u0662x", min_size=8, max_size=14))
+def test_parse_date_only_accepts_iso_dates(text: str) -> None:
+    parsed = parse_date(text)
+    if parsed is not None:
+        head = text.strip()[:10]
+        assert head.isascii() and head[:4].isdigit() and head[5:7].isdigit()
+        assert head[8:].isdigit() and head[4] == head[7] == "-"
+        assert parsed.isoformat() == head

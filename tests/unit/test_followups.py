@@ -39,7 +39,9 @@ YES = '{"has_medical_conditions": true}'
 NO = '{"has_medical_conditions": false}'
 
 
-def _sent(email_type: str, day: str, status: str = "sent", instance: int | None = None) -> HistoryEmail:
+def _sent(
+    email_type: str, day: str, status: str = "sent", instance: int | None = None
+) -> HistoryEmail:
     return HistoryEmail(1, email_type, status, D(day), None, instance)
 
 

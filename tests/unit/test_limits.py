@@ -77,7 +77,10 @@ CONFLICT = "Campaign priority conflict on 2026-10-01"
                 _row("campaign_a_1", "2026-10-01", 10, 1, status="skipped"),
                 _row("campaign_b_2", "2026-10-01", 30, 2),
             ],
-            [("campaign_a_1", "skipped", "earlier reason"), ("campaign_b_2", "pre-scheduled", None)],
+            [
+                ("campaign_a_1", "skipped", "earlier reason"),
+                ("campaign_b_2", "pre-scheduled", None),
+            ],
         ),
         # Three on one day: one stays.
         (
@@ -117,7 +120,11 @@ FREQUENCY_CASES = [
         [None, LIMIT],
     ),
     # History 01-01, 01-10, 01-20: 01-30 would be the 4th in [01-01, 01-30] ...
-    (_hist("2026-01-01", "2026-01-10", "2026-01-20"), [_row("birthday", "2026-01-30", 10)], [LIMIT]),
+    (
+        _hist("2026-01-01", "2026-01-10", "2026-01-20"),
+        [_row("birthday", "2026-01-30", 10)],
+        [LIMIT],
+    ),
     # ... 01-31 is not: [01-02, 01-31] holds only 01-10 and 01-20.
     (_hist("2026-01-01", "2026-01-10", "2026-01-20"), [_row("birthday", "2026-01-31", 10)], [None]),
     # Windows reaching forward count too: 02-01 with 02-20, 02-25, 02-28 after it makes
@@ -170,7 +177,11 @@ def test_frequency(
 
 def test_frequency_other_parameters() -> None:
     # At most 1 email in 7 days: rows on 01-01 and 01-07 share [01-01, 01-07]; 01-08 does not.
-    rows = [_row("birthday", "2026-01-01", 10), _row("a", "2026-01-07", 20), _row("b", "2026-01-08", 30)]
+    rows = [
+        _row("birthday", "2026-01-01", 10),
+        _row("a", "2026-01-07", 20),
+        _row("b", "2026-01-08", 30),
+    ]
     apply_frequency_limit(rows, (), PlanParams(max_emails_per_period=1, period_days=7))
     assert [r.skip_reason for r in rows] == [None, LIMIT, None]
 

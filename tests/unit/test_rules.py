@@ -179,9 +179,7 @@ def test_describe() -> None:
     ny = book.rule_on("NY", date(2026, 1, 1))
     assert il is not None and nv is not None and ny is not None
     assert il.describe() == "IL: birthday, 0 before, 45 after, ages 65-75, from 2022-01-01"
-    assert nv.describe() == (
-        "NV: first of the birthday month, 0 before, 60 after, from 2022-01-01"
-    )
+    assert nv.describe() == ("NV: first of the birthday month, 0 before, 60 after, from 2022-01-01")
     assert ny.describe() == "NY: year-round"
 
 

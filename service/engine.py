@@ -1,0 +1,364 @@
+"""Recomputing plans: load, plan, write, rebalance (SPEC 5-7, 11).
+
+- :func:`recompute_contacts` is the incremental step the daemon runs for a
+  batch of events, inside the caller's write transaction: plan the affected
+  contacts, write the difference, rebalance only the touched windows.
+- :func:`full_recompute` is the reference: every contact, chunk by chunk (one
+  short transaction each), then a global rebalance.
+- :func:`dry_run_plan` computes what a full recompute would store, in memory,
+  with the pure :func:`~service.planning.balance.balance`.
+- :func:`verify` compares the stored plan with a dry run and can repair it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Protocol
+
+import structlog
+
+from service.planning.balance import BalanceItem, Capacity, balance, capacity
+from service.planning.contacts import zip_lookup
+from service.planning.model import PRE_SCHEDULED, Campaigns, ContactData, ContactPlan, PlanRow
+from service.planning.params import BalanceParams, PlanParams
+from service.planning.plan import plan_contact
+from service.planning.rules import RuleBook
+from service.rebalance import rebalance
+from service.store import ExportRow, Loaded, RunStats, Scope, Store, WriteOptions
+from service.store.loaders import MAX_ID
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CHUNK = 4000
+"""Contacts per chunk of a full recompute: one short transaction each."""
+
+HISTORY_MARGIN_DAYS = 800
+"""History rows older than this (beyond the planning windows) are not read."""
+
+
+class SettingsLike(Protocol):
+    """What :meth:`PlanContext.from_settings` reads of the configuration."""
+
+    timezone: str
+    send_time: str
+    send_in_contact_timezone: bool
+
+    def plan_params(self) -> PlanParams: ...
+    def balance_params(self) -> BalanceParams: ...
+    def rules(self) -> RuleBook: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """Everything planning needs besides the data and *today*.
+
+    ``campaigns`` None means: read them from the database on every recompute
+    (they change through events; reading a few rows is cheap and never stale).
+    """
+
+    rules: RuleBook
+    plan: PlanParams = field(default_factory=PlanParams)
+    balance: BalanceParams = field(default_factory=BalanceParams)
+    send_time: str = "08:30:00"
+    timezone: str = "America/Chicago"
+    send_in_contact_timezone: bool = False
+    campaigns: Campaigns | None = None
+    chunk_size: int = DEFAULT_CHUNK
+
+    @classmethod
+    def from_settings(cls, settings: SettingsLike, **overrides: object) -> PlanContext:
+        send_time = (
+            settings.send_time
+            if settings.send_time.count(":") == 2
+            else (f"{settings.send_time}:00")
+        )
+        ctx = cls(
+            rules=settings.rules(),
+            plan=settings.plan_params(),
+            balance=settings.balance_params(),
+            send_time=send_time,
+            timezone=settings.timezone,
+            send_in_contact_timezone=settings.send_in_contact_timezone,
+        )
+        return _replace(ctx, overrides) if overrides else ctx
+
+    def history_since(self, today: date) -> date:
+        """The oldest history a plan can depend on, with a wide margin."""
+        p = self.plan
+        span = max(p.period_days, p.followup_lookback_days, p.horizon_days) + HISTORY_MARGIN_DAYS
+        return today - timedelta(days=span)
+
+    def engagement_since(self, today: date) -> date:
+        """Clicks and events older than the follow-up lookback cannot matter (5.7)."""
+        return today - timedelta(days=self.plan.followup_lookback_days + 7)
+
+
+def _replace(ctx: PlanContext, overrides: dict[str, object]) -> PlanContext:
+    from dataclasses import replace
+
+    return replace(ctx, **overrides)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class DriftReport:
+    """Differences between the stored plan and a full recompute (SPEC 9, verify)."""
+
+    missing: int = 0
+    extra: int = 0
+    changed: int = 0
+    samples: list[str] = field(default_factory=list)
+    repaired: bool = False
+    repair_stats: RunStats | None = None
+
+    @property
+    def drift(self) -> int:
+        return self.missing + self.extra + self.changed
+
+
+# -- shared steps -------------------------------------------------------------
+
+
+async def capacity_for(store: Store, ctx: PlanContext, today: date, *, save: bool) -> Capacity:
+    """The day's capacity from its snapshot of N; taking one if there is none
+    (stored unless ``save`` is false, as in a dry run) (SPEC 6)."""
+    n = await store.capacity_snapshot(today)
+    if n is None:
+        n = await store.contact_count_with_email()
+        if save:
+            await store.save_capacity_snapshot(today, n)
+    return capacity(ctx.balance, n)
+
+
+def _timezones(ctx: PlanContext, contacts: Sequence[ContactData]) -> dict[int, str | None] | None:
+    if not ctx.send_in_contact_timezone:
+        return None
+    zones: dict[int, str | None] = {}
+    for d in contacts:
+        info = zip_lookup(d.contact.zip_code)
+        zones[d.contact.id] = (info.timezone if info and info.timezone else None) or ctx.timezone
+    return zones
+
+
+def _plan_all(
+    ctx: PlanContext, campaigns: Campaigns, contacts: Iterable[ContactData], today: date
+) -> list[ContactPlan]:
+    rules, params = ctx.rules, ctx.plan
+    return [plan_contact(d, campaigns, rules, params, today) for d in contacts]
+
+
+async def _load(store: Store, ctx: PlanContext, scope: Scope, today: date) -> Loaded:
+    return await store.load_scope(scope, since=ctx.history_since(today))
+
+
+async def _write(
+    store: Store,
+    ctx: PlanContext,
+    loaded: Loaded,
+    plans: list[ContactPlan],
+    run_id: str,
+    today: date,
+) -> tuple[RunStats, set[date]]:
+    options = WriteOptions(
+        run_id=run_id,
+        today=today,
+        send_time=ctx.send_time,
+        timezones=_timezones(ctx, loaded.contacts),
+    )
+    result = await store.write_plans(loaded, plans, options)
+    stats = RunStats(contacts_recomputed=len(loaded.contacts))
+    stats.add_writes(result.stats)
+    return stats, result.touched
+
+
+# -- incremental (SPEC 8.3) -------------------------------------------------------
+
+
+async def recompute_contacts(
+    store: Store, ctx: PlanContext, ids: Iterable[int], today: date, run_id: int | str
+) -> RunStats:
+    """Recompute the given contacts, write their plans, rebalance the touched
+    windows. Runs inside the caller's transaction (which also consumes the
+    events and records the run). Ids of contacts that no longer exist lose
+    their plan rows."""
+    if not store.in_transaction:
+        raise RuntimeError("recompute_contacts must run inside store.transaction()")
+    id_list = sorted(set(ids))
+    if not id_list:
+        return RunStats()
+    campaigns = ctx.campaigns or await store.load_campaigns()
+    loaded = await _load(store, ctx, Scope.of_ids(id_list), today)
+    plans = _plan_all(ctx, campaigns, loaded.contacts, today)
+    stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
+    stats.contacts_recomputed = len(id_list)
+    if touched:
+        cap = await capacity_for(store, ctx, today, save=True)
+        result = await rebalance(store, cap, today, touched)
+        stats.windows_rebalanced += result.windows
+        stats.rows_moved += result.moved
+    return stats
+
+
+async def rebalance_all(store: Store, ctx: PlanContext, today: date) -> RunStats:
+    """Global rebalance (the tick's, SPEC 8.4), inside the caller's transaction."""
+    cap = await capacity_for(store, ctx, today, save=True)
+    result = await rebalance(store, cap, today, None)
+    return RunStats(windows_rebalanced=result.windows, rows_moved=result.moved)
+
+
+# -- full recompute (the reference) ------------------------------------------------
+
+
+async def full_recompute(
+    store: Store,
+    ctx: PlanContext,
+    today: date,
+    *,
+    trigger: str = "full",
+    consume_events: bool = True,
+) -> RunStats:
+    """Recompute every contact and rebalance globally; the run's statistics.
+
+    Contacts are worked off in chunks, each in its own short transaction (the
+    database stays available to upstream writers); the global rebalance runs
+    last. Events already in the inbox when the run starts are covered by it
+    and are consumed at the end (``consume_events``); later ones stay.
+    """
+    started = time.perf_counter()
+    async with store.transaction():
+        covered = await store.max_event_id()
+        run_id = await store.start_run(trigger, today)
+        await capacity_for(store, ctx, today, save=True)
+        campaigns = ctx.campaigns or await store.load_campaigns()
+    stats = RunStats()
+    try:
+        after: int | None = None
+        while True:
+            async with store.transaction():
+                loaded = await store.load_chunk(
+                    after, ctx.chunk_size, since=ctx.history_since(today)
+                )
+                plans = _plan_all(ctx, campaigns, loaded.contacts, today)
+                chunk_stats, _ = await _write(store, ctx, loaded, plans, str(run_id), today)
+            stats.add(chunk_stats)
+            if loaded.scope.hi == MAX_ID:
+                break
+            after = loaded.scope.hi
+        async with store.transaction():
+            stats.add(await rebalance_all(store, ctx, today))
+            if consume_events:
+                stats.events_consumed = await store.delete_events_upto(covered)
+            await store.finish_run(run_id, stats, duration_ms=_ms(started))
+    except Exception as exc:
+        await _record_failure(store, run_id, stats, started, exc)
+        raise
+    log.info("full_recompute_done", run_id=run_id, ms=round(_ms(started)), **_fields(stats))
+    return stats
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _fields(stats: RunStats) -> dict[str, int]:
+    return {
+        "contacts": stats.contacts_recomputed,
+        "inserted": stats.inserted,
+        "updated": stats.updated,
+        "deleted": stats.deleted,
+        "unchanged": stats.unchanged,
+        "moved": stats.rows_moved,
+    }
+
+
+async def _record_failure(
+    store: Store, run_id: int, stats: RunStats, started: float, exc: Exception
+) -> None:
+    if store.in_transaction:
+        return
+    try:
+        async with store.transaction():
+            await store.finish_run(run_id, stats, duration_ms=_ms(started), error=repr(exc))
+    except Exception as second:  # the original error matters more
+        log.warning("run_failure_not_recorded", run_id=run_id, error=str(second))
+
+
+# -- dry run and verification (SPEC 9, 10) -------------------------------------------
+
+
+def _export_key(row: ExportRow) -> tuple[int, str, date]:
+    return (row.contact_id, row.email_type, row.event_date)
+
+
+async def dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[ExportRow]:
+    """What a full recompute on ``today`` would store, as export rows (SPEC 10).
+
+    Computed in memory, writing nothing (not even the capacity snapshot):
+    the same loads, the same planner, the same filters as the writer, and the
+    pure global :func:`balance`.
+    """
+    rows: list[PlanRow] = []
+    async with store.snapshot():
+        cap = await capacity_for(store, ctx, today, save=False)
+        campaigns = ctx.campaigns or await store.load_campaigns()
+        async for loaded in store.iter_loaded_chunks(
+            ctx.chunk_size, since=ctx.history_since(today)
+        ):
+            taken = loaded.history_keys
+            for plan in _plan_all(ctx, campaigns, loaded.contacts, today):
+                for row in plan.rows:
+                    ev = row.event_date
+                    if (row.contact_id, row.email_type, ev.year, ev.month, ev.day) not in taken:
+                        rows.append(row)
+    items = [
+        BalanceItem(r.key, r.priority, r.desired_date, r.allowed_from, r.allowed_to)
+        for r in rows
+        if r.status == PRE_SCHEDULED
+    ]
+    scheduled = balance(items, cap, today)
+    out = [
+        ExportRow(
+            r.contact_id, r.email_type, r.event_date, r.desired_date,
+            scheduled[r.key][1] if r.status == PRE_SCHEDULED else r.desired_date,
+            r.status, r.skip_reason or "",
+        )
+        for r in rows
+    ]  # fmt: skip
+    out.sort(key=_export_key)
+    return out
+
+
+async def verify(store: Store, ctx: PlanContext, today: date, *, repair: bool) -> DriftReport:
+    """Compare the stored plan with a full recompute; optionally repair it.
+
+    Repairing is a full recompute, which writes exactly the differences.
+    """
+    expected = {_export_key(r): r for r in await dry_run_plan(store, ctx, today)}
+    actual = {_export_key(r): r for r in await store.export_rows()}
+    report = DriftReport()
+    for key, row in expected.items():
+        stored = actual.get(key)
+        if stored is None:
+            report.missing += 1
+            _sample(report, f"missing: {row}")
+        elif stored != row:
+            report.changed += 1
+            _sample(report, f"changed: {stored} -> {row}")
+    for key, row in actual.items():
+        if key not in expected:
+            report.extra += 1
+            _sample(report, f"extra: {row}")
+    if report.drift:
+        log.warning("plan_drift", missing=report.missing, extra=report.extra,
+                    changed=report.changed)  # fmt: skip
+        if repair:
+            report.repair_stats = await full_recompute(store, ctx, today, trigger="verify")
+            report.repaired = True
+    return report
+
+
+def _sample(report: DriftReport, text: str, limit: int = 20) -> None:
+    if len(report.samples) < limit:
+        report.samples.append(text)
