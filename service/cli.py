@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -23,7 +24,13 @@ import anyio.to_thread
 import structlog
 
 from service import engine, generate, plot, report
-from service.config import Settings, load_settings, parse_assignment
+from service.config import (
+    ENV_LOG_FORMAT,
+    ENV_LOG_LEVEL,
+    Settings,
+    load_settings,
+    parse_assignment,
+)
 from service.errors import ConfigError, MailplanError, UsageError
 from service.planning.balance import capacity
 from service.planning.campaigns import campaign_config_errors
@@ -34,6 +41,8 @@ from service.store import ExportRow, RunStats, Scope, Store, init_db
 log = structlog.get_logger(__name__)
 
 PROG = "mailplan"
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 NEEDS_EXISTING_DB = frozenset({"recompute", "run", "export", "status", "explain", "plot"})
 
 
@@ -82,11 +91,16 @@ def _common() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--log-format",
-        choices=("json", "console"),
+        choices=LOG_FORMATS,
         default=None,
-        help="log lines as JSON (default) or for people",
+        help="log lines as JSON (default) or for people (or MAILPLAN_LOG_FORMAT)",
     )
-    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    g.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=None,
+        help="least severe level logged, default info (or MAILPLAN_LOG_LEVEL)",
+    )
     return p
 
 
@@ -208,13 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailplan`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    log_format = args.log_format or os.environ.get("MAILPLAN_LOG_FORMAT") or "json"
-    if log_format not in ("json", "console"):
-        parser.error(f"MAILPLAN_LOG_FORMAT={log_format!r}: use json or console")
+    log_format = args.log_format or os.environ.get(ENV_LOG_FORMAT) or "json"
+    log_level = (args.log_level or os.environ.get(ENV_LOG_LEVEL) or "info").lower()
+    if log_format not in LOG_FORMATS:
+        parser.error(f"{ENV_LOG_FORMAT}={log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+    if log_level not in LOG_LEVELS:
+        parser.error(f"{ENV_LOG_LEVEL}={log_level!r}: use one of {', '.join(LOG_LEVELS)}")
     # The daemon's log is its output (journald); commands keep stdout for results.
-    configure_logging(
-        log_format, args.log_level, sys.stdout if args.command == "run" else sys.stderr
-    )
+    configure_logging(log_format, log_level, sys.stdout if args.command == "run" else sys.stderr)
     try:
         settings = settings_from(args, os.environ)
         db = _database(args, settings)
@@ -225,13 +240,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, "fix the configuration and run the command again")
     except MailplanError as exc:
         return _fail(exc, None)
+    except sqlite3.Error as exc:
+        log.error("database_error", error=str(exc), exc_info=True)
+        sys.stderr.write(
+            f"{PROG}: error: database {getattr(args, 'db', None) or ''}: {exc}; check that the "
+            "path names a mailplan database that is readable and writable, then retry\n"
+        )
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
     except BrokenPipeError:
-        # A reader such as `head` went away: not an error of ours.
-        sys.stderr.close()
+        # A reader such as `head` went away: not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        log.error("unexpected_error", error=repr(exc), exc_info=True)
+        sys.stderr.write(
+            f"{PROG}: unexpected error: {exc!r}; this is a bug in mailplan, please report it "
+            "with the log lines above\n"
+        )
+        return 1
 
 
 def _fail(exc: MailplanError, hint: str | None) -> int:

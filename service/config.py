@@ -34,7 +34,8 @@ DEFAULT_CONFIG_PATH = Path("/etc/mailplan/mailplan.toml")
 ENV_PREFIX = "MAILPLAN_"
 ENV_CONFIG = "MAILPLAN_CONFIG"
 ENV_LOG_FORMAT = "MAILPLAN_LOG_FORMAT"
-CLI_ONLY_ENV = frozenset({ENV_CONFIG, ENV_LOG_FORMAT})
+ENV_LOG_LEVEL = "MAILPLAN_LOG_LEVEL"
+CLI_ONLY_ENV = frozenset({ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL})
 """``MAILPLAN_`` variables read by the command line itself, not settings keys."""
 
 MAX_DAYS = 3660

@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from service.planning.dates import anniversary, months_between
+from service.planning.dates import is_leap, months_between
 from service.planning.exclusion import check_exclusion
 from service.planning.model import BIRTHDAY, EFFECTIVE_DATE
-from service.planning.review import ONE_DAY
+from service.planning.review import ONE_DAY, days
 from service.planning.rules import RuleBook
 
 if TYPE_CHECKING:
@@ -59,18 +59,25 @@ def plan_anniversaries(ctx: PlanContext) -> None:
         )
         return
     skip = None
+    oldest = ctx.today
     if rc.failed_underwriting and params.exclude_failed_underwriting_global:
         skip = FAILED_UNDERWRITING
+    elif ctx.excludable and params.enable_post_window_emails:
+        assert rc.state is not None
+        reach = window_reach(ctx.rules, rc.state)
+        if reach >= 0:
+            # Older occurrences cannot have a post-window email on or after today.
+            oldest -= days(reach + params.pre_window_buffer_days + 1)
     if rc.birth_date is not None:
         _occurrences(
-            ctx, BIRTHDAY, rc.birth_date, params.birthday_days_before, BIRTHDAY_PRIORITY,
-            "birthday_template", skip, None,
+            ctx, BIRTHDAY, rc.birth_date, days(params.birthday_days_before), BIRTHDAY_PRIORITY,
+            "birthday_template", skip, None, oldest,
         )  # fmt: skip
     if rc.effective_date is not None:
         _occurrences(
-            ctx, EFFECTIVE_DATE, rc.effective_date, params.effective_date_days_before,
+            ctx, EFFECTIVE_DATE, rc.effective_date, days(params.effective_date_days_before),
             EFFECTIVE_DATE_PRIORITY, "effective_date_template", skip,
-            params.effective_date_first_email_months,
+            params.effective_date_first_email_months, oldest,
         )  # fmt: skip
 
 
@@ -78,24 +85,26 @@ def _occurrences(
     ctx: PlanContext,
     kind: str,
     base: date,
-    days_before: int,
+    before: timedelta,
     priority: int,
     template: str,
     skip: str | None,
     min_months: int | None,
+    oldest: date,
 ) -> None:
+    """Enumerate ``base``'s occurrences from the one in ``oldest``'s year on.
+
+    Passed occurrences on or after ``oldest`` are post-window sources only.
+    """
     today = ctx.today
-    before = timedelta(days=days_before)
-    oldest = today
-    if skip is None and ctx.excludable and ctx.params.enable_post_window_emails:
-        assert ctx.rc.state is not None
-        reach = window_reach(ctx.rules, ctx.rc.state)
-        if reach >= 0:
-            # Older occurrences cannot have a post-window email on or after today.
-            oldest = today - timedelta(days=reach + ctx.params.pre_window_buffer_days + 1)
-    year = max(base.year + 1, oldest.year)
+    year = oldest.year
+    if year <= base.year:
+        year = base.year + 1
+    month, day = base.month, base.day
+    leap_day = month == 2 and day == 29
     while True:
-        event = anniversary(base, year)
+        # dates.anniversary, inlined in this per-contact loop: Feb 29 -> Feb 28.
+        event = date(year, 2, 28) if leap_day and not is_leap(year) else date(year, month, day)
         year += 1
         desired = event - before
         if event < today:

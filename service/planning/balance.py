@@ -32,6 +32,9 @@ from service.planning.model import EFFECTIVE_DATE, RowKey
 from service.planning.params import BalanceParams
 
 ONE_DAY = timedelta(days=1)
+_key = itemgetter(0)
+_email_type = itemgetter(1)
+_desired = itemgetter(2)
 
 
 class BalanceItem(NamedTuple):
@@ -88,7 +91,10 @@ def stable_hash(contact_id: int, email_type: str, year: int) -> int:
     """The smoothing hash ``H`` of SPEC 6: BLAKE2b (8-byte digest, big-endian)
     of ``"<contact_id>-<email_type>-<year>"``; stable across runs and languages."""
     text = f"{contact_id}-{email_type}-{year}".encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+    return int.from_bytes(_blake2b(text, digest_size=8).digest(), "big")
+
+
+_blake2b = hashlib.blake2b
 
 
 def arrival_day(step1: date, today: date) -> date:
@@ -97,22 +103,26 @@ def arrival_day(step1: date, today: date) -> date:
     return step1 if step1 > today else today
 
 
-def _smoothed(item: BalanceItem, d: date, cap: Capacity, today: date) -> date:
-    cid, etype, _ = item.key
+def _smoothed(group: Iterable[BalanceItem], d: date, cap: Capacity, today: date) -> list[date]:
     window = cap.window
-    shift = stable_hash(cid, etype, d.year) % window - window // 2
-    if shift == 0:
-        return d
-    moved = d + timedelta(days=shift)
-    # A move must not break a rule: never before today, never outside the
-    # row's allowed interval (SPEC 6, "Balancing never breaks a rule").
-    if moved < today:
-        return d
-    if item.allowed_from is not None and moved < item.allowed_from:
-        return d
-    if item.allowed_to is not None and moved > item.allowed_to:
-        return d
-    return moved
+    # The W candidate days of this date; a move must not break a rule: never
+    # before today, never outside the row's allowed interval (SPEC 6,
+    # "Balancing never breaks a rule").
+    targets = [d + timedelta(days=j - window // 2) for j in range(window)]
+    suffix = f"-{d.year}"
+    out = []
+    for item in group:
+        cid, etype, _ = item.key
+        text = f"{cid}-{etype}{suffix}".encode()
+        moved = targets[int.from_bytes(_blake2b(text, digest_size=8).digest(), "big") % window]
+        if (
+            moved < today
+            or (item.allowed_from is not None and moved < item.allowed_from)
+            or (item.allowed_to is not None and moved > item.allowed_to)
+        ):
+            moved = d
+        out.append(moved)
+    return out
 
 
 def smooth_date(
@@ -127,7 +137,7 @@ def smooth_date(
     """
     if len(items_on_d) <= cap.ed_limit:
         return {item.key: d for item in items_on_d}
-    return {item.key: _smoothed(item, d, cap, today) for item in items_on_d}
+    return dict(zip(map(_key, items_on_d), _smoothed(items_on_d, d, cap, today), strict=True))
 
 
 def step1_dates(items: Sequence[BalanceItem], cap: Capacity, today: date) -> list[date]:
@@ -148,14 +158,11 @@ def step1_dates(items: Sequence[BalanceItem], cap: Capacity, today: date) -> lis
             group.append(i)
     for d, idx in ed_on.items():
         if len(idx) > cap.ed_limit:
-            for i in idx:
-                out[i] = _smoothed(items[i], d, cap, today)
+            moved = _smoothed(map(items.__getitem__, idx), d, cap, today)
+            for i, m in zip(idx, moved, strict=True):
+                out[i] = m
     return out
 
-
-_key = itemgetter(0)
-_desired = itemgetter(2)
-_email_type = itemgetter(1)
 
 Pending = tuple[int, date, int, str, date, "date | None", int]
 """A row in the cap sweep: (priority, step-1 date, contact_id, email_type,
@@ -268,13 +275,13 @@ class Sweeper:
     def step(self, day: date, arrivals: Sequence[Pending]) -> list[Pending]:
         """Sweep one day: returns the rows that stay on ``day``; the rest are carried."""
         if not self.crowded(len(arrivals)):
-            kept = self.drain(day)
-            kept.extend(arrivals)
-            return kept
+            everyone = self.drain(day)
+            everyone.extend(arrivals)
+            return everyone
         self._check_day(day)
         total = self._size + len(arrivals)
-        kept = []
-        fresh = []
+        kept: list[Pending] = []
+        fresh: list[Pending] = []
         for p in arrivals:
             due = p[DUE]
             (kept if due is not None and due <= day else fresh).append(p)

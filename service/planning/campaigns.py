@@ -198,11 +198,19 @@ def _plan_email(
         return
     if upper is not None:
         ctx.wake(upper + ONE_DAY)
+    email_type = campaign_email_type(ctype.name, inst.id)
+    if _already_planned(ctx, email_type, event):
+        return
     ctx.emit(
-        campaign_email_type(ctype.name, inst.id), event, desired, ctype.priority,
+        email_type, event, desired, ctype.priority,
         inst.email_template, windows=ctype.respect_exclusion_windows,
         skip=_failed_underwriting(ctx, ctype), instance_id=inst.id, upper=upper,
     )  # fmt: skip
+
+
+def _already_planned(ctx: PlanContext, email_type: str, event: date) -> bool:
+    # A spread row without trigger can meet a row whose trigger is its date.
+    return any(r.event_date == event and r.email_type == email_type for r in ctx.rows)
 
 
 def campaign_config_errors(campaigns: Campaigns) -> list[str]:

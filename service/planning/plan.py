@@ -14,7 +14,7 @@ little: one context object and the result.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from service.planning.anniversaries import plan_anniversaries
 from service.planning.campaigns import campaign_config_errors, plan_campaigns
@@ -32,7 +32,7 @@ from service.planning.model import (
 )
 from service.planning.params import PlanParams
 from service.planning.postwindow import plan_post_windows
-from service.planning.review import ONE_DAY, Review
+from service.planning.review import ONE_DAY, Review, days
 from service.planning.rules import RuleBook
 
 __all__ = ["PlanContext", "campaign_config_errors", "plan_contact"]
@@ -75,7 +75,7 @@ class PlanContext(Review):
         self.rc = rc
         self.rules = rules
         self.params = params
-        self.horizon = timedelta(days=params.horizon_days)
+        self.horizon = days(params.horizon_days)
         self.horizon_end = today + self.horizon
         self.history_keys = (
             frozenset((h.email_type, h.event_date) for h in history if h.event_date is not None)
@@ -169,16 +169,34 @@ def plan_contact(
 ) -> ContactPlan:
     """The plan of one contact on ``today``: SPEC section 5, with section 6's intervals.
 
-    - An invalid email address gives a plan without rows and ``invalid`` set
-      (5.2); nothing about it changes with time, so its review date is None.
+    Decisions where the SPEC leaves room (each detailed where it is applied):
+
+    - Invalid email: no rows, ``invalid`` set, review date None (5.2). An
+      invalid or future birth date gives no birthday emails, an invalid
+      effective date no effective-date emails (notes say why); a future birth
+      date is reviewed on the day it stops being in the future.
+    - Catch-up (5.10) applies to every live email, skipped ones included; the
+      exclusion check, conflicts and the frequency limit see the caught-up
+      date (:meth:`PlanContext.emit`).
+    - An identity already present as a history row is never planned again,
+      whatever the kind (5.10).
+    - Failed underwriting under ``exclude_failed_underwriting_global`` gives
+      skipped rows, not missing ones (anniversaries, campaigns but ``aep``).
+    - Post-window emails: one per window occurrence, judged as on the source's
+      event date once the source has passed (:mod:`.postwindow`).
+    - Campaign recipients, spread and event dates: :mod:`.campaigns`;
+      follow-up candidates and kinds: :mod:`.followups`; conflicts and the
+      frequency limit: :mod:`.limits`.
     - Rows come back sorted by ``(email_type, event_date)``.
     - Every non-skipped row carries ``allowed_from``/``allowed_to`` (see
-      :meth:`PlanContext.emit`); skipped rows keep desired = scheduled.
+      :meth:`PlanContext.emit`); skipped rows keep desired = scheduled and no
+      interval.
     - ``review_date`` is the first day after ``today`` on which the result can
       differ through time alone (5.11, see :mod:`service.planning.review`).
-      ``allowed_from`` is ``max(today, …)`` and so follows *today*; it is the
-      only field that may move without a review (the balancer clamps to
-      *today* itself).
+      ``allowed_from`` is ``max(today, ...)`` and so follows *today*; it is the
+      only field that may move without a review (the balancer clamps to its
+      own *today*, so a stored value that lags behind is harmless). Notes may
+      mention *today* too; they are explanations, not plan content.
     """
     contact = data.contact
     rc = resolve_contact(contact, today)

@@ -89,6 +89,11 @@ def ids_param(ids: Iterable[int]) -> str:
     return json.dumps(sorted({int(i) for i in ids}))
 
 
+def utc_now_text() -> str:
+    """Now in UTC as SQLite's ``datetime('now')`` writes it (``updated_at``)."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def iso(d: date | None) -> str | None:
     return None if d is None else d.isoformat()
 

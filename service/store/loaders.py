@@ -65,17 +65,9 @@ def _flag(value: object) -> bool:
     return bool(value)
 
 
-def contact_from_row(row: tuple[Any, ...]) -> Contact:
-    return Contact(
-        id=row[0],
-        email=text(row[1]),
-        birth_date=text(row[2]),
-        effective_date=text(row[3]),
-        state=text(row[4]),
-        zip_code=text(row[5]),
-        carrier=text(row[6]),
-        failed_underwriting=_flag(row[7]),
-    )
+def contact_from_row(r: tuple[Any, ...]) -> Contact:
+    # The contacts queries cast every column to text and the flag to 0/1.
+    return Contact(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] == 1)
 
 
 def send_date_of(actual: object, sent_at: object, scheduled: object) -> date | None:
@@ -97,32 +89,14 @@ class StoredPlanRow:
     content: tuple[object, ...]
     status: str
     desired: str | None
+    scheduled: str | None
     balanced: bool
 
 
 def stored_plan_row(row: tuple[Any, ...]) -> StoredPlanRow:
     # Columns as in the "schedules" query.
-    (
-        rid,
-        cid,
-        etype,
-        status,
-        ey,
-        em,
-        ed,
-        sched,
-        stime,
-        reason,
-        prio,
-        tmpl,
-        inst,
-        note,
-        desired,
-        bal,
-        a_from,
-        a_to,
-        tz,
-    ) = row[:19]
+    (rid, cid, etype, status, ey, em, ed, sched, stime, reason, prio, tmpl, inst,
+     note, desired, bal, a_from, a_to, tz) = row[:19]  # fmt: skip
     content = (stime, status, reason, prio, tmpl, inst, note, desired, a_from, a_to, tz)
     return StoredPlanRow(
         id=rid,
@@ -130,6 +104,7 @@ def stored_plan_row(row: tuple[Any, ...]) -> StoredPlanRow:
         content=content,
         status=status,
         desired=desired if desired is not None else text(sched),
+        scheduled=text(sched),
         balanced=bal is not None,
     )
 
@@ -270,16 +245,21 @@ class LoaderMixin(StoreBase):
             created = _date_of(r[3])
             if created is not None:
                 by_events[r[0]].append(ContactEvent(r[0], text(r[1]) or "", text(r[2]), created))
-        data = [
-            ContactData(
-                contact=c,
-                history=tuple(history.get(c.id, ())),
-                targeting=tuple(by_targeting.get(c.id, ())),
-                clicks=tuple(by_clicks.get(c.id, ())),
-                events=tuple(by_events.get(c.id, ())),
-            )
-            for c in contacts
-        ]
+        data = []
+        for c in contacts:
+            cid = c.id
+            if cid in history or cid in by_targeting or cid in by_clicks or cid in by_events:
+                data.append(
+                    ContactData(
+                        c,
+                        tuple(history.get(cid, ())),
+                        tuple(by_targeting.get(cid, ())),
+                        tuple(by_clicks.get(cid, ())),
+                        tuple(by_events.get(cid, ())),
+                    )
+                )
+            else:
+                data.append(ContactData(c))
         return Loaded(
             scope=scope,
             contacts=data,

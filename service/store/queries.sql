@@ -19,11 +19,26 @@ SELECT 'aep', 1, 1, 30, 1, 30, 1, 0, 0
 WHERE NOT EXISTS (SELECT 1 FROM campaign_types WHERE name = 'aep');
 
 -- name: contacts_after
-SELECT id, email, birth_date, effective_date, state, zip_code, {carrier}, failed_underwriting
+-- Values arrive as text or NULL whatever upstream stored (a ZIP written as a
+-- number, a flag written as 'true'), so the loader builds contacts without
+-- per-value checks.
+SELECT id, CAST(email AS TEXT), CAST(birth_date AS TEXT), CAST(effective_date AS TEXT),
+       CAST(state AS TEXT), CAST(zip_code AS TEXT), CAST({carrier} AS TEXT),
+       CASE typeof(failed_underwriting)
+           WHEN 'integer' THEN failed_underwriting <> 0
+           WHEN 'real' THEN failed_underwriting <> 0
+           WHEN 'text' THEN lower(trim(failed_underwriting)) IN ('1', 'true', 'yes', 't', 'y')
+           ELSE 0 END
 FROM contacts WHERE id > :after ORDER BY id LIMIT :limit;
 
 -- name: contacts_by_ids
-SELECT id, email, birth_date, effective_date, state, zip_code, {carrier}, failed_underwriting
+SELECT id, CAST(email AS TEXT), CAST(birth_date AS TEXT), CAST(effective_date AS TEXT),
+       CAST(state AS TEXT), CAST(zip_code AS TEXT), CAST({carrier} AS TEXT),
+       CASE typeof(failed_underwriting)
+           WHEN 'integer' THEN failed_underwriting <> 0
+           WHEN 'real' THEN failed_underwriting <> 0
+           WHEN 'text' THEN lower(trim(failed_underwriting)) IN ('1', 'true', 'yes', 't', 'y')
+           ELSE 0 END
 FROM contacts WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
 
 -- name: count_contacts_with_email
@@ -134,8 +149,9 @@ INSERT OR IGNORE INTO email_schedules (
     :desired_date, :desired_date, :desired_date, :send_time,
     :status, :skip_reason, :priority, :template, :campaign_instance_id,
     :catchup_note, :allowed_from, :allowed_to, :send_timezone,
-    mailplan_utc(:desired_date, :send_time, :send_timezone),
-    :run_id, datetime('now'), datetime('now')
+    CASE WHEN :send_timezone IS NOT NULL
+         THEN mailplan_utc(:desired_date, :send_time, :send_timezone) END,
+    :run_id, :now, :now
 );
 
 -- name: update_plan_row
@@ -156,10 +172,11 @@ UPDATE email_schedules SET
     allowed_from = :allowed_from,
     allowed_to = :allowed_to,
     send_timezone = :send_timezone,
-    send_at_utc = mailplan_utc(COALESCE(:reset_date, scheduled_send_date), :send_time,
-                               :send_timezone),
+    send_at_utc = CASE WHEN :send_timezone IS NOT NULL
+                       THEN mailplan_utc(COALESCE(:reset_date, scheduled_send_date),
+                                         :send_time, :send_timezone) END,
     scheduler_run_id = :run_id,
-    updated_at = datetime('now')
+    updated_at = :now
 WHERE id = :id AND status IN ('pre-scheduled', 'skipped');
 
 -- name: delete_plan_row
@@ -243,3 +260,50 @@ ORDER BY scheduled_send_date, email_type;
 DELETE FROM email_schedules
 WHERE status IN ('pre-scheduled', 'skipped')
   AND contact_id NOT IN (SELECT id FROM contacts);
+
+-- Load balancing (SPEC 6): non-skipped plan rows only. Every query names
+-- status = 'pre-scheduled' so the partial indexes apply.
+
+-- name: balance_last_desired
+SELECT max(desired_date) FROM email_schedules WHERE status = 'pre-scheduled';
+
+-- name: balance_rows_by_desired
+SELECT contact_id, email_type, event_year, event_month, event_day, priority,
+       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND desired_date >= :lo AND desired_date < :hi;
+
+-- name: balance_ed_rows_by_desired
+SELECT contact_id, email_type, event_year, event_month, event_day, priority,
+       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
+  AND desired_date IN (SELECT value FROM json_each(:days));
+
+-- name: balance_step1_counts
+SELECT balance_date, count(*) FROM email_schedules
+WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi
+GROUP BY balance_date;
+
+-- name: balance_rows_by_step1
+SELECT contact_id, email_type, event_year, event_month, event_day, priority,
+       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi;
+
+-- name: balance_off_day_rows
+SELECT contact_id, email_type, event_year, event_month, event_day, priority,
+       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND scheduled_send_date <> balance_date
+  AND scheduled_send_date >= :lo AND balance_date < :hi;
+
+-- name: balance_save
+UPDATE email_schedules SET
+    balance_date = :step1,
+    scheduled_send_date = :scheduled,
+    send_at_utc = CASE WHEN send_timezone IS NOT NULL
+                       THEN mailplan_utc(:scheduled, scheduled_send_time, send_timezone) END,
+    updated_at = :now
+WHERE contact_id = :contact_id AND email_type = :email_type AND event_year = :y
+  AND event_month = :m AND event_day = :d AND status = 'pre-scheduled';

@@ -360,3 +360,16 @@ def test_sent_campaign_is_not_planned_again() -> None:
     sent = HistoryEmail(7, "campaign_aep_3", "sent", D("2026-08-20"), D("2026-08-20"), 3)
     plan = _plan(ALL, inst, history=(sent,))
     assert _campaign_rows(plan) == []
+
+
+def test_one_row_per_identity() -> None:
+    # Spread targeted type: the row without trigger gets event date = its spread date
+    # 10-01 + (7 mod 10) = 10-08, the same identity as the row triggered on 10-08.
+    ctype = CampaignType("renewal", spread_evenly=True)
+    inst = CampaignInstance(
+        2, "renewal", spread_start_date=D("2026-10-01"), spread_end_date=D("2026-10-10")
+    )
+    plan = _plan(ctype, inst, triggers=((None, "pending"), ("2026-10-08", "pending")))
+    assert _campaign_rows(plan) == [
+        ("campaign_renewal_2", "2026-10-08", "2026-10-08", "pre-scheduled")
+    ]

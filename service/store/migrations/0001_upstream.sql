@@ -157,7 +157,6 @@ DROP INDEX IF EXISTS idx_email_schedules_unique_event;
 DROP INDEX IF EXISTS idx_email_schedules_unique;
 CREATE UNIQUE INDEX IF NOT EXISTS idx_email_schedules_identity
     ON email_schedules(contact_id, email_type, event_year, event_month, event_day);
-CREATE INDEX IF NOT EXISTS idx_schedules_status_date ON email_schedules(status, scheduled_send_date);
 
 CREATE INDEX IF NOT EXISTS idx_contact_campaigns_contact ON contact_campaigns(contact_id);
 CREATE INDEX IF NOT EXISTS idx_contact_campaigns_instance ON contact_campaigns(campaign_instance_id);

@@ -1,0 +1,1 @@
+"""Benchmarks of SPEC section 12 (``python -m bench``); not part of the test suite."""

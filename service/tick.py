@@ -1,0 +1,101 @@
+"""The calendar tick (SPEC 8.4): what the passage of a local day changes.
+
+Once per local date the daemon stores *today*, takes the day's capacity
+snapshot, recomputes exactly the contacts whose review date has come (5.11) and
+rebalances globally. Whether a tick is due is decided by the date stored with
+the last tick, not by counting midnights, so a daemon that slept, saw the clock
+jump or was down for days runs exactly one tick for the date it wakes up on.
+
+The due contacts are worked off in chunks, each its own transaction; the
+date is stored with the last one. A crash in between repeats the tick on the
+next start, and only the contacts still due are recomputed again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import structlog
+
+from service import engine
+from service.engine import PlanContext
+from service.store import RunStats, Store
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CHUNK = 2000
+
+
+@dataclass(slots=True)
+class TickReport:
+    """What one tick did."""
+
+    today: date
+    previous: date | None
+    contacts: int
+    stats: RunStats = field(default_factory=RunStats)
+    ms: float = 0.0
+    finished: bool = True
+    full_recompute_queued: bool = False
+
+
+def _never() -> bool:
+    return False
+
+
+async def tick_if_due(
+    store: Store,
+    ctx: PlanContext,
+    today: date,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    should_stop: Callable[[], bool] = _never,
+) -> TickReport | None:
+    """Run the tick for ``today`` unless it already ran; ``None`` if not due.
+
+    On a database that has never had a tick, nothing is known to be planned
+    yet: a ``recompute_all`` event is queued so every contact gets its plan.
+    """
+    previous = await store.last_tick()
+    if previous == today:
+        return None
+    if previous is not None and previous > today:
+        log.warning("clock_moved_back", last_tick=previous.isoformat(), today=today.isoformat())
+    started = time.perf_counter()
+    report = TickReport(today=today, previous=previous, contacts=0)
+    async with store.transaction():
+        run_id = await store.start_run("tick", today)
+        await engine.capacity_for(store, ctx, today, save=True)
+        due = await store.due_contacts(today)
+        if previous is None:
+            await store.enqueue_event("recompute_all")
+            report.full_recompute_queued = True
+    for start in range(0, len(due), chunk):
+        if should_stop():
+            # The date is not stored: the next start repeats the tick for the
+            # contacts that are still due.
+            report.finished = False
+            log.info("tick_interrupted", today=today.isoformat(), done=report.contacts)
+            return report
+        ids = due[start : start + chunk]
+        async with store.transaction():
+            report.stats.add(await engine.recompute_contacts(store, ctx, ids, today, run_id))
+        report.contacts += len(ids)
+    async with store.transaction():
+        report.stats.add(await engine.rebalance_all(store, ctx, today))
+        await store.set_last_tick(today)
+        report.ms = (time.perf_counter() - started) * 1000.0
+        report.stats.contacts_recomputed = report.contacts
+        await store.finish_run(run_id, report.stats, duration_ms=report.ms)
+    log.info(
+        "tick_done",
+        today=today.isoformat(),
+        previous=previous.isoformat() if previous else None,
+        contacts=report.contacts,
+        moved=report.stats.rows_moved,
+        ms=round(report.ms, 1),
+    )
+    return report

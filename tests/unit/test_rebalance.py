@@ -1,0 +1,315 @@
+"""Windowed and global rebalancing over a store (SPEC 6, invariant I2).
+
+An in-memory :class:`BalanceStore` stands in for SQLite. It follows the
+writer's contract: an inserted row, or a row whose desired date changed,
+starts with step-1 and scheduled date at its desired date; a row updated
+otherwise keeps its stored dates. ``touched`` is built as the engine builds
+it: new and old desired dates, and the old desired-to-scheduled span.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.planning.balance import BalanceItem, Capacity, balance
+from service.planning.model import RowKey
+from service.rebalance import RebalanceResult, StoredRow, Update, rebalance
+
+D = date.fromisoformat
+ED = "effective_date"
+BD = "birthday"
+TODAY = D("2027-01-10")
+DAY = timedelta(days=1)
+
+
+@dataclass
+class MemoryStore:
+    """Non-skipped plan rows in a dict; each method mirrors one SQL query."""
+
+    rows: dict[RowKey, StoredRow] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    saved: list[Update] = field(default_factory=list)
+
+    async def last_desired(self) -> date | None:
+        self.calls["last_desired"] += 1
+        return max((r.item.desired for r in self.rows.values()), default=None)
+
+    async def rows_by_desired(self, lo: date, hi: date) -> list[StoredRow]:
+        self.calls["rows_by_desired"] += 1
+        return [r for r in self.rows.values() if lo <= r.item.desired < hi]
+
+    async def ed_rows_by_desired(self, days: Sequence[date]) -> list[StoredRow]:
+        self.calls["ed_rows_by_desired"] += 1
+        wanted = set(days)
+        return [r for r in self.rows.values() if r.item.key[1] == ED and r.item.desired in wanted]
+
+    async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
+        self.calls["step1_counts"] += 1
+        return dict(Counter(r.step1 for r in self.rows.values() if r.step1 and lo <= r.step1 < hi))
+
+    async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
+        self.calls["rows_by_step1"] += 1
+        return [r for r in self.rows.values() if r.step1 and lo <= r.step1 < hi]
+
+    async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
+        self.calls["off_day_rows"] += 1
+        return [
+            r
+            for r in self.rows.values()
+            if r.step1 and r.step1 < hi and r.scheduled >= lo and r.scheduled != r.step1
+        ]
+
+    async def save(self, updates: Sequence[Update]) -> None:
+        self.calls["save"] += 1
+        for key, step1, sched in updates:
+            row = self.rows[key]
+            assert (row.step1, row.scheduled) != (step1, sched), "saved an unchanged row"
+            self.rows[key] = row._replace(step1=step1, scheduled=sched)
+        self.saved.extend(updates)
+
+    # --- the writer's side ---------------------------------------------
+
+    def load_balanced(self, items: list[BalanceItem], cap: Capacity, today: date) -> None:
+        result = balance(items, cap, today)
+        self.rows = {it.key: StoredRow(it, *result[it.key]) for it in items}
+
+    def insert(self, it: BalanceItem, touched: set[date]) -> None:
+        self.rows[it.key] = StoredRow(it, it.desired, it.desired)
+        touched.add(it.desired)
+
+    def delete(self, key: RowKey, touched: set[date]) -> None:
+        old = self.rows.pop(key)
+        _touch_old(old, touched)
+
+    def update(self, new: BalanceItem, touched: set[date]) -> None:
+        old = self.rows[new.key]
+        _touch_old(old, touched)
+        touched.add(new.desired)
+        if new.desired != old.item.desired:
+            self.rows[new.key] = StoredRow(new, new.desired, new.desired)
+        else:
+            self.rows[new.key] = old._replace(item=new)
+
+    def state(self) -> dict[RowKey, tuple[date | None, date]]:
+        return {k: (r.step1, r.scheduled) for k, r in self.rows.items()}
+
+    def items(self) -> list[BalanceItem]:
+        return [r.item for r in self.rows.values()]
+
+
+def _touch_old(old: StoredRow, touched: set[date]) -> None:
+    lo, hi = sorted((old.item.desired, old.scheduled))
+    while lo <= hi:
+        touched.add(lo)
+        lo += DAY
+
+
+def row(
+    cid: int, desired: str, priority: int = 10, etype: str = BD, allowed_to: str | None = None
+) -> BalanceItem:
+    d = D(desired)
+    return BalanceItem((cid, etype, d), priority, d, None, D(allowed_to) if allowed_to else None)
+
+
+# --- constructed cases -----------------------------------------------------
+
+ROOMY = Capacity(cap=10, threshold=12, ed_limit=3, window=5)
+
+
+def sixty_days() -> list[BalanceItem]:
+    # Two birthday rows a day for 60 days: never crowded under ROOMY.
+    start = TODAY
+    return [
+        row(100 * n + k, (start + n * DAY).isoformat()) for n in range(60) for k in range(2)
+    ]
+
+
+async def test_one_change_sweeps_only_its_window() -> None:
+    store = MemoryStore()
+    store.load_balanced(sixty_days(), ROOMY, TODAY)
+    touched: set[date] = set()
+    store.insert(row(9999, "2027-02-09"), touched)  # day 30 of 60
+    result = await rebalance(store, ROOMY, TODAY, touched)
+    # Window [02-07, 02-11] (W // 2 = 2 either side); the carry is empty
+    # before and after, so the sweep stops right there: 5 days, not 60.
+    assert result.days_swept == 5
+    assert result.windows == 1
+    assert result.rows_changed == 0  # the new row stays on its desired date
+    assert store.state() == MemoryStore.state(_fresh(store, ROOMY))
+    # No day was crowded: no full read of rows by step-1 date.
+    assert store.calls["rows_by_step1"] == 0
+
+
+async def test_far_apart_changes_are_separate_windows() -> None:
+    store = MemoryStore()
+    store.load_balanced(sixty_days(), ROOMY, TODAY)
+    touched: set[date] = set()
+    store.insert(row(9998, "2027-01-20"), touched)
+    store.delete((5000, BD, D("2027-03-01")), touched)
+    result = await rebalance(store, ROOMY, TODAY, touched)
+    assert result.windows == 2
+    assert result.days_swept == 10
+
+
+async def test_crowded_change_runs_until_the_carry_matches() -> None:
+    # C = 2, T = 2, W = 1. Three rows on 01-12: the third is carried to
+    # 01-13, which already has two rows, so it pushes the worst of those to
+    # 01-14, and so on: the stored state is a chain of carries.
+    cap = Capacity(cap=2, threshold=2, ed_limit=9, window=1)
+    items = [row(1, "2027-01-12", 10), row(2, "2027-01-12", 20), row(3, "2027-01-12", 30)]
+    items += [row(10 + n, (D("2027-01-13") + n * DAY).isoformat(), 20) for n in range(8)]
+    items += [row(30 + n, (D("2027-01-13") + n * DAY).isoformat(), 40) for n in range(8)]
+    store = MemoryStore()
+    store.load_balanced(items, cap, TODAY)
+    # 01-12: 1, 2 stay; 3 carried. 01-13: 3 (p30), 10 (p20), 30 (p40): keep
+    # 10 and 3, carry 30; and so on: each day's p40 row slips one day.
+    assert store.rows[(30, BD, D("2027-01-13"))].scheduled == D("2027-01-14")
+    assert store.rows[(37, BD, D("2027-01-20"))].scheduled == D("2027-01-21")
+    touched: set[date] = set()
+    store.delete((3, BD, D("2027-01-12")), touched)
+    result = await rebalance(store, cap, TODAY, touched)
+    # Without row 3 nothing is carried any more: the window runs from 01-12
+    # over the whole chain (9 days) and every p40 row returns to its day.
+    assert store.rows[(30, BD, D("2027-01-13"))].scheduled == D("2027-01-13")
+    assert result.rows_changed == 8
+    assert result.days_swept == 10
+    assert store.state() == MemoryStore.state(_fresh(store, cap))
+
+
+async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
+    # L = 3: three ED rows on 01-20 stay; a fourth makes the date crowded and
+    # all four move by their hash (SPEC 6 step 1), also the untouched three.
+    items = [row(101 + n, "2027-01-20", 20, ED) for n in range(3)]
+    store = MemoryStore()
+    store.load_balanced(items, ROOMY, TODAY)
+    assert {r.step1 for r in store.rows.values()} == {D("2027-01-20")}
+    touched: set[date] = set()
+    store.insert(row(104, "2027-01-20", 20, ED), touched)
+    await rebalance(store, ROOMY, TODAY, touched)
+    # b2sum shifts (see test_balance): 101 -1, 102 +1, 103 -2, 104 -2.
+    assert {k[0]: r.step1 for k, r in store.rows.items()} == {
+        101: D("2027-01-19"),
+        102: D("2027-01-21"),
+        103: D("2027-01-18"),
+        104: D("2027-01-18"),
+    }
+
+
+async def test_global_rebalance_from_any_stored_state() -> None:
+    store = MemoryStore()
+    items = sixty_days() + [row(7, "2027-01-01", 10)]  # a row before today
+    for it in items:
+        store.rows[it.key] = StoredRow(it, None, it.desired - 3 * DAY)
+    result = await rebalance(store, ROOMY, TODAY, None, chunk_days=7)
+    assert store.state() == MemoryStore.state(_fresh(store, ROOMY))
+    assert result.rows_changed == len(items)
+    assert result.windows == 1
+
+
+async def test_nothing_touched_does_nothing() -> None:
+    store = MemoryStore()
+    store.load_balanced(sixty_days(), ROOMY, TODAY)
+    assert await rebalance(store, ROOMY, TODAY, set()) == RebalanceResult()
+    assert not store.calls
+    assert await rebalance(MemoryStore(), ROOMY, TODAY, None) == RebalanceResult()
+
+
+def _fresh(store: MemoryStore, cap: Capacity) -> MemoryStore:
+    fresh = MemoryStore()
+    fresh.load_balanced(store.items(), cap, TODAY)
+    return fresh
+
+
+# --- invariant I2 ----------------------------------------------------------
+
+TYPES = (ED, ED, ED, BD, "post_window")
+
+
+@st.composite
+def new_item(draw: st.DrawFn, cid: int) -> BalanceItem:
+    etype = draw(st.sampled_from(TYPES))
+    desired = TODAY + draw(st.integers(-2, 24)) * DAY
+    event = desired + draw(st.integers(0, 2)) * DAY
+    a_to = None
+    if draw(st.booleans()):
+        a_to = max(TODAY, desired) + draw(st.integers(0, 3)) * DAY
+    prio = draw(st.sampled_from((10, 20, 30)))
+    return BalanceItem((cid, etype, event), prio, desired, None, a_to)
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[Capacity, list[BalanceItem]]:
+    cap = Capacity(
+        cap=draw(st.integers(1, 4)),
+        threshold=0,
+        ed_limit=draw(st.integers(0, 3)),
+        window=draw(st.integers(1, 6)),
+    )
+    cap = Capacity(cap.cap, cap.cap + draw(st.integers(-1, 2)), cap.ed_limit, cap.window)
+    n = draw(st.integers(0, 45))
+    seen: dict[RowKey, BalanceItem] = {}
+    for cid in range(1, n + 1):
+        it = draw(new_item(cid % 15 + 1))
+        seen.setdefault(it.key, it)
+    return cap, list(seen.values())
+
+
+def _change(data: st.DataObject, store: MemoryStore) -> set[date]:
+    """One batch of writes, each row changed at most once; returns touched."""
+    touched: set[date] = set()
+    keys = sorted(store.rows)
+    chosen = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=6)) if keys else []
+    for key in chosen:
+        op = data.draw(st.sampled_from(("delete", "move", "priority", "interval")))
+        old = store.rows[key].item
+        if op == "delete":
+            store.delete(key, touched)
+        elif op == "move":
+            desired = TODAY + data.draw(st.integers(-2, 24)) * DAY
+            store.update(old._replace(desired=desired, allowed_to=None), touched)
+        elif op == "priority":
+            store.update(old._replace(priority=data.draw(st.sampled_from((5, 25, 60)))), touched)
+        else:
+            a_to = max(TODAY, old.desired) + data.draw(st.integers(0, 2)) * DAY
+            store.update(old._replace(allowed_to=a_to), touched)
+    for _ in range(data.draw(st.integers(0, 4))):
+        it = data.draw(new_item(data.draw(st.integers(100, 130))))
+        if it.key not in store.rows:
+            store.insert(it, touched)
+    return touched
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario(), st.data(), st.sampled_from((1, 2, 3, 32)))
+async def test_windowed_equals_global(
+    case: tuple[Capacity, list[BalanceItem]], data: st.DataObject, chunk_days: int
+) -> None:
+    cap, items = case
+    store = MemoryStore()
+    store.load_balanced(items, cap, TODAY)
+    for _ in range(data.draw(st.integers(1, 3))):
+        touched = _change(data, store)
+        await rebalance(store, cap, TODAY, touched, chunk_days=chunk_days)
+        expected = balance(store.items(), cap, TODAY)
+        assert store.state() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenario(), st.data())
+async def test_global_equals_balance(
+    case: tuple[Capacity, list[BalanceItem]], data: st.DataObject
+) -> None:
+    cap, items = case
+    store = MemoryStore()
+    for it in items:
+        junk = TODAY + data.draw(st.integers(-3, 30)) * DAY
+        store.rows[it.key] = StoredRow(it, data.draw(st.none() | st.just(junk)), junk)
+    chunk = data.draw(st.integers(1, 40))
+    await rebalance(store, cap, TODAY, None, chunk_days=chunk)
+    assert store.state() == balance(items, cap, TODAY)
