@@ -103,8 +103,12 @@ def connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
-def pending(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM scheduler_events").fetchone()[0])
+def pending(conn: sqlite3.Connection, upto: int | None = None) -> int:
+    """Events not consumed yet (only those with id <= ``upto`` when given)."""
+    row = conn.execute(
+        "SELECT count(*) FROM scheduler_events WHERE ? IS NULL OR id <= ?", (upto, upto)
+    ).fetchone()
+    return int(row[0])
 
 
 def last_tick(conn: sqlite3.Connection) -> str | None:
@@ -253,17 +257,22 @@ def _idle(b: Bench, n: int, proc: subprocess.Popen[bytes]) -> None:
 def _burst(b: Bench, n: int, db: Path, conn: sqlite3.Connection,
            proc: subprocess.Popen[bytes]) -> None:  # fmt: skip
     count = min(100_000, n)
-    writer = Writer(db, n)
-    writer.start()
-    time.sleep(0.2)
+    started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("UPDATE contacts SET updated_at = 'bench burst' WHERE id <= ?", (count,))
+    last = int(conn.execute("SELECT max(id) FROM scheduler_events").fetchone()[0])
     conn.execute("COMMIT")
-    done = wait_until(lambda: pending(conn) == 0 or proc.poll() is not None, 600, 0.01)
+    committed = time.perf_counter() - started
+    # The writer starts after the burst's own commit: what counts is how long
+    # upstream waits while mailplan works the burst off.
+    writer = Writer(db, n)
+    writer.start()
+    done = wait_until(lambda: pending(conn, last) == 0 or proc.poll() is not None, 600, 0.01)
     writer.stop.set()
     writer.join()
     worst = max(writer.waits) * 1000 if writer.waits else None
-    b.add(f"{count} contact updates -> all plans committed", n, done, "s", "<= 15 s", 15.0)
+    b.add(f"{count} contact updates -> all plans committed", n, done, "s", "<= 15 s", 15.0,
+          f"upstream commit itself {committed:.2f} s")  # fmt: skip
     b.add("longest upstream write wait during the burst", n, worst, "ms", "<= 250 ms", 250.0,
           f"{len(writer.waits)} writes")  # fmt: skip
 
@@ -289,11 +298,12 @@ def tick_measure(b: Bench, n: int, db: Path, log: Path) -> None:
     conn = connect(db)
     try:
         row = conn.execute(
-            "SELECT trigger, duration_ms FROM scheduler_runs ORDER BY id DESC LIMIT 1"
+            "SELECT trigger, duration_ms FROM scheduler_runs WHERE trigger LIKE '%tick%' "
+            "ORDER BY id DESC LIMIT 1"
         ).fetchone()
     finally:
         conn.close()
-    note = f"process {secs:.1f} s incl. start-up; last run {row[0]!r}" if row else ""
+    note = f"process {secs:.1f} s incl. start-up" if row else "no tick run recorded"
     value = row[1] / 1000 if row and row[1] is not None and rc == 0 else None
     b.add("daily tick (run --once on the next day)", n, value, "s", "<= 10 s", 10.0, note)
 

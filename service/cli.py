@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import structlog
+import structlog.tracebacks
 
 from service import engine, generate, plot, report
 from service.config import (
@@ -31,7 +32,7 @@ from service.config import (
     load_settings,
     parse_assignment,
 )
-from service.errors import ConfigError, MailplanError, UsageError
+from service.errors import MailplanError, UsageError
 from service.planning.balance import capacity
 from service.planning.campaigns import campaign_config_errors
 from service.planning.contacts import resolve_contact
@@ -43,7 +44,8 @@ log = structlog.get_logger(__name__)
 PROG = "mailplan"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-NEEDS_EXISTING_DB = frozenset({"recompute", "run", "export", "status", "explain", "plot"})
+# `run` is not here: the daemon reports a missing database and retries (SPEC 13).
+NEEDS_EXISTING_DB = frozenset({"recompute", "export", "status", "explain", "plot"})
 
 
 def _iso_date(text: str) -> date:
@@ -174,7 +176,7 @@ def configure_logging(fmt: str, level: str, stream: Any) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.dict_tracebacks if fmt == "json" else structlog.dev.set_exc_info,
+            _exceptions(fmt),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -185,11 +187,22 @@ def configure_logging(fmt: str, level: str, stream: Any) -> None:
     )
 
 
-def current_date(settings: Settings) -> date:
-    """*today* in the organisation's zone: the command line's only clock read."""
-    from service.clock import Clock
+def _exceptions(fmt: str) -> Any:
+    if fmt != "json":
+        return structlog.dev.set_exc_info
+    # No local variables in tracebacks: they would copy contact data into the journal.
+    transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    return structlog.processors.ExceptionRenderer(transformer)
 
-    return Clock(settings.tz).today()
+
+def wall_clock() -> datetime:
+    """The current instant: the command line's only clock read (the daemon has its own)."""
+    return datetime.now(UTC)
+
+
+def current_date(settings: Settings) -> date:
+    """*today*: the current date in the organisation's time zone (SPEC 2)."""
+    return wall_clock().astimezone(settings.tz).date()
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
@@ -236,10 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "today", None) is None and args.command != "run":
             args.today = current_date(settings)
         return anyio.run(HANDLERS[args.command], args, settings, db)
-    except ConfigError as exc:
-        return _fail(exc, "fix the configuration and run the command again")
     except MailplanError as exc:
-        return _fail(exc, None)
+        # Every MailplanError message already says what was wrong and what to do.
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return exc.exit_code
     except sqlite3.Error as exc:
         log.error("database_error", error=str(exc), exc_info=True)
         sys.stderr.write(
@@ -263,14 +276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "with the log lines above\n"
         )
         return 1
-
-
-def _fail(exc: MailplanError, hint: str | None) -> int:
-    message = str(exc)
-    if hint and "fix" not in message and "use " not in message:
-        message = f"{message} ({hint})"
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    return exc.exit_code
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -337,15 +342,20 @@ async def _recompute_some(
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings, db: Path) -> int:
-    from service import daemon
+    from service.daemon import run_daemon
 
-    return await daemon.main(
+    def reload_settings() -> Settings:
+        # SIGHUP: the same sources as at start, read again (the environment is
+        # the process's own and does not change).
+        return settings_from(args, os.environ)
+
+    return await run_daemon(
         settings,
         db,
         inbox=settings.inbox,
         today=args.today,
         once=args.once,
-        config_path=args.config,
+        reload_settings=reload_settings,
     )
 
 
@@ -385,7 +395,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings, db: Path) -> 
                 summary.oldest_created_at.isoformat() if summary.oldest_created_at else None
             ),
             oldest_event_age_seconds=(
-                (datetime.now(UTC) - summary.oldest_created_at).total_seconds()
+                (wall_clock() - summary.oldest_created_at).total_seconds()
                 if summary.oldest_created_at
                 else None
             ),

@@ -180,9 +180,9 @@ async def recompute_contacts(
     store: Store, ctx: PlanContext, ids: Iterable[int], today: date, run_id: int | str
 ) -> RunStats:
     """Recompute the given contacts, write their plans, rebalance the touched
-    windows. Runs inside the caller's transaction (which also consumes the
-    events and records the run). Ids of contacts that no longer exist lose
-    their plan rows."""
+    windows (SPEC 8.3). Runs inside the caller's transaction, which also
+    consumes the events and records the run. Ids of contacts that no longer
+    exist lose their plan rows."""
     if not store.in_transaction:
         raise RuntimeError("recompute_contacts must run inside store.transaction()")
     id_list = sorted(set(ids))
@@ -194,18 +194,53 @@ async def recompute_contacts(
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
     if touched:
-        cap = await capacity_for(store, ctx, today, save=True)
-        result = await rebalance(store, cap, today, touched)
-        stats.windows_rebalanced += result.windows
-        stats.rows_moved += result.moved
+        stats.add(await _rebalance(store, ctx, today, touched))
     return stats
+
+
+async def recompute_range(
+    store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, run_id: int | str
+) -> tuple[RunStats, int]:
+    """Recompute the next ``limit`` contacts with id > ``after`` (None: from the
+    first) and rebalance the touched windows, inside the caller's transaction;
+    returns the stats and the last id the chunk covers (``MAX_ID`` for the last
+    chunk). The chunk's scope is an id range, so plan rows of contacts deleted
+    inside it are removed too: a fan-out of these chunks is a full recompute
+    (SPEC 8.3)."""
+    if not store.in_transaction:
+        raise RuntimeError("recompute_range must run inside store.transaction()")
+    campaigns = ctx.campaigns or await store.load_campaigns()
+    loaded = await store.load_chunk(after, limit, since=ctx.history_since(today))
+    plans = _plan_all(ctx, campaigns, loaded.contacts, today)
+    stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
+    if touched:
+        stats.add(await _rebalance(store, ctx, today, touched))
+    return stats, loaded.scope.hi
 
 
 async def rebalance_all(store: Store, ctx: PlanContext, today: date) -> RunStats:
     """Global rebalance (the tick's, SPEC 8.4), inside the caller's transaction."""
+    return await _rebalance(store, ctx, today, None)
+
+
+BALANCE_BASIS = "balance_basis"
+"""State key: the day and capacity of the balance stored in the plan rows."""
+
+
+async def _rebalance(
+    store: Store, ctx: PlanContext, today: date, touched: set[date] | None
+) -> RunStats:
+    # A windowed rebalance is exact only on top of a global balance for the
+    # same day and capacity (service.rebalance); anything else goes global.
     cap = await capacity_for(store, ctx, today, save=True)
-    result = await rebalance(store, cap, today, None)
-    return RunStats(windows_rebalanced=result.windows, rows_moved=result.moved)
+    basis = f"{today.isoformat()}/{cap.cap}/{cap.threshold}/{cap.ed_limit}/{cap.window}"
+    if touched is not None and await store.get_state(BALANCE_BASIS) != basis:
+        touched = None
+    result = await rebalance(store, cap, today, touched)
+    if touched is None:
+        await store.set_state(BALANCE_BASIS, basis)
+        await store.clear_balance_gaps()
+    return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
 
 
 # -- full recompute (the reference) ------------------------------------------------
@@ -231,6 +266,8 @@ async def full_recompute(
         covered = await store.max_event_id()
         run_id = await store.start_run(trigger, today)
         await capacity_for(store, ctx, today, save=True)
+        # Until the closing global rebalance the stored balance is stale.
+        await store.delete_state(BALANCE_BASIS)
         campaigns = ctx.campaigns or await store.load_campaigns()
     stats = RunStats()
     try:

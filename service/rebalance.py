@@ -233,11 +233,11 @@ class _Global:
         """Sweep the days before ``until`` (all remaining days if ``None``)."""
         sweeper, placer = self.sweeper, self.placer
         while True:
+            day = self.day
             if not sweeper:
                 if not self.arrivals:
                     return
-                self.day = max(self.day, min(self.arrivals))
-            day = self.day
+                day = max(day, min(self.arrivals))
             if until is not None and day >= until:
                 return
             rows = self.arrivals.pop(day, [])
@@ -265,7 +265,9 @@ class _Chunk:
     hi: date
     counts: Counter[date]
     off: list[StoredRow]
-    unsettled: dict[date, list[StoredRow]]
+    unsettled: dict[date, dict[RowKey, StoredRow]]
+    # Size of the stored carry into each day of [lo, hi].
+    carry_sizes: dict[date, int]
     # Every row by arrival day from ``full_from`` on, read at the first
     # crowded day of the chunk.
     full: dict[date, list[StoredRow]] = field(default_factory=dict)
@@ -375,14 +377,35 @@ class _Windowed:
         for step1, n in (await self.store.step1_counts(q_lo, hi)).items():
             counts[self._arrival(step1)] += n
         off = await self.store.off_day_rows(lo, hi)
-        unsettled: dict[date, list[StoredRow]] = {}
-        for row in off:
+        # Rows not stored on their arrival day: carried ones, and (read only
+        # when the chunk starts today) rows whose step-1 date has passed.
+        unsettled: dict[date, dict[RowKey, StoredRow]] = {}
+        overdue = await self.store.rows_by_step1(date.min, lo) if lo == self.today else []
+        for row in itertools.chain(off, overdue):
             if row.step1 is None or row.item.key in self.resmoothed:
                 continue
             arrival = self._arrival(row.step1)
             if lo <= arrival < hi and row.scheduled != arrival:
-                unsettled.setdefault(arrival, []).append(row)
-        return _Chunk(lo, hi, counts, off, unsettled)
+                unsettled.setdefault(arrival, {})[row.item.key] = row
+        return _Chunk(lo, hi, counts, off, unsettled, self._carry_sizes(off, lo, hi))
+
+    def _carry_sizes(self, off: list[StoredRow], lo: date, hi: date) -> dict[date, int]:
+        # A row is in the carry into day e when arrival < e <= scheduled.
+        delta: Counter[date] = Counter()
+        for row in off:
+            if row.step1 is not None:
+                first = max(self._arrival(row.step1) + ONE_DAY, lo)
+                last = min(row.scheduled, hi)
+                if first <= last:
+                    delta[first] += 1
+                    delta[last + ONE_DAY] -= 1
+        sizes: dict[date, int] = {}
+        size, day = 0, lo
+        while day <= hi:
+            size += delta[day]
+            sizes[day] = size
+            day += ONE_DAY
+        return sizes
 
     async def _arrivals(self, day: date, chunk: _Chunk) -> list[Pending]:
         """Every row of the new sweep whose step-1 date is ``day``."""
@@ -410,18 +433,20 @@ class _Windowed:
             for key in new_here:
                 row, step1 = self.resmoothed[key]
                 placer.place(row, step1, day)
-            for row in chunk.unsettled.get(day, ()):
+            for row in chunk.unsettled.get(day, {}).values():
                 if row.step1 is not None:
                     placer.place(row, row.step1, day)
         placer.days += 1
 
     def _converged(self, boundary: date, chunk: _Chunk, sweeper: Sweeper) -> bool:
         """Whether the new carry into ``boundary`` equals the stored one."""
+        if chunk.carry_sizes[boundary] != len(sweeper):
+            return False
+        if not sweeper:
+            return True
         old = [
             pending(row.item, row.step1, 0)[:REF]
             for row in chunk.off
             if row.step1 is not None and self._arrival(row.step1) < boundary <= row.scheduled
         ]
-        if len(old) != len(sweeper):
-            return False
-        return not old or set(old) == {p[:REF] for p in sweeper.carried()}
+        return set(old) == {p[:REF] for p in sweeper.carried()}

@@ -320,6 +320,9 @@ class StoreBase:
     async def set_state(self, key: str, value: str) -> None:
         await self.execute("set_state", (key, value))
 
+    async def delete_state(self, key: str) -> None:
+        await self.execute("delete_state", (key,))
+
     async def last_tick(self) -> date | None:
         """The *today* of the last calendar tick (SPEC 8.4)."""
         value = await self.get_state("last_tick")

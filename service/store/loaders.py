@@ -120,6 +120,7 @@ class Loaded:
         default_factory=set
     )
     states: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
+    gaps: list[tuple[int, str | None, str | None]] = field(default_factory=list)
 
 
 class LoaderMixin(StoreBase):
@@ -219,6 +220,7 @@ class LoaderMixin(StoreBase):
         clicks = await self.fetchall(f"clicks@{variant}", cut)
         events = await self.fetchall(f"contact_events@{variant}", cut)
         states = await self.fetchall(f"plan_state@{variant}", params)
+        gaps = await self.fetchall(f"balance_gaps@{variant}", params)
 
         history: dict[int, list[HistoryEmail]] = defaultdict(list)
         history_keys: set[tuple[int, str, int | None, int | None, int | None]] = set()
@@ -266,6 +268,7 @@ class LoaderMixin(StoreBase):
             stored=stored,
             history_keys=history_keys,
             states={r[0]: (r[1], r[2]) for r in states},
+            gaps=[(r[0], text(r[1]), text(r[2])) for r in gaps],
         )
 
 

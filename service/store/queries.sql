@@ -97,6 +97,15 @@ DELETE FROM contact_plan_state WHERE contact_id = ?;
 DELETE FROM contact_plan_state
 WHERE contact_id NOT IN (SELECT id FROM contacts);
 
+-- name: balance_gaps
+SELECT id, lo, hi FROM scheduler_balance_gaps WHERE {scope};
+
+-- name: delete_balance_gaps
+DELETE FROM scheduler_balance_gaps WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: clear_balance_gaps
+DELETE FROM scheduler_balance_gaps;
+
 -- name: due_contacts
 SELECT contact_id FROM contact_plan_state
 WHERE review_date IS NOT NULL AND review_date <= :today ORDER BY contact_id;
@@ -207,6 +216,9 @@ SELECT value FROM scheduler_state WHERE key = ?;
 -- name: set_state
 INSERT INTO scheduler_state (key, value, updated_at) VALUES (?, ?, datetime('now'))
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;
+
+-- name: delete_state
+DELETE FROM scheduler_state WHERE key = ?;
 
 -- name: start_run
 INSERT INTO scheduler_runs (started_at, trigger, today)

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from service.planning.model import PRE_SCHEDULED, SKIPPED, ContactPlan, PlanRow
-from service.store.base import iso, utc_now_text
+from service.store.base import ids_param, iso, utc_now_text
 from service.store.loaders import Loaded, LoaderMixin, StoredPlanRow
 from service.store.types import WriteResult, WriteStats
 
@@ -91,14 +91,18 @@ def _same(stored: tuple[object, ...], new: tuple[object, ...], today: str) -> bo
 
 def _touch_old(touched: set[date], stored: StoredPlanRow) -> None:
     """The dates a stored non-skipped row occupied in the previous balance."""
-    if stored.status != PRE_SCHEDULED or not stored.desired:
-        return
+    if stored.status == PRE_SCHEDULED:
+        touch_span(touched, stored.desired, stored.scheduled)
+
+
+def touch_span(touched: set[date], desired: str | None, scheduled: str | None) -> None:
+    """Every day from a row's desired date to its scheduled date (either order)."""
     try:
-        desired = date.fromisoformat(stored.desired[:10])
-        scheduled = date.fromisoformat(stored.scheduled[:10]) if stored.scheduled else desired
+        first = date.fromisoformat((desired or scheduled or "")[:10])
+        second = date.fromisoformat(scheduled[:10]) if scheduled else first
     except ValueError:
         return
-    lo, hi = min(desired, scheduled), max(desired, scheduled)
+    lo, hi = min(first, second), max(first, second)
     hi = min(hi, lo + timedelta(days=_MAX_TOUCH_SPAN))
     day = lo
     while day <= hi:
@@ -182,7 +186,7 @@ def diff_plan(
             diff.inserts.append(differ.params(row, content))
             if row.status == PRE_SCHEDULED:
                 touched.add(row.desired_date)
-        elif _same(before.content, content, today):
+        elif before.balanced and _same(before.content, content, today):
             diff.unchanged += 1
         else:
             params = differ.params(row, content)
@@ -230,6 +234,10 @@ class WriterMixin(LoaderMixin):
             if inserted != len(diff.inserts):
                 log.warning("plan_identity_taken_by_history", skipped=len(diff.inserts) - inserted)
         await self._write_states(loaded, plans)
+        if loaded.gaps:
+            for _, lo, hi in loaded.gaps:
+                touch_span(diff.touched, lo, hi)
+            await self.execute("delete_balance_gaps", {"ids": ids_param(g[0] for g in loaded.gaps)})
         stats = WriteStats(
             inserted=inserted,
             updated=len(diff.updates),
@@ -252,6 +260,10 @@ class WriterMixin(LoaderMixin):
             await self.executemany("delete_plan_state", gone)
         if upserts:
             await self.executemany("upsert_plan_state", upserts)
+
+    async def clear_balance_gaps(self) -> None:
+        """Forget recorded balance gaps: a global rebalance covers them all."""
+        await self.execute("clear_balance_gaps")
 
     async def set_review_dates(self, items: Iterable[tuple[int, date | None]]) -> None:
         """Store review dates (SPEC 5.11) without touching plan rows."""

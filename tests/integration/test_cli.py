@@ -161,16 +161,28 @@ def test_init_db_is_idempotent(tmp_path: Path) -> None:
 # --- the csv contract ---------------------------------------------------------------------
 
 
+def raw_stdout(*args: str | Path) -> bytes:
+    """stdout as bytes: text mode would turn the csv module's \\r\\n into \\n."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPLAN_")}
+    env["MAILPLAN_CONFIG"] = os.devnull
+    result = subprocess.run(
+        [sys.executable, "-m", "service", *map(str, args)],
+        capture_output=True, env=env, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout
+
+
 def test_export_equals_dry_run_byte_for_byte(cli_planned_db: Path) -> None:
-    exported = mailplan("export", "--db", cli_planned_db, "--format", "csv")
-    dry = mailplan(
+    exported = raw_stdout("export", "--db", cli_planned_db, "--format", "csv")
+    dry = raw_stdout(
         "recompute", "--db", cli_planned_db, "--all", "--dry-run", "--format", "csv",
         "--today", TODAY,
     )  # fmt: skip
-    assert exported.returncode == 0 and dry.returncode == 0, exported.stderr + dry.stderr
-    assert exported.stdout.encode() == dry.stdout.encode()
-    assert exported.stdout.startswith(CSV_HEADER + "\r\n")  # csv module default line end
-    rows = list(csv.reader(io.StringIO(exported.stdout)))[1:]
+    assert exported == dry
+    assert exported.startswith(CSV_HEADER.encode() + b"\r\n")  # csv module default line end
+    text = exported.decode()
+    rows = list(csv.reader(io.StringIO(text)))[1:]
     assert len(rows) > 1000
     keys = [(int(r[0]), r[1], r[2]) for r in rows]
     assert keys == sorted(keys)

@@ -115,14 +115,15 @@ async def test_changed_content_is_updated_with_the_new_run_id(store: Store, db_p
     [r] = _rows(db_path)
     assert (r["email_template"], r["scheduler_run_id"], r["created_at"]) == ("new", "run-2", "2020-01-01 00:00:00")
     assert (r["scheduled_send_date"], r["balance_date"]) == ("2026-05-20", "2026-05-19")
-    # A priority change keeps the dates but touches the desired date for rebalancing.
+    # A priority change keeps the dates but touches, for the windowed rebalance,
+    # the desired date and every day from the old desired to the old scheduled date.
     result = await _write(store, [1], [_plan(1, _row(template="new", priority=5))], "run-3")
-    assert result.touched == {date(2026, 5, 18)}
+    assert result.touched == {date(2026, 5, 18), date(2026, 5, 19), date(2026, 5, 20)}
     assert _rows(db_path)[0]["scheduled_send_date"] == "2026-05-20"
     # A new desired date (catch-up) restarts balancing at it; old and new are touched.
     moved = _row(template="new", priority=5, desired=date(2026, 5, 25), catchup_note="late")
     result = await _write(store, [1], [_plan(1, moved)], "run-4")
-    assert result.touched == {date(2026, 5, 18), date(2026, 5, 25)}
+    assert result.touched == {date(2026, 5, d) for d in (18, 19, 20, 25)}
     [r] = _rows(db_path)
     assert (r["desired_date"], r["balance_date"], r["scheduled_send_date"], r["id"]) == (
         "2026-05-25", "2026-05-25", "2026-05-25", 1,
@@ -134,8 +135,9 @@ async def test_skipped_rows_are_scheduled_on_their_desired_date(store: Store, db
     await _write(store, [1], [_plan(1, _row())], "run-1")
     _exec(db_path, "UPDATE email_schedules SET scheduled_send_date = '2026-05-20'")
     result = await _write(store, [1], [_plan(1, _row(status="skipped"))], "run-2")
-    # Leaving the balanced set touches the old date; skipped rows are not balanced.
-    assert result.touched == {date(2026, 5, 18)}
+    # Leaving the balanced set touches the old dates (desired 05-18 to scheduled
+    # 05-20); skipped rows are not balanced.
+    assert result.touched == {date(2026, 5, 18), date(2026, 5, 19), date(2026, 5, 20)}
     [r] = _rows(db_path)
     assert (r["status"], r["scheduled_send_date"], r["skip_reason"]) == (
         "skipped", "2026-05-18", "Year-round exclusion for NY",

@@ -48,6 +48,18 @@ CREATE TABLE IF NOT EXISTS scheduler_runs (
     error TEXT
 );
 
+-- Dates left by non-skipped plan rows that stopped being plan rows without
+-- mailplan's writer seeing them go: claimed by the sender, deleted with their
+-- contact (a foreign-key cascade). The writer adds them to the dates the
+-- windowed rebalance covers (SPEC 6) and deletes them.
+CREATE TABLE IF NOT EXISTS scheduler_balance_gaps (
+    id INTEGER PRIMARY KEY,
+    contact_id INTEGER,
+    lo TEXT,
+    hi TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_balance_gaps_contact ON scheduler_balance_gaps(contact_id);
+
 -- Load balancing reads the non-skipped plan rows by desired date, by step-1
 -- date, and the few rows sent on another day than their step-1 date (the
 -- carried ones) (SPEC 6). Partial indexes keep them small: history and

@@ -182,6 +182,40 @@ BEGIN
         SELECT 'history', OLD.contact_id WHERE OLD.contact_id IS NOT NEW.contact_id;
 END;
 
+-- Balancing bookkeeping, not events: a non-skipped plan row that leaves the
+-- plan set through someone else (claimed by the sender, deleted by a cascade
+-- or an upstream without foreign keys), or a history row put back into it,
+-- leaves the dates it occupied in the balance. mailplan never moves a row
+-- between the plan set and history, and deletes only rows of contacts that
+-- exist (or are already gone), so its own writes add nothing here but the
+-- rare orphan it removes itself.
+DROP TRIGGER IF EXISTS mailplan_plan_row_gone;
+CREATE TRIGGER mailplan_plan_row_gone AFTER DELETE ON email_schedules
+WHEN OLD.status = 'pre-scheduled'
+    AND NOT EXISTS (SELECT 1 FROM contacts WHERE id = OLD.contact_id)
+BEGIN
+    INSERT INTO scheduler_balance_gaps (contact_id, lo, hi)
+    VALUES (OLD.contact_id, COALESCE(OLD.desired_date, OLD.scheduled_send_date),
+            OLD.scheduled_send_date);
+END;
+
+DROP TRIGGER IF EXISTS mailplan_plan_row_crossing;
+CREATE TRIGGER mailplan_plan_row_crossing AFTER UPDATE OF status ON email_schedules
+WHEN (OLD.status = 'pre-scheduled'
+      AND COALESCE(NEW.status, '') NOT IN ('pre-scheduled', 'skipped'))
+    OR (NEW.status = 'pre-scheduled'
+        AND COALESCE(OLD.status, '') NOT IN ('pre-scheduled', 'skipped'))
+BEGIN
+    INSERT INTO scheduler_balance_gaps (contact_id, lo, hi)
+    SELECT OLD.contact_id, COALESCE(OLD.desired_date, OLD.scheduled_send_date),
+           OLD.scheduled_send_date
+    WHERE OLD.status = 'pre-scheduled';
+    INSERT INTO scheduler_balance_gaps (contact_id, lo, hi)
+    SELECT NEW.contact_id, COALESCE(NEW.desired_date, NEW.scheduled_send_date),
+           NEW.scheduled_send_date
+    WHERE NEW.status = 'pre-scheduled';
+END;
+
 -- The original kept updated_at fresh with an unconditional AFTER UPDATE
 -- trigger that updated the row a second time on every change. This one only
 -- fills it in when the writer did not set it itself (mailplan always does),

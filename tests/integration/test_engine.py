@@ -1,0 +1,258 @@
+"""The engine end to end on real SQLite files: full recompute, incremental
+recompute, dry run, verification (SPEC 6, 7, 11: I1, I2, I6)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service import engine
+from service.engine import PlanContext
+from service.generate import generate
+from service.planning.params import BalanceParams
+from service.planning.rules import builtin_rules
+from service.store import Store, init_db
+
+TODAY = date(2026, 11, 29)
+# A small cap so that the cap sweep and smoothing really move rows.
+CTX = PlanContext(
+    rules=builtin_rules(),
+    balance=BalanceParams(daily_cap=4, ed_daily_soft_limit=1),
+    chunk_size=37,
+)
+
+
+def _upstream(path: Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    con = sqlite3.connect(path, timeout=10)
+    con.execute("PRAGMA foreign_keys = ON")
+    con.execute(sql, params)
+    con.commit()
+    con.close()
+
+
+def _count(path: Path, sql: str) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def book(db_path: Path) -> Path:
+    """A generated book of 150 contacts with history, clicks and campaigns."""
+    generate(db_path, 150, seed=7, today=TODAY)
+    return db_path
+
+
+async def _assert_export_is_dry_run(store: Store, today: date, ctx: PlanContext = CTX) -> None:
+    assert await store.export_rows() == await engine.dry_run_plan(store, ctx, today)
+
+
+async def test_full_recompute_then_again_writes_nothing(store: Store, book: Path) -> None:
+    first = await engine.full_recompute(store, CTX, TODAY)
+    assert first.contacts_recomputed == 150 and first.inserted > 150
+    assert first.rows_moved > 0  # the cap of 4 a day moves rows
+    stamps = _count(book, "SELECT count(*) FROM email_schedules WHERE scheduler_run_id = '1'")
+    second = await engine.full_recompute(store, CTX, TODAY)
+    # I6: nothing inserted, updated, deleted or moved; rows keep run 1.
+    assert (second.inserted, second.updated, second.deleted, second.rows_moved) == (0, 0, 0, 0)
+    assert second.unchanged == first.inserted
+    assert _count(book, "SELECT count(*) FROM email_schedules WHERE scheduler_run_id = '1'") == stamps
+    await _assert_export_is_dry_run(store, TODAY)
+
+
+async def test_full_recompute_consumes_earlier_events_and_records_the_run(
+    store: Store, book: Path
+) -> None:
+    # init-db ensuring 'aep', and the recompute_all that generate queued
+    assert await store.pending_event_count() == 2
+    stats = await engine.full_recompute(store, CTX, TODAY, trigger="cli")
+    assert stats.events_consumed == 2 and await store.pending_event_count() == 0
+    [run] = await store.last_runs(1)
+    assert (run.trigger, run.today, run.error) == ("cli", TODAY.isoformat(), None)
+    assert run.stats == stats
+    # N was snapshotted for the day: 150 generated contacts, some without e-mail.
+    assert await store.capacity_snapshot(TODAY) == await store.contact_count_with_email()
+
+
+async def test_dry_run_writes_nothing(store: Store, book: Path) -> None:
+    before = _count(book, "SELECT total_changes()")  # fresh connection: 0
+    rows = await engine.dry_run_plan(store, CTX, TODAY)
+    assert rows and before == 0
+    assert _count(book, "SELECT count(*) FROM email_schedules WHERE status = 'pre-scheduled'") == 0
+    assert await store.capacity_snapshot(TODAY) is None
+    # Sorted by (contact_id, email_type, event_date) as SPEC 10 prints them.
+    assert rows == sorted(rows, key=lambda r: (r.contact_id, r.email_type, r.event_date))
+
+
+async def test_rows_are_never_scheduled_before_today(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    rows = await store.export_rows()
+    assert all(r.scheduled_date >= TODAY for r in rows if r.status == "pre-scheduled")
+    # Skipped rows are not balanced: their scheduled date is their desired date.
+    assert all(r.scheduled_date == r.desired_date for r in rows if r.status == "skipped")
+
+
+async def test_incremental_changes_equal_a_full_recompute(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20', state = 'TX' WHERE id = 3")
+    _upstream(book, "UPDATE contacts SET state = 'NY' WHERE id = 4")
+    _upstream(book, "DELETE FROM contacts WHERE id = 5")
+    _upstream(book, "UPDATE contacts SET email = '' WHERE id = 6")
+    _upstream(
+        book,
+        "INSERT INTO contacts (id, email, birth_date, effective_date, state, zip_code) "
+        "VALUES (1000, 'new@example.com', '1951-12-24', '2020-01-09', 'CA', '90210')",
+    )
+    async with store.transaction():
+        events = await store.fetch_events(100)
+        ids = {int(e.contact_id) for e in events if isinstance(e.contact_id, int)}
+        stats = await engine.recompute_contacts(store, CTX, ids, TODAY, run_id=99)
+        await store.delete_events(e.id for e in events)
+    assert ids == {3, 4, 5, 6, 1000}
+    assert stats.contacts_recomputed == 5 and stats.inserted + stats.updated + stats.deleted > 0
+    await _assert_export_is_dry_run(store, TODAY)
+    assert _count(book, "SELECT count(*) FROM email_schedules WHERE contact_id = 5") == 0
+
+
+async def test_recompute_requires_a_transaction(store: Store, book: Path) -> None:
+    with pytest.raises(RuntimeError, match="transaction"):
+        await engine.recompute_contacts(store, CTX, [1], TODAY, run_id=1)
+
+
+async def test_recompute_of_an_unchanged_contact_writes_nothing(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    async with store.transaction():
+        stats = await engine.recompute_contacts(store, CTX, range(1, 151), TODAY, run_id=5)
+    assert (stats.inserted, stats.updated, stats.deleted, stats.rows_moved) == (0, 0, 0, 0)
+
+
+async def test_chunked_range_recompute_equals_full(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    _upstream(book, "UPDATE contacts SET state = 'CA' WHERE id BETWEEN 20 AND 60")
+    after: int | None = None
+    while True:
+        async with store.transaction():
+            _, after = await engine.recompute_range(store, CTX, after, 25, TODAY, run_id=7)
+        if after == 2**63 - 1:
+            break
+    await _assert_export_is_dry_run(store, TODAY)
+
+
+async def test_days_advance_with_review_dates_and_the_tick(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    for offset in range(1, 9):
+        day = TODAY + timedelta(days=offset)
+        async with store.transaction():
+            due = await store.due_contacts(day)
+            await engine.recompute_contacts(store, CTX, due, day, run_id=offset)
+            await engine.rebalance_all(store, CTX, day)
+        await _assert_export_is_dry_run(store, day)
+
+
+async def test_verify_reports_and_repairs_drift(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    clean = await engine.verify(store, CTX, TODAY, repair=False)
+    assert clean.drift == 0
+    con = sqlite3.connect(book)
+    con.execute(
+        "UPDATE email_schedules SET scheduled_send_date = '2030-01-01' WHERE id = "
+        "(SELECT min(id) FROM email_schedules WHERE status = 'pre-scheduled')"
+    )
+    con.execute(
+        "DELETE FROM email_schedules WHERE id = "
+        "(SELECT max(id) FROM email_schedules WHERE status = 'skipped')"
+    )
+    con.execute(
+        "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
+        "event_year, event_month, event_day, desired_date) "
+        "VALUES (1, 'birthday', '2031-01-01', 'pre-scheduled', 2031, 1, 15, '2031-01-01')"
+    )
+    con.commit()
+    con.close()
+    report = await engine.verify(store, CTX, TODAY, repair=False)
+    assert (report.changed, report.missing, report.extra) == (1, 1, 1)
+    assert not report.repaired and len(report.samples) == 3
+    repaired = await engine.verify(store, CTX, TODAY, repair=True)
+    assert repaired.repaired and repaired.repair_stats is not None
+    assert (await engine.verify(store, CTX, TODAY, repair=False)).drift == 0
+
+
+async def test_send_instant_in_contact_time_zone(store: Store, book: Path) -> None:
+    ctx = PlanContext(rules=builtin_rules(), send_in_contact_timezone=True)
+    await engine.full_recompute(store, ctx, TODAY)
+    con = sqlite3.connect(book)
+    rows = con.execute(
+        "SELECT send_timezone, scheduled_send_date, send_at_utc FROM email_schedules "
+        "WHERE status = 'pre-scheduled' AND send_timezone = 'America/New_York' LIMIT 1"
+    ).fetchall()
+    con.close()
+    [(zone, day, instant)] = rows
+    # 08:30 in New York on a date in winter (EST, UTC-5) is 13:30 UTC.
+    if date.fromisoformat(day).month in (12, 1, 2):
+        assert instant == f"{day}T13:30:00Z"
+    assert instant.endswith(":30:00Z")
+
+
+# -- I1 as a property: random upstream changes, incremental vs full --------------
+
+changes = st.lists(
+    st.tuples(
+        st.sampled_from(["birth", "state", "delete", "click", "email", "ed"]),
+        st.integers(1, 40),
+        st.integers(0, 400),
+    ),
+    min_size=1,
+    max_size=8,
+)
+STATES = ["CA", "NY", "TX", "NV", "MO", "OR", "", "ZZ"]
+
+
+def _apply(path: Path, kind: str, cid: int, n: int) -> None:
+    day = (TODAY - timedelta(days=365 * 70) + timedelta(days=n)).isoformat()
+    statements = {
+        "birth": ("UPDATE contacts SET birth_date = ? WHERE id = ?", (day, cid)),
+        "ed": (
+            "UPDATE contacts SET effective_date = ? WHERE id = ?",
+            ((TODAY - timedelta(days=300 + n)).isoformat(), cid),
+        ),
+        "state": ("UPDATE contacts SET state = ? WHERE id = ?", (STATES[n % len(STATES)], cid)),
+        "delete": ("DELETE FROM contacts WHERE id = ?", (cid,)),
+        "click": (
+            "INSERT INTO tracking_clicks (contact_id, clicked_at) VALUES (?, ?)",
+            (cid, (TODAY - timedelta(days=n % 20)).isoformat()),
+        ),
+        "email": ("UPDATE contacts SET email = ? WHERE id = ?", ("" if n % 2 else "a@b.co", cid)),
+    }
+    _upstream(path, *statements[kind])
+
+
+async def _incremental_equals_full(path: Path, steps: list[tuple[str, int, int]]) -> None:
+    await init_db(path)
+    generate(path, 40, seed=3, today=TODAY)
+    ctx = PlanContext(rules=builtin_rules(), balance=BalanceParams(daily_cap=2), chunk_size=16)
+    async with Store.open(path) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        for kind, cid, n in steps:
+            _apply(path, kind, cid, n)
+            async with store.transaction():
+                events = await store.fetch_events(1000)
+                ids = {e.contact_id for e in events if isinstance(e.contact_id, int)}
+                await engine.recompute_contacts(store, ctx, ids, TODAY, run_id=2)
+                await store.delete_events(e.id for e in events)
+        assert await store.export_rows() == await engine.dry_run_plan(store, ctx, TODAY)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=changes)
+def test_incremental_equals_full_for_random_changes(steps: list[tuple[str, int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(_incremental_equals_full(Path(folder) / "db.sqlite3", steps))
