@@ -53,6 +53,8 @@ WATCH_STEP_MS = 2
 WATCH_DEBOUNCE_MS = 50
 """Longest a stream of changes is grouped before the worker is woken."""
 STATUS_EVERY_S = 1.0
+ONCE_ATTEMPTS = 3
+"""With ``--once``, a batch that fails this often ends the run with exit code 1."""
 
 T = TypeVar("T")
 
@@ -131,6 +133,7 @@ class Daemon:
         self._last_status = 0.0
         self._quarantined: set[int] = set()
         self._store: Store | None = None
+        self.exit_code = 0
         self._processor: Processor | None = None
         self._inbox: Inbox | None = None
 
@@ -194,8 +197,8 @@ class Daemon:
                     self._store = None
             outer.cancel_scope.cancel()
         self.notifier.close()
-        log.info("daemon_stopped")
-        return 0
+        log.info("daemon_stopped", exit_code=self.exit_code)
+        return self.exit_code
 
     async def _serve(self, store: Store, task_status: TaskStatus[Daemon] | None) -> None:
         self._store = store
@@ -339,6 +342,11 @@ class Daemon:
         assert processor is not None
         failures = 0
         while not self._leave.is_set():
+            if self.options.once and failures >= ONCE_ATTEMPTS:
+                # A one-shot run reports the failure instead of retrying forever.
+                log.error("once_gave_up", attempts=failures)
+                self.exit_code = 1
+                return
             if self.clock.today() != self._ticked_for:
                 await self._try_tick()
             self._busy_since = time.monotonic()

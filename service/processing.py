@@ -30,7 +30,6 @@ import structlog
 from handlers import EVERYONE, MalformedEvent, affected_by
 from service import engine
 from service.engine import PlanContext
-from service.rebalance import rebalance
 from service.store import Event, RunStats, Store
 from service.store.loaders import MAX_ID
 
@@ -119,19 +118,18 @@ class Processor:
         """Event ids set aside (left pending) because processing them kept failing."""
         self.attempted: list[int] = []
         """Event ids of the batch being attempted (to set a failing one aside)."""
-        self._batch_turn = False
+        self._chunk_turn = False
 
     async def step(self, today: date) -> StepReport | None:
         """Do one unit of work in one transaction; ``None`` when there is nothing to do."""
         started = time.perf_counter()
         async with self.store.transaction():
             fan = await self._fanout()
-            if fan is not None and not self._batch_turn:
-                # Alternate chunks with ordinary batches so that changes made
-                # while a large fan-out runs are not held up behind it.
-                self._batch_turn = True
+            # Alternate chunks with ordinary batches so that changes made
+            # while a large fan-out runs are not held up behind it.
+            self._chunk_turn = fan is not None and not self._chunk_turn
+            if fan is not None and self._chunk_turn:
                 return await self._fanout_chunk(fan, today, started)
-            self._batch_turn = False
             limit = 1 if self.isolate else self.limits.max_events
             events = await self.store.fetch_events(
                 limit + len(self.skip), after_id=0 if fan is None else fan.upto
@@ -142,6 +140,7 @@ class Processor:
             if batch.fanout is not None:
                 await self.store.set_state(FANOUT_KEY, batch.fanout.dumps())
                 log.info("fanout_started", upto=batch.fanout.upto, everyone=batch.fanout.everyone)
+                self._chunk_turn = True
                 return await self._fanout_chunk(batch.fanout, today, started)
             if batch.events:
                 return await self._batch(batch, today, started)
@@ -231,7 +230,7 @@ class Processor:
     async def _everyone_chunk(
         self, after: int | None, today: date, run_id: int
     ) -> tuple[RunStats, int | None]:
-        stats, hi = await recompute_range(
+        stats, hi = await engine.recompute_range(
             self.store, self.ctx, after, self.limits.chunk_contacts, today, run_id
         )
         return stats, None if hi == MAX_ID else hi
@@ -257,27 +256,6 @@ class Processor:
         if len(todo) <= len(chunk):
             return stats, None
         return stats, chunk[-1]
-
-
-async def recompute_range(
-    store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, run_id: int
-) -> tuple[RunStats, int]:
-    """Recompute the next ``limit`` contacts with id > ``after`` and rebalance the
-    touched windows, inside the caller's transaction; (stats, last id covered).
-
-    The chunk's scope is an id range, so plan rows of contacts deleted inside
-    it are removed too; the last chunk's range ends at the largest id.
-    """
-    campaigns = ctx.campaigns or await store.load_campaigns()
-    loaded = await store.load_chunk(after, limit, since=ctx.history_since(today))
-    plans = engine._plan_all(ctx, campaigns, loaded.contacts, today)
-    stats, touched = await engine._write(store, ctx, loaded, plans, str(run_id), today)
-    if touched:
-        cap = await engine.capacity_for(store, ctx, today, save=True)
-        result = await rebalance(store, cap, today, touched)
-        stats.windows_rebalanced += result.windows
-        stats.rows_moved += result.moved
-    return stats, loaded.scope.hi
 
 
 def _ms(started: float) -> float:

@@ -160,8 +160,8 @@ def _plan_email(
 
     - The desired date is raised to ``active_start_date``; after
       ``active_end_date`` nothing is planned.
-    - Event date: the trigger date for targeted emails (the computed date when
-      a spread targeted row has no trigger), else the computed date after the
+    - Event date: the trigger date for targeted emails (a targeting row
+      without a trigger date plans nothing), else the computed date after the
       raise (stable, SPEC 14).
     - Live while desired ≤ today + horizon, today ≤ ``active_end_date`` and,
       for targeted emails, today ≤ trigger date. A targeted email whose date
@@ -169,10 +169,13 @@ def _plan_email(
     - Allowed interval bounded by ``active_end_date`` and, for targeted
       emails, the trigger date.
     """
+    if targeted and trigger is None:
+        # The event date of a targeted email is its trigger date (5.10): a
+        # targeting row without one has no occurrence to plan.
+        ctx.notes.append(f"campaign instance {inst.id}: targeting row without a trigger date")
+        return
     desired = desired_date(inst, ctype, trigger, ctx.rc.id, targeted)
     if desired is None:
-        if targeted:
-            ctx.notes.append(f"campaign instance {inst.id}: targeting row without a trigger date")
         return
     start, end = inst.active_start_date, inst.active_end_date
     if start is not None and desired < start:

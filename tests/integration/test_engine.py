@@ -206,7 +206,7 @@ async def test_send_instant_in_contact_time_zone(store: Store, book: Path) -> No
 
 changes = st.lists(
     st.tuples(
-        st.sampled_from(["birth", "state", "delete", "click", "email", "ed"]),
+        st.sampled_from(["birth", "state", "delete", "click", "email", "ed", "claim", "send"]),
         st.integers(1, 40),
         st.integers(0, 400),
     ),
@@ -231,6 +231,18 @@ def _apply(path: Path, kind: str, cid: int, n: int) -> None:
             (cid, (TODAY - timedelta(days=n % 20)).isoformat()),
         ),
         "email": ("UPDATE contacts SET email = ? WHERE id = ?", ("" if n % 2 else "a@b.co", cid)),
+        # The sender claims one of the contact's planned rows, or all of today's.
+        "claim": (
+            "UPDATE email_schedules SET status = 'scheduled' WHERE status = 'pre-scheduled' "
+            "AND (id = (SELECT min(id) FROM email_schedules WHERE contact_id = ? "
+            "AND status = 'pre-scheduled') OR (? % 3 = 0 AND scheduled_send_date = ?))",
+            (cid, n, TODAY.isoformat()),
+        ),
+        "send": (
+            "UPDATE email_schedules SET status = 'sent', actual_send_datetime = ? "
+            "WHERE status = 'scheduled' AND (contact_id = ? OR ? % 2 = 0)",
+            (f"{TODAY.isoformat()} 08:31:00", cid, n),
+        ),
     }
     _upstream(path, *statements[kind])
 

@@ -113,7 +113,7 @@ async def test_fanout_resumes_after_a_crash(
     chunk = await processor.step(TODAY)
     assert chunk is not None and chunk.kind == "fanout" and chunk.contacts == 3
 
-    real = engine.recompute_contacts
+    real = engine.recompute_range
 
     class Crash(Exception):
         pass
@@ -121,13 +121,11 @@ async def test_fanout_resumes_after_a_crash(
     async def crashing(*args: object, **kwargs: object) -> object:
         raise Crash
 
-    import service.processing as processing
-
-    monkeypatch.setattr(processing, "recompute_range", crashing)
+    monkeypatch.setattr(engine, "recompute_range", crashing)
     with pytest.raises(Crash):
         await processor.step(TODAY)
     monkeypatch.undo()
-    assert engine.recompute_contacts is real
+    assert engine.recompute_range is real
     # Rolled back: still after contact 3, event still pending.
     state = FanOut.loads(str(await seeded.get_state(FANOUT_KEY)))
     assert state is not None and state.after == 3

@@ -363,8 +363,8 @@ def test_sent_campaign_is_not_planned_again() -> None:
 
 
 def test_one_row_per_identity() -> None:
-    # Spread targeted type: the row without trigger gets event date = its spread date
-    # 10-01 + (7 mod 10) = 10-08, the same identity as the row triggered on 10-08.
+    # Spread targeted type: the row without trigger plans nothing; the row triggered on
+    # 10-08 is sent on its spread date 10-01 + (7 mod 10) = 10-08: exactly one row.
     ctype = CampaignType("renewal", spread_evenly=True)
     inst = CampaignInstance(
         2, "renewal", spread_start_date=D("2026-10-01"), spread_end_date=D("2026-10-10")

@@ -9,11 +9,13 @@ it: new and old desired dates, and the old desired-to-scheduled span.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -125,9 +127,7 @@ ROOMY = Capacity(cap=10, threshold=12, ed_limit=3, window=5)
 def sixty_days() -> list[BalanceItem]:
     # Two birthday rows a day for 60 days: never crowded under ROOMY.
     start = TODAY
-    return [
-        row(100 * n + k, (start + n * DAY).isoformat()) for n in range(60) for k in range(2)
-    ]
+    return [row(100 * n + k, (start + n * DAY).isoformat()) for n in range(60) for k in range(2)]
 
 
 async def test_one_change_sweeps_only_its_window() -> None:
@@ -182,6 +182,34 @@ async def test_crowded_change_runs_until_the_carry_matches() -> None:
     assert store.state() == MemoryStore.state(_fresh(store, cap))
 
 
+async def test_deleting_a_carried_row_touches_its_old_span() -> None:
+    # C = 1, T = 1, W = 1 (no smoothing).
+    # 01-11: A p10, X p20 -> keep A, carry X.
+    # 01-12: X, B p10      -> keep B, carry X.
+    # 01-13: X, C p30      -> keep X, carry C.
+    # 01-14: C             -> stays.
+    cap = Capacity(cap=1, threshold=1, ed_limit=9, window=1)
+    a, x = row(1, "2027-01-11", 10), row(2, "2027-01-11", 20)
+    b, c = row(3, "2027-01-12", 10), row(4, "2027-01-13", 30)
+    store = MemoryStore()
+    store.load_balanced([a, x, b, c], cap, TODAY)
+    assert store.rows[x.key].scheduled == D("2027-01-13")
+    assert store.rows[c.key].scheduled == D("2027-01-14")
+    # Deleting X frees 01-13 for C. Knowing only X's desired date, the window
+    # would be 01-11 alone: the carry into 01-12 is empty before and after,
+    # yet C's day changed two days later - which is why `touched` also holds
+    # the old desired-to-scheduled span.
+    touched: set[date] = set()
+    store.delete(x.key, touched)
+    assert touched == {D("2027-01-11"), D("2027-01-12"), D("2027-01-13")}
+    partial = MemoryStore(dict(store.rows))
+    await rebalance(partial, cap, TODAY, {D("2027-01-11")})
+    assert partial.rows[c.key].scheduled == D("2027-01-14")  # stale
+    await rebalance(store, cap, TODAY, touched)
+    assert store.rows[c.key].scheduled == D("2027-01-13")
+    assert store.state() == MemoryStore.state(_fresh(store, cap))
+
+
 async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
     # L = 3: three ED rows on 01-20 stay; a fourth makes the date crowded and
     # all four move by their hash (SPEC 6 step 1), also the untouched three.
@@ -203,7 +231,7 @@ async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
 
 async def test_global_rebalance_from_any_stored_state() -> None:
     store = MemoryStore()
-    items = sixty_days() + [row(7, "2027-01-01", 10)]  # a row before today
+    items = [*sixty_days(), row(7, "2027-01-01", 10)]  # a row before today
     for it in items:
         store.rows[it.key] = StoredRow(it, None, it.desired - 3 * DAY)
     result = await rebalance(store, ROOMY, TODAY, None, chunk_days=7)
@@ -313,3 +341,66 @@ async def test_global_equals_balance(
     chunk = data.draw(st.integers(1, 40))
     await rebalance(store, cap, TODAY, None, chunk_days=chunk)
     assert store.state() == balance(items, cap, TODAY)
+
+
+def _random_item(rnd: random.Random, cid: int) -> BalanceItem:
+    desired = TODAY + rnd.randint(-2, 40) * DAY
+    a_to = max(TODAY, desired) + rnd.randint(0, 3) * DAY if rnd.random() < 0.4 else None
+    a_from = None
+    if desired >= TODAY and rnd.random() < 0.3:
+        a_from = max(TODAY, desired - rnd.randint(0, 3) * DAY)
+    event = desired + rnd.randint(0, 2) * DAY
+    return BalanceItem(
+        (cid, rnd.choice(TYPES), event), rnd.choice((10, 20, 30, 40)), desired, a_from, a_to
+    )
+
+
+def _random_change(rnd: random.Random, store: MemoryStore) -> set[date]:
+    touched: set[date] = set()
+    keys = sorted(store.rows)
+    for key in rnd.sample(keys, min(len(keys), rnd.randint(0, 5))):
+        old = store.rows[key]
+        op = rnd.choice(("delete", "move", "priority", "interval"))
+        if op == "delete":
+            store.delete(key, touched)
+        elif op == "move":
+            moved = TODAY + rnd.randint(-2, 40) * DAY
+            store.update(
+                old.item._replace(desired=moved, allowed_from=None, allowed_to=None), touched
+            )
+        elif op == "priority":
+            store.update(old.item._replace(priority=rnd.choice((5, 25, 60))), touched)
+            if rnd.random() < 0.5:
+                # The writer may also start the row's balancing over.
+                d = old.item.desired
+                store.rows[key] = store.rows[key]._replace(step1=d, scheduled=d)
+        else:
+            a_to = max(TODAY, old.item.desired) + rnd.randint(0, 2) * DAY
+            store.update(old.item._replace(allowed_to=a_to), touched)
+    for _ in range(rnd.randint(0, 5)):
+        it = _random_item(rnd, rnd.randint(200, 260))
+        if it.key not in store.rows:
+            store.insert(it, touched)
+    return touched
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_windowed_equals_global_on_larger_books(seed: int) -> None:
+    # Up to 400 rows over six weeks, several rounds of changes: long carries,
+    # many windows, smoothing crossing L both ways.
+    rnd = random.Random(seed)
+    c = rnd.randint(1, 12)
+    cap = Capacity(
+        c, int(c * rnd.choice((0.7, 1.0, 1.2, 1.5))), rnd.randint(0, 4), rnd.randint(1, 7)
+    )
+    items = {
+        it.key: it
+        for it in (_random_item(rnd, rnd.randint(1, 150)) for _ in range(rnd.randint(0, 400)))
+    }
+    store = MemoryStore()
+    store.load_balanced(list(items.values()), cap, TODAY)
+    chunk = rnd.choice((1, 2, 3, 5, 32))
+    for _ in range(4):
+        touched = _random_change(rnd, store)
+        await rebalance(store, cap, TODAY, touched, chunk_days=chunk)
+        assert store.state() == balance(store.items(), cap, TODAY)

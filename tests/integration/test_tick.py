@@ -1,0 +1,169 @@
+"""The calendar tick (SPEC 8.4): due contacts only, once per local date."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from service import engine
+from service.engine import PlanContext
+from service.store import Store
+from service.tick import tick_if_due
+from tests.integration.daemon_helpers import (
+    SEED_SQL,
+    TODAY,
+    assert_plan_is_full_recompute,
+    local_noon,
+    query,
+    running_daemon,
+    settings,
+    utc,
+    wait_until,
+)
+
+CFG = settings()
+CTX = PlanContext.from_settings(CFG)
+
+
+def write(db_path: Path, script: str) -> None:
+    con = sqlite3.connect(db_path, timeout=10)
+    try:
+        con.executescript(script)
+        con.commit()
+    finally:
+        con.close()
+
+
+def tick_dates(db_path: Path) -> list[str]:
+    rows = query(db_path, "SELECT today FROM scheduler_runs WHERE trigger = 'tick' ORDER BY id")
+    return [str(r[0]) for r in rows]
+
+
+@pytest.fixture
+async def planned(db_path: Path, store: Store) -> Store:
+    write(db_path, SEED_SQL)
+    await engine.full_recompute(store, CTX, TODAY)
+    async with store.transaction():
+        await store.set_last_tick(TODAY)
+    return store
+
+
+async def test_tick_recomputes_exactly_the_due_contacts(planned: Store, db_path: Path) -> None:
+    # Review dates set by hand: 1 and 2 come due on the 2nd, 3 on the 5th,
+    # everybody else later; 6 never (NULL).
+    write(db_path, """
+        UPDATE contact_plan_state SET review_date = '2026-12-31';
+        UPDATE contact_plan_state SET review_date = '2026-03-02' WHERE contact_id IN (1, 2);
+        UPDATE contact_plan_state SET review_date = '2026-03-05' WHERE contact_id = 3;
+        UPDATE contact_plan_state SET review_date = NULL WHERE contact_id = 6;
+    """)
+    report = await tick_if_due(planned, CTX, date(2026, 3, 2))
+    assert report is not None and report.finished
+    assert report.contacts == 2  # contacts 1 and 2
+    assert report.previous == TODAY
+    assert await planned.last_tick() == date(2026, 3, 2)
+    # The day's capacity snapshot is taken (8 contacts with a non-empty e-mail).
+    assert await planned.capacity_snapshot(date(2026, 3, 2)) == 8
+    # Not due twice on the same date.
+    assert await tick_if_due(planned, CTX, date(2026, 3, 2)) is None
+
+
+async def test_catching_up_after_days_of_downtime_is_one_tick(
+    planned: Store, db_path: Path
+) -> None:
+    write(db_path, """
+        UPDATE contact_plan_state SET review_date = '2026-12-31';
+        UPDATE contact_plan_state SET review_date = '2026-03-02' WHERE contact_id = 1;
+        UPDATE contact_plan_state SET review_date = '2026-03-04' WHERE contact_id = 2;
+        UPDATE contact_plan_state SET review_date = '2026-03-09' WHERE contact_id = 3;
+    """)
+    # Down from the 1st to the 6th: contacts due on the 2nd and 4th are both caught up.
+    report = await tick_if_due(planned, CTX, date(2026, 3, 6))
+    assert report is not None
+    assert (report.previous, report.contacts) == (TODAY, 2)
+    assert tick_dates(db_path) == ["2026-03-06"]
+
+
+async def test_an_interrupted_tick_is_repeated_for_what_is_left(
+    planned: Store, db_path: Path
+) -> None:
+    write(db_path, """
+        UPDATE contact_plan_state SET review_date = '2026-12-31';
+        UPDATE contact_plan_state SET review_date = '2026-03-02' WHERE contact_id IN (1, 2, 4);
+    """)
+    calls = iter([False, True])  # one chunk, then "SIGTERM"
+    report = await tick_if_due(planned, CTX, date(2026, 3, 2), chunk=1,
+                               should_stop=lambda: next(calls))  # fmt: skip
+    assert report is not None and not report.finished and report.contacts == 1
+    assert await planned.last_tick() == TODAY  # the date was not stored
+    again = await tick_if_due(planned, CTX, date(2026, 3, 2))
+    assert again is not None and again.finished and again.contacts == 2
+
+
+async def test_first_tick_on_a_new_database_plans_everyone(store: Store, db_path: Path) -> None:
+    write(db_path, SEED_SQL + "DELETE FROM scheduler_events;")
+    report = await tick_if_due(store, CTX, TODAY)
+    assert report is not None and report.full_recompute_queued
+    assert query(db_path, "SELECT kind FROM scheduler_events") == [("recompute_all",)]
+
+
+# Start 2026-03-07 20:00 CST (02:00 UTC on the 8th), one step per hour. Local
+# midnights, worked out by hand: 2026-03-08 00:00 CST = 06:00 UTC (step 4);
+# that day has 23 hours (02:00 CST jumps to 03:00 CDT), so 2026-03-09 00:00 CDT
+# = 05:00 UTC on the 9th (step 27); 2026-03-10 00:00 CDT = 05:00 UTC (step 51).
+SPRING = (utc(2026, 3, 8, 2), [0, 4, 27, 51],
+          ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"])
+# Start 2026-10-31 20:00 CDT (01:00 UTC on 11-01). 2026-11-01 00:00 CDT = 05:00
+# UTC (step 4); that day has 25 hours (the 01:00 hour repeats), so 2026-11-02
+# 00:00 CST = 06:00 UTC on the 2nd (step 29); 2026-11-03 00:00 CST = 06:00 UTC (53).
+AUTUMN = (utc(2026, 11, 1, 1), [0, 4, 29, 53],
+          ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03"])
+
+
+@pytest.mark.parametrize(("start", "steps", "dates"), [SPRING, AUTUMN], ids=["spring", "autumn"])
+async def test_one_tick_per_local_date_across_dst(
+    db_path: Path, start: datetime, steps: list[int], dates: list[str]
+) -> None:
+    write(db_path, SEED_SQL)
+    async with running_daemon(db_path, CFG, start=start) as run:
+        await run.settle()
+        seen: list[int] = []
+        count = len(tick_dates(db_path))
+        if count:
+            seen.append(0)
+        for step in range(1, 60):
+            run.clock.advance(timedelta(hours=1))
+            await run.settle()
+            now = len(tick_dates(db_path))
+            if now != count:
+                seen.extend([step] * (now - count))
+                count = now
+        assert seen == steps
+        assert tick_dates(db_path) == dates
+        today = run.clock.today()
+    await assert_plan_is_full_recompute(db_path, CFG, today)
+
+
+async def test_midnight_wakes_the_daemon_by_itself(db_path: Path) -> None:
+    write(db_path, SEED_SQL)
+    start = datetime(2026, 3, 1, 23, 59, 0, tzinfo=CFG.tz)
+    async with running_daemon(db_path, CFG, start=start) as run:
+        await run.settle()
+        assert tick_dates(db_path) == ["2026-03-01"]
+        run.clock.advance(timedelta(minutes=2))
+        # No settle(): the clock task itself must notice the new date.
+        await wait_until(lambda: tick_dates(db_path) == ["2026-03-01", "2026-03-02"])
+
+
+async def test_a_jump_over_several_days_is_one_tick_in_the_daemon(db_path: Path) -> None:
+    write(db_path, SEED_SQL)
+    async with running_daemon(db_path, CFG, start=local_noon(TODAY)) as run:
+        await run.settle()
+        run.clock.set(local_noon(date(2026, 3, 6)))  # suspended for five days
+        await run.settle()
+        await run.settle()
+    assert tick_dates(db_path) == ["2026-03-01", "2026-03-06"]
+    await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 6))
