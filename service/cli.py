@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return exc.exit_code
     except sqlite3.Error as exc:
-        log.error("database_error", error=str(exc), exc_info=True)
+        log.error("database_error", error=str(exc))
         sys.stderr.write(
             f"{PROG}: error: database {getattr(args, 'db', None) or ''}: {exc}; check that the "
             "path names a mailplan database that is readable and writable, then retry\n"

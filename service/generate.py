@@ -75,7 +75,7 @@ BAD_EMAIL_FORMS = ("{n}.{i}", "{n}.{i}@", "{n} {i}@example.com", "{n}.{i}@@examp
 CONTACT_COLUMNS = (
     "id", "first_name", "last_name", "email", "current_carrier", "plan_type",
     "effective_date", "birth_date", "tobacco_user", "gender", "state", "zip_code",
-    "agent_id", "phone_number", "status", "failed_underwriting", "created_at", "updated_at",
+    "agent_id", "phone_number", "failed_underwriting", "created_at", "updated_at",
 )
 # fmt: on
 INSERT_CONTACT = (
@@ -309,7 +309,7 @@ class _Columns:
         rep = itertools.repeat
         return list(zip(
             range(start, stop), firsts, lasts, emails, carriers, plans, effective, births,
-            tobacco, gender, states, codes, agents, phones, rep("active"), failed, rep(stamp),
+            tobacco, gender, states, codes, agents, phones, failed, rep(stamp),
             rep(stamp), strict=False,
         ))  # fmt: skip
 
@@ -339,7 +339,7 @@ def _apply_showcase(
         elif len(str(row[6])) != 10:
             row[6] = "2019-05-01"
         row[3] = case.email if case.email is not None else f"showcase.{cid}@example.com"
-        row[15] = int(case.failed_underwriting)
+        row[14] = int(case.failed_underwriting)
         rows[k] = tuple(row)
 
 
@@ -551,11 +551,13 @@ def _set_journal(conn: sqlite3.Connection, mode: str) -> bool:
 
 
 def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> GenerateSummary:
-    rng = random.Random(seed)
+    # One thread on purpose: SQLite releases the GIL for every row it steps, and a
+    # drawing thread would then make each of the million re-acquisitions wait.
     stamp = f"{today.isoformat()} 00:00:00"
     next_schedule = (
         1 + conn.execute("SELECT coalesce(max(id), 0) FROM email_schedules").fetchone()[0]
     )
+    rng = random.Random(seed)
     columns = _Columns(rng, today)
     history_rng = random.Random(rng.getrandbits(64))
     cases = showcase(today)
@@ -567,7 +569,9 @@ def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> Ge
         conn.executemany(INSERT_CONTACT, rows)
         history.extend(_history_rows(history_rng, today, rows, next_schedule + len(history)))
     conn.executemany(INSERT_HISTORY, history)
-    clicks, answers = _engagement(history_rng, history)
+    # Engagement and campaigns draw from their own generator, seeded from the seed.
+    rng = random.Random(seed * 1_000_003 + 7)
+    clicks, answers = _engagement(rng, history)
     conn.executemany(
         "INSERT INTO tracking_clicks (contact_id, email_schedule_id, clicked_at) VALUES (?, ?, ?)",
         clicks,
@@ -577,7 +581,7 @@ def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> Ge
         "VALUES (?, ?, ?, ?)",
         answers,
     )
-    n_instances, n_targets = _campaigns(conn, history_rng, today, contacts, stamp)
+    n_instances, n_targets = _campaigns(conn, rng, today, contacts, stamp)
     return GenerateSummary(
         contacts=contacts,
         history=len(history),

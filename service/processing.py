@@ -44,8 +44,8 @@ class BatchLimits:
     """How much one transaction may take on (SPEC 8.3: short transactions)."""
 
     max_events: int = 500
-    max_contacts: int = 2000
-    chunk_contacts: int = 2000
+    max_contacts: int = 1000
+    chunk_contacts: int = 1000
 
 
 @dataclass(frozen=True, slots=True)

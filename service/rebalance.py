@@ -50,7 +50,6 @@ from service.planning.balance import (
     Capacity,
     Pending,
     Sweeper,
-    arrival_day,
     pending,
     step1_dates,
 )
@@ -209,6 +208,7 @@ class _Global:
         self.sweeper = Sweeper(cap)
         self.arrivals: dict[date, list[tuple[StoredRow, date]]] = {}
         self.day = today
+        self.moved: list[Update] = []
         self.changed = 0
 
     async def run(self) -> RebalanceResult:
@@ -218,16 +218,26 @@ class _Global:
         half = self.cap.window // 2
         lo, hi = date.min, self.today + self.chunk * ONE_DAY
         while True:
-            batch = await self.store.rows_by_desired(lo, hi)
-            step1s = step1_dates([row.item for row in batch], self.cap, self.today)
-            for row, step1 in zip(batch, step1s, strict=True):
-                self.arrivals.setdefault(arrival_day(step1, self.today), []).append((row, step1))
+            self._add(await self.store.rows_by_desired(lo, hi))
             done = hi > last
             self._sweep(None if done else hi - half * ONE_DAY)
             await self._save()
             if done:
                 return RebalanceResult(self.changed, self.placer.days, 1)
             lo, hi = hi, hi + self.chunk * ONE_DAY
+
+    def _add(self, batch: list[StoredRow]) -> None:
+        # Per-row work is kept to a minimum here: a full recompute passes
+        # every plan row of the book through this loop.
+        today, arrivals = self.today, self.arrivals
+        step1s = step1_dates([row.item for row in batch], self.cap, today)
+        for row, step1 in zip(batch, step1s, strict=True):
+            day = step1 if step1 > today else today
+            group = arrivals.get(day)
+            if group is None:
+                arrivals[day] = [(row, step1)]
+            else:
+                group.append((row, step1))
 
     def _sweep(self, until: date | None) -> None:
         """Sweep the days before ``until`` (all remaining days if ``None``)."""
@@ -245,13 +255,15 @@ class _Global:
                 placer.place_kept(sweeper.step(day, [placer.entry(r, s1) for r, s1 in rows]), day)
             else:
                 placer.place_kept(sweeper.drain(day), day)
-                for row, step1 in rows:
-                    placer.place(row, step1, day)
+                self.moved.extend(
+                    (r.item.key, s1, day) for r, s1 in rows if r.step1 != s1 or r.scheduled != day
+                )
             placer.days += 1
             self.day = day + ONE_DAY
 
     async def _save(self) -> None:
-        updates = self.placer.take_updates()
+        updates = self.placer.take_updates() + self.moved
+        self.moved = []
         if updates:
             await self.store.save(updates)
             self.changed += len(updates)

@@ -141,7 +141,7 @@ def explain_text(
             f"{len(stored)} (they are removed at the next recompute)."
         )
         return "\n".join(lines) + "\n"
-    lines += _explain_contact(contact, resolved)
+    lines += _explain_contact(contact, resolved, set(plan.notes))
     if plan.invalid:
         lines.append(f"No email is planned: {plan.invalid}.")
     if plan.notes:
@@ -179,7 +179,7 @@ def explain_text(
     return "\n".join(lines) + "\n"
 
 
-def _explain_contact(contact: Contact, rc: ResolvedContact | None) -> list[str]:
+def _explain_contact(contact: Contact, rc: ResolvedContact | None, notes: set[str]) -> list[str]:
     lines = [
         f"  email {contact.email!r}, birth date {contact.birth_date!r}, "
         f"effective date {contact.effective_date!r}",
@@ -195,7 +195,8 @@ def _explain_contact(contact: Contact, rc: ResolvedContact | None) -> list[str]:
     else:
         where = f"{rc.state}, from the state column"
     lines.append(f"  resolved state: {where}")
-    lines += [f"  problem: {p}" for p in rc.problems]
+    # Problems the planner noted are listed with its decisions below.
+    lines += [f"  problem: {p}" for p in rc.problems if p not in notes]
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -136,7 +136,7 @@ async def running_daemon(
     notifier: Notifier | None = None,
     poll_interval: float = 3600.0,
     limits: BatchLimits | None = None,
-    reload_settings: object = None,
+    reload_settings: Callable[[], Settings] | None = None,
 ) -> AsyncIterator[Running]:
     """The real daemon, in-process, with a manual clock and no signal handling.
 
@@ -150,7 +150,7 @@ async def running_daemon(
     )  # fmt: skip
     daemon = Daemon(
         cfg, db_path, options=options, clock=clock, notifier=notifier or Notifier({}),
-        reload_settings=reload_settings,  # type: ignore[arg-type]
+        reload_settings=reload_settings,
     )  # fmt: skip
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
@@ -160,10 +160,14 @@ async def running_daemon(
             daemon.request_stop()
 
 
-async def wait_until(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll a cheap condition until it holds (for effects of background tasks)."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
+async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
+    """Poll a cheap condition until it holds.
+
+    For effects of background tasks or other processes, which no event of
+    this process announces.
+    """
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - the state lives in another process or file
             await anyio.sleep(0.01)
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -19,10 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.daemon import run_daemon
-from service.errors import StoreBusy
 from service.notify import Notifier
 from service.processing import Processor
-from service.store import init_db
+from service.store import StoreBusy, init_db
 from tests.integration.daemon_helpers import (
     SEED_SQL,
     TODAY,
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def quiet(db_path: Path) -> None:
     """Wait until the daemon, woken only by its file watcher, has drained everything."""
-    await wait_until(lambda: pending_events(db_path) == 0, timeout=20)
+    await wait_until(lambda: pending_events(db_path) == 0, limit=20)
 
 
 # Each step is one upstream transaction from the sqlite3 shell; after each, the
@@ -55,7 +54,8 @@ UPSTREAM_STEPS = [
     ("move a contact to a window state",
      "UPDATE contacts SET state = 'CA', zip_code = '90001' WHERE id = 1;"),
     ("bad data: impossible birth date, unknown state",
-     "UPDATE contacts SET birth_date = '1950-02-30', state = 'ZZ', zip_code = 'abc' WHERE id = 8;"),
+     "UPDATE contacts SET birth_date = '1950-02-30', state = 'ZZ', zip_code = 'abc' "
+     "WHERE id = 8;"),
     ("delete a contact", "DELETE FROM contacts WHERE id = 3;"),
     ("re-target a campaign instance",
      "UPDATE campaign_instances SET active_start_date = '2026-03-20' WHERE id = 10;"),
@@ -65,7 +65,8 @@ UPSTREAM_STEPS = [
     ("a targeting row is used up",
      "UPDATE contact_campaigns SET status = 'sent' WHERE contact_id = 1;"),
     ("a campaign type is aimed at everyone",
-     "UPDATE campaign_types SET target_all_contacts = 1, spread_evenly = 0 WHERE name = 'renewal';"),
+     "UPDATE campaign_types SET target_all_contacts = 1, spread_evenly = 0 "
+     "WHERE name = 'renewal';"),
     ("a new universal instance",
      "INSERT INTO campaign_instances (id, campaign_type, instance_name, active_start_date, "
      "active_end_date) VALUES (11, 'aep', 'aep-2026', '2026-03-15', '2026-04-30');"),
@@ -218,21 +219,29 @@ async def test_an_upstream_write_lock_only_delays(db_path: Path) -> None:
     upstream(db_path, SEED_SQL)
     async with running_daemon(db_path, CFG) as run:
         await run.settle()
-        # Another process holds the write lock for a second while changing a contact.
-        holder = subprocess.Popen(
-            ["sqlite3", str(db_path)], stdin=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert holder.stdin is not None
-        holder.stdin.write(
-            "BEGIN IMMEDIATE; UPDATE contacts SET state = 'OK' WHERE id = 2;\n"
-            ".shell sleep 1\nCOMMIT;\n"
-        )
-        holder.stdin.close()
+        holder = _hold_write_lock(db_path)
         run.daemon.wake("check")
         assert holder.wait(timeout=10) == 0
         await quiet(db_path)
         await run.settle()
     await assert_plan_is_full_recompute(db_path, CFG, TODAY)
+
+
+def _hold_write_lock(db_path: Path) -> subprocess.Popen[str]:
+    """Another process holds the write lock for a second while changing a contact."""
+    holder = subprocess.Popen(["sqlite3", str(db_path)], stdin=subprocess.PIPE, text=True)
+    assert holder.stdin is not None
+    holder.stdin.write(
+        "BEGIN IMMEDIATE; UPDATE contacts SET state = 'OK' WHERE id = 2;\n"
+        ".shell sleep 1\nCOMMIT;\n"
+    )
+    holder.stdin.close()
+    return holder
+
+
+def _remove_database(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
 
 
 async def test_database_replaced_under_the_daemon_is_reopened(tmp_path: Path) -> None:
@@ -242,13 +251,12 @@ async def test_database_replaced_under_the_daemon_is_reopened(tmp_path: Path) ->
     async with running_daemon(db, CFG, poll_interval=0.05) as run:
         await run.settle()
         with capture_logs() as logs:
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(db) + suffix).unlink(missing_ok=True)
+            _remove_database(db)
             await wait_until(lambda: any(e["event"] == "database_unavailable" for e in logs))
             await init_db(db)
             upstream(db, "INSERT INTO contacts (id, email, birth_date, state) "
                          "VALUES (1, 'new@example.com', '1950-03-20', 'TX');")  # fmt: skip
-            await wait_until(lambda: pending_events(db) == 0, timeout=20)
+            await wait_until(lambda: pending_events(db) == 0, limit=20)
         assert [e["event"] for e in logs if e["event"] == "database_gone"] == ["database_gone"]
     await assert_plan_is_full_recompute(db, CFG, TODAY)
 
@@ -276,22 +284,21 @@ async def test_inbox_files_reach_the_plan(db_path: Path, tmp_path: Path) -> None
 # --- the daemon as a real process -----------------------------------------------------------
 
 
-def _daemon_process(db_path: Path, today: date, *extra: str) -> subprocess.Popen[str]:
-    code = (
-        "import sys, anyio\n"
-        "from datetime import date\n"
-        "from pathlib import Path\n"
-        "from service.config import Settings\n"
-        "from service.daemon import run_daemon\n"
-        "sys.exit(anyio.run(lambda: run_daemon(Settings(timezone='America/Chicago', "
-        "daily_cap=50), Path(sys.argv[1]), today=date.fromisoformat(sys.argv[2]))))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _daemon_process(
+    db_path: Path, today: date, log_file: Path, config: str = ""
+) -> subprocess.Popen[bytes]:
+    """``mailplan run`` as systemd would start it (``python -m service``)."""
+    env = {
+        **os.environ, "PYTHONPATH": str(ROOT), "MAILPLAN_DAILY_CAP": "50",
+        "MAILPLAN_TIMEZONE": "America/Chicago",
+    }  # fmt: skip
     env.pop("NOTIFY_SOCKET", None)
-    return subprocess.Popen(
-        [sys.executable, "-c", code, str(db_path), today.isoformat(), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+    env.pop("MAILPLAN_CONFIG", None)
+    command = [sys.executable, "-m", "service", "run", "--db", str(db_path),
+               "--today", today.isoformat(), "--config", str(log_file.with_suffix(".toml"))]
+    log_file.with_suffix(".toml").write_text(config)
+    with log_file.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 MANY_CONTACTS = """
@@ -307,9 +314,12 @@ FROM n;
 
 
 @requires_sqlite3
-def test_sigterm_during_a_large_fanout_exits_fast_and_cleanly(db_path: Path) -> None:
+def test_sigterm_during_a_large_fanout_exits_fast_and_cleanly(
+    db_path: Path, tmp_path: Path
+) -> None:
     upstream(db_path, MANY_CONTACTS)
-    proc = _daemon_process(db_path, TODAY)
+    log_file = tmp_path / "daemon.log"
+    proc = _daemon_process(db_path, TODAY, log_file)
     try:
         # Wait until the full plan of 6000 contacts is being written in chunks.
         deadline = time.monotonic() + 60
@@ -326,7 +336,7 @@ def test_sigterm_during_a_large_fanout_exits_fast_and_cleanly(db_path: Path) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
-    output = proc.stdout.read() if proc.stdout else ""
+    output = log_file.read_text()
     assert proc.returncode == 0, output
     assert elapsed < 5
     assert "stop_requested" in output
@@ -341,7 +351,7 @@ def test_sigterm_during_a_large_fanout_exits_fast_and_cleanly(db_path: Path) -> 
         assert planned == (after, after)
         assert pending_events(db_path) > 0
     # A restart finishes the job.
-    proc = _daemon_process(db_path, TODAY)
+    proc = _daemon_process(db_path, TODAY, log_file)
     try:
         deadline = time.monotonic() + 120
         while pending_events(db_path) and time.monotonic() < deadline:
@@ -353,6 +363,41 @@ def test_sigterm_during_a_large_fanout_exits_fast_and_cleanly(db_path: Path) -> 
             proc.kill()
     assert pending_events(db_path) == 0
     anyio.run(assert_plan_is_full_recompute, db_path, settings(daily_cap=50), TODAY)
+
+
+def _wait(condition: Callable[[], bool], limit: float, what: str) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _fanouts(db_path: Path) -> int:
+    rows = query(db_path, "SELECT count(*) FROM scheduler_runs WHERE trigger = 'fanout' "
+                          "AND finished_at IS NOT NULL")  # fmt: skip
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+@requires_sqlite3
+def test_sighup_reloads_the_configuration_file(db_path: Path, tmp_path: Path) -> None:
+    upstream(db_path, SEED_SQL)
+    log_file = tmp_path / "daemon.log"
+    proc = _daemon_process(db_path, TODAY, log_file, config="horizon_days = 60\n")
+    try:
+        _wait(lambda: _fanouts(db_path) == 1 and pending_events(db_path) == 0, 30, "start-up")
+        log_file.with_suffix(".toml").write_text("horizon_days = 90\n")
+        proc.send_signal(signal.SIGHUP)
+        _wait(lambda: _fanouts(db_path) == 2 and pending_events(db_path) == 0, 30, "reload")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log_file.read_text()
+    assert '"planning_changed": true' in output, output
+    anyio.run(assert_plan_is_full_recompute, db_path, settings(daily_cap=50, horizon_days=90),
+              TODAY)  # fmt: skip
 
 
 # --- systemd units ------------------------------------------------------------------------

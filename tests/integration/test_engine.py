@@ -65,7 +65,9 @@ async def test_full_recompute_then_again_writes_nothing(store: Store, book: Path
     # I6: nothing inserted, updated, deleted or moved; rows keep run 1.
     assert (second.inserted, second.updated, second.deleted, second.rows_moved) == (0, 0, 0, 0)
     assert second.unchanged == first.inserted
-    assert _count(book, "SELECT count(*) FROM email_schedules WHERE scheduler_run_id = '1'") == stamps
+    assert (
+        _count(book, "SELECT count(*) FROM email_schedules WHERE scheduler_run_id = '1'") == stamps
+    )
     await _assert_export_is_dry_run(store, TODAY)
 
 
@@ -195,7 +197,7 @@ async def test_send_instant_in_contact_time_zone(store: Store, book: Path) -> No
         "WHERE status = 'pre-scheduled' AND send_timezone = 'America/New_York' LIMIT 1"
     ).fetchall()
     con.close()
-    [(zone, day, instant)] = rows
+    [(_zone, day, instant)] = rows
     # 08:30 in New York on a date in winter (EST, UTC-5) is 13:30 UTC.
     if date.fromisoformat(day).month in (12, 1, 2):
         assert instant == f"{day}T13:30:00Z"

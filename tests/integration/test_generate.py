@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import InputError
-from service.generate import generate, next_aep_season
+from service.generate import generate, next_aep_season, showcase
 from service.planning.contacts import is_valid_email, resolve_contact
 from service.planning.model import Contact
 from service.planning.rules import builtin_rules
@@ -207,3 +207,20 @@ async def test_original_schema_constraints_hold(tmp_path: Path) -> None:
     conn.close()
     await make(path, 2000, seed=11)
     assert len(contacts_of(path)) == 2000
+
+
+def test_showcase_contacts_are_the_first_ids(generate_sample: Path) -> None:
+    contacts = contacts_of(generate_sample)
+    cases = showcase(TODAY)
+    for number, case in enumerate(cases, 1):
+        c = contacts[number - 1]
+        assert c.id == number
+        if case.state is not None:
+            assert c.state == case.state, case.label
+        if case.zip_code is not None:
+            assert c.zip_code == case.zip_code, case.label
+        if case.birth is not None:
+            assert c.birth_date == case.birth, case.label
+        if case.email is not None:
+            assert c.email == case.email, case.label
+        assert c.failed_underwriting == case.failed_underwriting, case.label

@@ -70,7 +70,8 @@ CREATE INDEX IF NOT EXISTS idx_email_schedules_date_time_status
 CREATE UNIQUE INDEX IF NOT EXISTS idx_email_schedules_unique
   ON email_schedules(contact_id, email_type, scheduled_send_date);
 CREATE INDEX IF NOT EXISTS idx_email_schedules_org_contact ON email_schedules(contact_id);
-CREATE INDEX IF NOT EXISTS idx_email_schedules_org_send_date ON email_schedules(scheduled_send_date);
+CREATE INDEX IF NOT EXISTS idx_email_schedules_org_send_date
+  ON email_schedules(scheduled_send_date);
 CREATE INDEX IF NOT EXISTS idx_email_schedules_status ON email_schedules(status);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_email_schedules_unique_event
   ON email_schedules(contact_id, email_type, event_year);
@@ -78,7 +79,8 @@ CREATE INDEX IF NOT EXISTS idx_email_schedules_event_date
   ON email_schedules(event_year, event_month, event_day);
 CREATE INDEX IF NOT EXISTS idx_schedules_lookup
   ON email_schedules(contact_id, email_type, scheduled_send_date);
-CREATE INDEX IF NOT EXISTS idx_schedules_status_date ON email_schedules(status, scheduled_send_date);
+CREATE INDEX IF NOT EXISTS idx_schedules_status_date
+  ON email_schedules(status, scheduled_send_date);
 CREATE INDEX IF NOT EXISTS idx_schedules_run_id ON email_schedules(scheduler_run_id);
 CREATE TRIGGER IF NOT EXISTS update_email_schedules_updated_at
 AFTER UPDATE ON email_schedules
@@ -107,6 +109,7 @@ CREATE TABLE contact_campaigns (
 );
 """
 
+# fmt: off
 CONTACT_ROWS = [
     (1, "Ann", "Lee", "ann@example.com", "Aetna", "PPO", "2021-03-01", "1950-02-14", 0, "F",
      "CA", "90210", 3, None, "", "active", "2024-01-01 00:00:00", "2024-01-01 00:00:00"),
@@ -127,6 +130,7 @@ SCHEDULE_ROWS = [
      "2025-01-01 00:00:00", "2025-01-01 00:00:00", "b1", 2025, None, None, None, None, None,
      None, None, None, 10, None, None, None, "run_1", None),
 ]
+# fmt: on
 
 
 def _create_original(path: Path, *, old_campaigns: bool = False) -> None:
@@ -188,9 +192,17 @@ async def test_fresh_database_gets_every_table_and_the_aep_type(tmp_path: Path) 
     con = sqlite3.connect(path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {
-        "contacts", "email_schedules", "campaign_types", "campaign_instances",
-        "contact_campaigns", "tracking_clicks", "contact_events", "scheduler_events",
-        "contact_plan_state", "scheduler_state", "scheduler_runs",
+        "contacts",
+        "email_schedules",
+        "campaign_types",
+        "campaign_instances",
+        "contact_campaigns",
+        "tracking_clicks",
+        "contact_events",
+        "scheduler_events",
+        "contact_plan_state",
+        "scheduler_state",
+        "scheduler_runs",
     } <= tables
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("PRAGMA user_version").fetchone()[0] == latest_version()
@@ -235,9 +247,10 @@ async def test_original_database_is_upgraded_without_touching_rows(tmp_path: Pat
     assert _dump(path, "email_schedules", ORIGINAL_SCHEDULE_COLUMNS) == schedules
     # New contact column filled with its default, new schedule columns empty.
     assert _dump(path, "contacts", "id, failed_underwriting") == [(1, 0), (2, 0)]
-    assert _dump(
-        path, "email_schedules", "desired_date, balance_date, allowed_from, allowed_to"
-    ) == [(None, None, None, None)] * 3
+    assert (
+        _dump(path, "email_schedules", "desired_date, balance_date, allowed_from, allowed_to")
+        == [(None, None, None, None)] * 3
+    )
     indexes = _indexes(path)
     assert "idx_email_schedules_unique_event" not in indexes
     assert "idx_email_schedules_unique" not in indexes

@@ -98,7 +98,8 @@ def test_targeting_and_engagement_become_events(upstream: sqlite3.Connection) ->
     upstream.execute("UPDATE tracking_clicks SET url = 'u' WHERE id = 1")
     upstream.execute("DELETE FROM tracking_clicks WHERE id = 1")
     upstream.execute(
-        "INSERT INTO contact_events (id, contact_id, event_type) VALUES (1, 2, 'eligibility_answered')"
+        "INSERT INTO contact_events (id, contact_id, event_type) "
+        "VALUES (1, 2, 'eligibility_answered')"
     )
     upstream.execute("UPDATE contact_events SET contact_id = 1 WHERE id = 1")
     upstream.execute("DELETE FROM contact_events WHERE id = 1")
@@ -120,7 +121,8 @@ def test_targeting_and_engagement_become_events(upstream: sqlite3.Connection) ->
 def _schedule(con: sqlite3.Connection, rid: int, status: str, day: int = 1) -> None:
     con.execute(
         "INSERT INTO email_schedules (id, contact_id, email_type, scheduled_send_date, status, "
-        "event_year, event_month, event_day) VALUES (?, 1, 'birthday', '2026-06-01', ?, 2026, 6, ?)",
+        "event_year, event_month, event_day) "
+        "VALUES (?, 1, 'birthday', '2026-06-01', ?, 2026, 6, ?)",
         (rid, status, day),
     )
 
@@ -137,7 +139,9 @@ def test_history_rows_become_events_plan_rows_do_not(upstream: sqlite3.Connectio
     # A sender claims a plan row (plan -> history), sends it (history -> history).
     _schedule(upstream, 2, "pre-scheduled", 2)
     upstream.execute("UPDATE email_schedules SET status = 'scheduled' WHERE id = 2")
-    upstream.execute("UPDATE email_schedules SET status = 'sent', sent_at = '2026-06-01' WHERE id = 2")
+    upstream.execute(
+        "UPDATE email_schedules SET status = 'sent', sent_at = '2026-06-01' WHERE id = 2"
+    )
     upstream.execute("UPDATE email_schedules SET sendgrid_message_id = 'm' WHERE id = 2")
     upstream.execute("UPDATE email_schedules SET status = 'pre-scheduled' WHERE id = 2")
     upstream.execute("DELETE FROM email_schedules WHERE id = 2")
@@ -171,8 +175,16 @@ async def test_plan_writes_of_the_store_generate_no_events(
 
     _contact(upstream, 1)
     _events(upstream)
-    row = PlanRow(1, "birthday", date(2026, 6, 1), date(2026, 5, 18), "pre-scheduled", None,
-                  10, "birthday_template")
+    row = PlanRow(
+        1,
+        "birthday",
+        date(2026, 6, 1),
+        date(2026, 5, 18),
+        "pre-scheduled",
+        None,
+        10,
+        "birthday_template",
+    )
     from service.planning.model import ContactPlan
 
     for rows in ([row], [row.__class__(**{**_asdict(row), "priority": 11})], []):
@@ -213,7 +225,9 @@ async def test_events_fetch_in_order_delete_and_summary(store: Store) -> None:
 async def test_upstream_may_insert_explicit_events_without_created_at(
     store: Store, upstream: sqlite3.Connection
 ) -> None:
-    upstream.execute("INSERT INTO scheduler_events (kind, contact_id) VALUES ('recompute_contact', 'x')")
+    upstream.execute(
+        "INSERT INTO scheduler_events (kind, contact_id) VALUES ('recompute_contact', 'x')"
+    )
     [event] = [e for e in await store.fetch_events(10) if e.kind == "recompute_contact"]
     assert event.contact_id == "x"  # passed through; the handler rejects it
     assert event.created_at
@@ -224,13 +238,26 @@ async def test_upstream_may_insert_explicit_events_without_created_at(
 
 async def test_runs_are_recorded(store: Store) -> None:
     run_id = await store.start_run("tick", date(2026, 1, 5))
-    stats = RunStats(events_consumed=3, contacts_recomputed=2, inserted=4, updated=1,
-                     deleted=1, unchanged=7, windows_rebalanced=1, rows_moved=2)
+    stats = RunStats(
+        events_consumed=3,
+        contacts_recomputed=2,
+        inserted=4,
+        updated=1,
+        deleted=1,
+        unchanged=7,
+        windows_rebalanced=1,
+        rows_moved=2,
+    )
     await store.finish_run(run_id, stats, duration_ms=12.5)
     failed = await store.start_run("events", None)
     await store.finish_run(failed, RunStats(), error="boom")
     latest, first = await store.last_runs(2)
-    assert (first.id, first.trigger, first.today, first.stats) == (run_id, "tick", "2026-01-05", stats)
+    assert (first.id, first.trigger, first.today, first.stats) == (
+        run_id,
+        "tick",
+        "2026-01-05",
+        stats,
+    )
     assert first.duration_ms == 12.5 and first.finished_at is not None
     assert (latest.id, latest.error) == (failed, "boom")
 
@@ -300,10 +327,21 @@ async def test_nested_transactions_are_refused(store: Store) -> None:
 async def test_loaders_build_model_objects(store: Store, upstream: sqlite3.Connection) -> None:
     _contact(upstream, 1)
     _contact(upstream, 2, "y@example.com")
-    upstream.execute("UPDATE contacts SET failed_underwriting = 1, current_carrier = 'Aetna' WHERE id = 2")
+    upstream.execute(
+        "UPDATE contacts SET failed_underwriting = 1, current_carrier = 'Aetna' WHERE id = 2"
+    )
     rows = [
         # send date: actual send time first, then sent_at, then the scheduled date
-        ("birthday", "sent", "2026-01-10", "2026-01-11 08:30:00", "2026-01-12T01:00:00Z", 2026, 1, 24),
+        (
+            "birthday",
+            "sent",
+            "2026-01-10",
+            "2026-01-11 08:30:00",
+            "2026-01-12T01:00:00Z",
+            2026,
+            1,
+            24,
+        ),
         ("post_window", "delivered", "2026-02-10", None, "2026-02-11 09:00:00", 2026, 2, 1),
         ("effective_date", "scheduled", "2026-03-10", None, None, 2026, 4, 9),
         ("effective_date", "processing", "not a date", None, None, None, None, None),
@@ -341,8 +379,9 @@ async def test_loaders_build_model_objects(store: Store, upstream: sqlite3.Conne
     # The 2025-01-01 click is older than the cut-off; the undated one is unusable.
     assert one.clicks == (Click(1, date(2026, 1, 13)),)
     assert one.events == (
-        ContactEvent(1, "eligibility_answered", '{"has_medical_conditions": true}',
-                     date(2026, 1, 14)),
+        ContactEvent(
+            1, "eligibility_answered", '{"has_medical_conditions": true}', date(2026, 1, 14)
+        ),
     )
 
 
@@ -356,12 +395,17 @@ async def test_bad_campaign_dates_are_reported_not_fatal(
     [inst] = (await store.load_campaigns()).instances
     assert inst.active_start_date is None and inst.active_end_date == date(2026, 12, 1)
     assert inst.spread_start_date is None
-    assert inst.errors == ("campaign instance 4: active_start_date '2026-13-01' is not a date (YYYY-MM-DD)",)
+    assert inst.errors == (
+        "campaign instance 4: active_start_date '2026-13-01' is not a date (YYYY-MM-DD)",
+    )
 
 
-async def test_invalid_utf8_is_read_with_replacement(store: Store, upstream: sqlite3.Connection) -> None:
+async def test_invalid_utf8_is_read_with_replacement(
+    store: Store, upstream: sqlite3.Connection
+) -> None:
     upstream.execute(
-        "INSERT INTO contacts (id, email, state) VALUES (1, CAST(X'61FF40782E636F6D' AS TEXT), 'TX')"
+        "INSERT INTO contacts (id, email, state) "
+        "VALUES (1, CAST(X'61FF40782E636F6D' AS TEXT), 'TX')"
     )
     [data] = await store.load_contacts([1])
     assert data.contact.email == "a\ufffd@x.com"
@@ -380,7 +424,9 @@ async def test_chunks_cover_every_id_in_order(store: Store, upstream: sqlite3.Co
 async def test_count_with_email_ignores_empty_addresses(
     store: Store, upstream: sqlite3.Connection
 ) -> None:
-    upstream.execute("INSERT INTO contacts (id, email) VALUES (1, 'a@x.com'), (2, ''), (3, NULL), (4, '  ')")
+    upstream.execute(
+        "INSERT INTO contacts (id, email) VALUES (1, 'a@x.com'), (2, ''), (3, NULL), (4, '  ')"
+    )
     assert await store.contact_count_with_email() == 1
 
 

@@ -20,8 +20,14 @@ from service.store.types import WriteResult
 D = date(2026, 6, 1)
 
 
-def _row(cid: int = 1, etype: str = "birthday", event: date = D, desired: date | None = None,
-         status: str = "pre-scheduled", **kw: object) -> PlanRow:
+def _row(
+    cid: int = 1,
+    etype: str = "birthday",
+    event: date = D,
+    desired: date | None = None,
+    status: str = "pre-scheduled",
+    **kw: object,
+) -> PlanRow:
     fields: dict[str, object] = {
         "skip_reason": None if status == "pre-scheduled" else "Year-round exclusion for NY",
         "priority": 10,
@@ -30,8 +36,14 @@ def _row(cid: int = 1, etype: str = "birthday", event: date = D, desired: date |
         "allowed_to": None,
     }
     fields.update(kw)
-    return PlanRow(cid, etype, event, desired or event - timedelta(days=14), status,  # type: ignore[arg-type]
-                   **fields)  # type: ignore[arg-type]
+    return PlanRow(
+        cid,
+        etype,
+        event,
+        desired or event - timedelta(days=14),
+        status,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def _plan(cid: int, *rows: PlanRow, review: date | None = None) -> ContactPlan:
@@ -46,7 +58,9 @@ async def _write(store: Store, ids: list[int], plans: list[ContactPlan], run: st
 
 def _contacts(path: Path, *ids: int) -> None:
     con = sqlite3.connect(path)
-    con.executemany("INSERT INTO contacts (id, email) VALUES (?, 'a@example.com')", [(i,) for i in ids])
+    con.executemany(
+        "INSERT INTO contacts (id, email) VALUES (?, 'a@example.com')", [(i,) for i in ids]
+    )
     con.commit()
     con.close()
 
@@ -78,14 +92,28 @@ async def test_new_rows_are_inserted_with_the_balancer_dates_at_desired(
     assert result.touched == {date(2026, 5, 18)}
     [stored] = _rows(db_path)
     assert dict(stored) | {"id": 0, "created_at": "", "updated_at": ""} == dict(stored) | {
-        "id": 0, "created_at": "", "updated_at": "",
-        "contact_id": 1, "email_type": "birthday", "event_year": 2026, "event_month": 6,
-        "event_day": 1, "desired_date": "2026-05-18", "balance_date": "2026-05-18",
-        "scheduled_send_date": "2026-05-18", "scheduled_send_time": "08:30:00",
-        "status": "pre-scheduled", "skip_reason": None, "priority": 10,
-        "email_template": "birthday_template", "catchup_note": "caught up",
-        "allowed_from": "2026-05-10", "allowed_to": "2026-06-01", "scheduler_run_id": "run-1",
-        "send_timezone": None, "send_at_utc": None,
+        "id": 0,
+        "created_at": "",
+        "updated_at": "",
+        "contact_id": 1,
+        "email_type": "birthday",
+        "event_year": 2026,
+        "event_month": 6,
+        "event_day": 1,
+        "desired_date": "2026-05-18",
+        "balance_date": "2026-05-18",
+        "scheduled_send_date": "2026-05-18",
+        "scheduled_send_time": "08:30:00",
+        "status": "pre-scheduled",
+        "skip_reason": None,
+        "priority": 10,
+        "email_template": "birthday_template",
+        "catchup_note": "caught up",
+        "allowed_from": "2026-05-10",
+        "allowed_to": "2026-06-01",
+        "scheduler_run_id": "run-1",
+        "send_timezone": None,
+        "send_at_utc": None,
     }
     assert await store.due_contacts(date(2026, 5, 19)) == [1]
 
@@ -95,8 +123,11 @@ async def test_unchanged_rows_keep_run_id_and_created_at(store: Store, db_path: 
     plan = _plan(1, _row(), _row(etype="effective_date", event=date(2026, 7, 1)))
     await _write(store, [1], [plan], "run-1")
     # Let the rows look old and balanced elsewhere, as after a rebalance.
-    _exec(db_path, "UPDATE email_schedules SET created_at = '2020-01-01 00:00:00', "
-                   "updated_at = '2020-01-01 00:00:00', scheduled_send_date = '2026-05-20'")
+    _exec(
+        db_path,
+        "UPDATE email_schedules SET created_at = '2020-01-01 00:00:00', "
+        "updated_at = '2020-01-01 00:00:00', scheduled_send_date = '2026-05-20'",
+    )
     before = [dict(r) for r in _rows(db_path)]
     result = await _write(store, [1], [plan], "run-2")
     assert (result.stats.unchanged, result.stats.changed) == (2, 0)
@@ -107,13 +138,20 @@ async def test_unchanged_rows_keep_run_id_and_created_at(store: Store, db_path: 
 async def test_changed_content_is_updated_with_the_new_run_id(store: Store, db_path: Path) -> None:
     _contacts(db_path, 1)
     await _write(store, [1], [_plan(1, _row())], "run-1")
-    _exec(db_path, "UPDATE email_schedules SET created_at = '2020-01-01 00:00:00', "
-                   "scheduled_send_date = '2026-05-20', balance_date = '2026-05-19'")
+    _exec(
+        db_path,
+        "UPDATE email_schedules SET created_at = '2020-01-01 00:00:00', "
+        "scheduled_send_date = '2026-05-20', balance_date = '2026-05-19'",
+    )
     # A template change does not move the row and touches no date.
     result = await _write(store, [1], [_plan(1, _row(template="new"))], "run-2")
     assert (result.stats.updated, result.touched) == (1, set())
     [r] = _rows(db_path)
-    assert (r["email_template"], r["scheduler_run_id"], r["created_at"]) == ("new", "run-2", "2020-01-01 00:00:00")
+    assert (r["email_template"], r["scheduler_run_id"], r["created_at"]) == (
+        "new",
+        "run-2",
+        "2020-01-01 00:00:00",
+    )
     assert (r["scheduled_send_date"], r["balance_date"]) == ("2026-05-20", "2026-05-19")
     # A priority change keeps the dates but touches, for the windowed rebalance,
     # the desired date and every day from the old desired to the old scheduled date.
@@ -126,11 +164,16 @@ async def test_changed_content_is_updated_with_the_new_run_id(store: Store, db_p
     assert result.touched == {date(2026, 5, d) for d in (18, 19, 20, 25)}
     [r] = _rows(db_path)
     assert (r["desired_date"], r["balance_date"], r["scheduled_send_date"], r["id"]) == (
-        "2026-05-25", "2026-05-25", "2026-05-25", 1,
+        "2026-05-25",
+        "2026-05-25",
+        "2026-05-25",
+        1,
     )
 
 
-async def test_skipped_rows_are_scheduled_on_their_desired_date(store: Store, db_path: Path) -> None:
+async def test_skipped_rows_are_scheduled_on_their_desired_date(
+    store: Store, db_path: Path
+) -> None:
     _contacts(db_path, 1)
     await _write(store, [1], [_plan(1, _row())], "run-1")
     _exec(db_path, "UPDATE email_schedules SET scheduled_send_date = '2026-05-20'")
@@ -140,7 +183,9 @@ async def test_skipped_rows_are_scheduled_on_their_desired_date(store: Store, db
     assert result.touched == {date(2026, 5, 18), date(2026, 5, 19), date(2026, 5, 20)}
     [r] = _rows(db_path)
     assert (r["status"], r["scheduled_send_date"], r["skip_reason"]) == (
-        "skipped", "2026-05-18", "Year-round exclusion for NY",
+        "skipped",
+        "2026-05-18",
+        "Year-round exclusion for NY",
     )
     result = await _write(
         store, [1], [_plan(1, _row(status="skipped", skip_reason="Frequency limit exceeded"))], "r3"
@@ -179,10 +224,12 @@ async def test_a_contact_outside_the_new_plans_but_in_scope_loses_its_rows(
 
 async def test_history_identity_is_never_planned_or_touched(store: Store, db_path: Path) -> None:
     _contacts(db_path, 1)
-    _exec(db_path,
-          "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
-          "event_year, event_month, event_day, created_at, updated_at) VALUES "
-          "(1, 'birthday', '2026-05-18', 'sent', 2026, 6, 1, '2020-01-01', '2020-01-01')")
+    _exec(
+        db_path,
+        "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
+        "event_year, event_month, event_day, created_at, updated_at) VALUES "
+        "(1, 'birthday', '2026-05-18', 'sent', 2026, 6, 1, '2020-01-01', '2020-01-01')",
+    )
     before = [dict(r) for r in _rows(db_path)]
     result = await _write(store, [1], [_plan(1, _row())], "run-1")
     assert result.stats.inserted == 0
@@ -208,7 +255,8 @@ async def test_send_instant_in_the_contact_time_zone(store: Store, db_path: Path
     async with store.transaction():
         loaded = await store.load_scope(Scope.of_ids([1]))
         await store.write_plans(
-            loaded, [_plan(1, _row())],
+            loaded,
+            [_plan(1, _row())],
             WriteOptions("run-1", timezones={1: "America/New_York"}),
         )
     [r] = _rows(db_path)
@@ -223,13 +271,19 @@ TYPES = ["birthday", "effective_date", "followup_cold"]
 
 identity = st.tuples(st.integers(1, 3), st.sampled_from(TYPES), st.integers(0, 4))
 stored_rows = st.lists(
-    st.tuples(identity, st.sampled_from(HISTORY + ["pre-scheduled", "skipped"]), st.integers(0, 20)),
+    st.tuples(
+        identity, st.sampled_from([*HISTORY, "pre-scheduled", "skipped"]), st.integers(0, 20)
+    ),
     max_size=12,
     unique_by=lambda t: t[0],
 )
 new_rows = st.lists(
-    st.tuples(identity, st.sampled_from(["pre-scheduled", "skipped"]), st.integers(0, 20),
-              st.integers(1, 3)),
+    st.tuples(
+        identity,
+        st.sampled_from(["pre-scheduled", "skipped"]),
+        st.integers(0, 20),
+        st.integers(1, 3),
+    ),
     max_size=12,
     unique_by=lambda t: t[0],
 )
@@ -246,12 +300,20 @@ async def _scenario(path: Path, stored: list[tuple], new: list[tuple]) -> None:
     con.executemany(
         "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
         "event_year, event_month, event_day, desired_date, balance_date, priority, "
-        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 10, '2020-01-01', '2020-01-01')",
+        "created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 10, '2020-01-01', '2020-01-01')",
         [
-            (cid, et, (_event(ev) - timedelta(days=sh)).isoformat(), status,
-             _event(ev).year, _event(ev).month, _event(ev).day,
-             (_event(ev) - timedelta(days=sh)).isoformat(),
-             (_event(ev) - timedelta(days=sh)).isoformat())
+            (
+                cid,
+                et,
+                (_event(ev) - timedelta(days=sh)).isoformat(),
+                status,
+                _event(ev).year,
+                _event(ev).month,
+                _event(ev).day,
+                (_event(ev) - timedelta(days=sh)).isoformat(),
+                (_event(ev) - timedelta(days=sh)).isoformat(),
+            )
             for (cid, et, ev), status, sh in stored
         ],
     )
@@ -260,22 +322,30 @@ async def _scenario(path: Path, stored: list[tuple], new: list[tuple]) -> None:
     history_before = [dict(r) for r in _rows(path, "status NOT IN ('pre-scheduled', 'skipped')")]
     history_keys = {(r["contact_id"], r["email_type"], r["event_day"]) for r in history_before}
     plans = [
-        _plan(cid, *[
-            _row(c, et, _event(ev), _event(ev) - timedelta(days=sh), status, priority=prio)
-            for (c, et, ev), status, sh, prio in new if c == cid
-        ])
+        _plan(
+            cid,
+            *[
+                _row(c, et, _event(ev), _event(ev) - timedelta(days=sh), status, priority=prio)
+                for (c, et, ev), status, sh, prio in new
+                if c == cid
+            ],
+        )
         for cid in (1, 2, 3)
     ]
     async with Store.open(path) as store:
         first = await _write(store, [1, 2, 3], plans, "run-1")
-        assert [dict(r) for r in _rows(path, "status NOT IN ('pre-scheduled', 'skipped')")] == history_before
+        assert [
+            dict(r) for r in _rows(path, "status NOT IN ('pre-scheduled', 'skipped')")
+        ] == history_before
         plan_rows = _rows(path, "status IN ('pre-scheduled', 'skipped')")
         expected = {
             (c, et, _event(ev).day, status)
             for (c, et, ev), status, _, _ in new
             if (c, et, _event(ev).day) not in history_keys
         }
-        assert {(r["contact_id"], r["email_type"], r["event_day"], r["status"]) for r in plan_rows} == expected
+        assert {
+            (r["contact_id"], r["email_type"], r["event_day"], r["status"]) for r in plan_rows
+        } == expected
         assert first.stats.inserted + first.stats.updated + first.stats.unchanged == len(expected)
         again = await _write(store, [1, 2, 3], plans, "run-2")
         assert again.stats.changed == 0 and again.touched == set()
