@@ -223,6 +223,12 @@ def _database(args: argparse.Namespace, settings: Settings) -> Path:
             f"`mailplan {args.command}` needs a database: pass --db PATH, "
             'set MAILPLAN_DB or put db = "PATH" in the configuration file'
         )
+    folder = settings.db.parent
+    if args.command in ("init-db", "generate") and not folder.is_dir():
+        raise UsageError(
+            f"folder {folder} of database {settings.db} does not exist; create it first "
+            "(mailplan creates the database file, not its folder)"
+        )
     if args.command in NEEDS_EXISTING_DB and not settings.db.exists():
         raise UsageError(
             f"database {settings.db} does not exist; create it with "

@@ -103,23 +103,19 @@ class Settings:
         return load_rules(self.state_rules)
 
     def planning_values(self) -> dict[str, object]:
-        """Every key that can change the plan, as JSON-friendly values."""
-        out: dict[str, object] = {}
-        for f in fields(self):
-            if f.name in NON_PLANNING_KEYS:
-                continue
-            value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else value
-        return out
+        """Every scalar key that can change the plan (the rules enter by content)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in NON_PLANNING_KEYS
+        }
 
     def fingerprint(self) -> str:
         """A stable digest of everything that shapes the plan.
 
         Two settings with equal fingerprints produce the same plan for the same
         data and *today*; the daemon compares fingerprints on SIGHUP to decide
-        whether a reload needs a full recompute. The rules enter by content, so
-        an edited ``state_rules`` file changes the fingerprint even when its
-        path did not.
+        whether a reload needs a full recompute. The rules enter by content, not
+        by path: an edited ``state_rules`` file changes the fingerprint, a copy
+        of the built-in table under another name does not.
         """
         blob = json.dumps(self.planning_values(), sort_keys=True)
         digest = hashlib.sha256(blob.encode())
@@ -128,7 +124,7 @@ class Settings:
         return digest.hexdigest()
 
 
-NON_PLANNING_KEYS = frozenset({"db", "inbox"})
+NON_PLANNING_KEYS = frozenset({"db", "inbox", "state_rules"})
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
 
 

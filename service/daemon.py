@@ -110,9 +110,16 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED) -> int:
-        """Serve until stopped; the exit code. Re-opens the database if it goes away."""
+        """Serve until stopped; the exit code.
+
+        A database that cannot be opened at start is an error (raised, the
+        process exits 1). One that goes away later is reported and opened
+        again with backoff until it is back.
+        """
         reported: TaskStatus[Daemon] | None = task_status
-        delay = 0.5
+        failure: StoreError | None = None
+        first_delay = min(0.5, self.options.max_backoff)
+        delay = first_delay
         async with anyio.create_task_group() as outer:
             if self.options.handle_signals:
                 outer.start_soon(wakers.handle_signals, lambda: self.wake("reload"),
@@ -120,12 +127,13 @@ class Daemon:
             while not self._stopping:
                 try:
                     async with Store.open(self.db_path) as store:
-                        delay = 0.5
+                        delay = first_delay
                         await self._serve(store, reported)
                         reported = None
                 except StoreError as exc:
-                    if self.options.once:
-                        raise
+                    if reported is not None or self.options.once:
+                        failure = exc
+                        break
                     log.error("database_unavailable", path=str(self.db_path), error=str(exc),
                               retry_s=delay)  # fmt: skip
                     self.notifier.status(f"database unavailable, retrying: {exc}")
@@ -135,11 +143,14 @@ class Daemon:
                     self.worker.detach()
             outer.cancel_scope.cancel()
         self.notifier.close()
+        if failure is not None:
+            raise failure
         log.info("daemon_stopped", exit_code=self.worker.exit_code)
         return self.worker.exit_code
 
     async def _serve(self, store: Store, task_status: TaskStatus[Daemon] | None) -> None:
         self._leave = anyio.Event()
+        self._watch_stops = []
         if self._stopping:
             self._leave.set()
         await self.worker.attach(store)
@@ -220,6 +231,7 @@ class Daemon:
             # nobody reads. Leave and open it again.
             log.error("database_gone", path=str(self.db_path))
             self._leave.set()
+            self._wake.set()
             return False
         self.wake("poll")
         return True

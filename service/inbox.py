@@ -157,7 +157,10 @@ class Inbox:
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
     async def _set_applied(self, applied: dict[str, str]) -> None:
-        await self.store.set_state(APPLIED_KEY, json.dumps(applied, sort_keys=True))
+        if applied:
+            await self.store.set_state(APPLIED_KEY, json.dumps(applied, sort_keys=True))
+        else:
+            await self.store.delete_state(APPLIED_KEY)
 
     def _pending_rejections(self, name: str) -> Path:
         return self.rejected / f".{name}.ndjson.tmp"

@@ -52,10 +52,11 @@ class BatchLimits:
 class FanOut:
     """A fan-out in progress.
 
-    Events with id <= ``upto`` are consumed with the last chunk. ``everyone``
-    walks every contact id (including ids of deleted contacts that still have
-    plan rows); otherwise the contacts are those of event ``upto`` alone,
-    resolved again on each chunk. ``after`` is the last contact id done.
+    ``everyone`` walks every contact id (including ids of deleted contacts
+    that still have plan rows) and consumes every event with id <= ``upto``
+    with its last chunk; otherwise the contacts are those of event ``upto``
+    alone, resolved again on each chunk, and that event is consumed with the
+    last one. ``after`` is the last contact id done.
     """
 
     upto: int
@@ -203,7 +204,7 @@ class Processor:
             # Unreadable progress: start over from the first contact; the
             # events are still pending, so nothing is lost.
             log.warning("fanout_state_unreadable", value=raw[:200])
-            await self.store.set_state(FANOUT_KEY, "")
+            await self.store.delete_state(FANOUT_KEY)
         return fan
 
     async def _fanout_chunk(self, fan: FanOut, today: date, started: float) -> StepReport:
@@ -215,8 +216,11 @@ class Processor:
             stats, after = await self._targets_chunk(fan, today, run_id)
         finished = after is None
         if finished:
-            stats.events_consumed = await store.delete_events_upto(fan.upto)
-            await store.set_state(FANOUT_KEY, "")
+            if fan.everyone:
+                stats.events_consumed = await store.delete_events_upto(fan.upto)
+            else:
+                stats.events_consumed = await store.delete_events([fan.upto])
+            await store.delete_state(FANOUT_KEY)
             log.info("fanout_finished", upto=fan.upto, events=stats.events_consumed)
         else:
             await store.set_state(FANOUT_KEY, FanOut(fan.upto, fan.everyone, after).dumps())
@@ -238,7 +242,7 @@ class Processor:
     async def _targets_chunk(
         self, fan: FanOut, today: date, run_id: int
     ) -> tuple[RunStats, int | None]:
-        events = [e for e in await self.store.fetch_events(1) if e.id <= fan.upto]
+        events = [e for e in await self.store.fetch_events(1, fan.upto - 1) if e.id == fan.upto]
         ids: set[int] = set()
         for event in events:
             try:

@@ -206,7 +206,7 @@ class _Global:
         self.chunk = max(1, chunk_days)
         self.placer = _Placer()
         self.sweeper = Sweeper(cap)
-        self.arrivals: dict[date, list[tuple[StoredRow, date]]] = {}
+        self.arrivals: dict[date, tuple[list[StoredRow], list[date]]] = {}
         self.day = today
         self.moved: list[Update] = []
         self.changed = 0
@@ -227,17 +227,19 @@ class _Global:
             lo, hi = hi, hi + self.chunk * ONE_DAY
 
     def _add(self, batch: list[StoredRow]) -> None:
-        # Per-row work is kept to a minimum here: a full recompute passes
-        # every plan row of the book through this loop.
+        # A full recompute passes every plan row of the book through here:
+        # per-row work is kept to appending to two lists (no new objects for
+        # the garbage collector to trace).
         today, arrivals = self.today, self.arrivals
         step1s = step1_dates([row.item for row in batch], self.cap, today)
         for row, step1 in zip(batch, step1s, strict=True):
             day = step1 if step1 > today else today
             group = arrivals.get(day)
             if group is None:
-                arrivals[day] = [(row, step1)]
+                arrivals[day] = ([row], [step1])
             else:
-                group.append((row, step1))
+                group[0].append(row)
+                group[1].append(step1)
 
     def _sweep(self, until: date | None) -> None:
         """Sweep the days before ``until`` (all remaining days if ``None``)."""
@@ -250,13 +252,16 @@ class _Global:
                 day = max(day, min(self.arrivals))
             if until is not None and day >= until:
                 return
-            rows = self.arrivals.pop(day, [])
+            rows, step1s = self.arrivals.pop(day, ([], []))
             if sweeper.crowded(len(rows)):
-                placer.place_kept(sweeper.step(day, [placer.entry(r, s1) for r, s1 in rows]), day)
+                entries = [placer.entry(r, s1) for r, s1 in zip(rows, step1s, strict=True)]
+                placer.place_kept(sweeper.step(day, entries), day)
             else:
                 placer.place_kept(sweeper.drain(day), day)
                 self.moved.extend(
-                    (r.item.key, s1, day) for r, s1 in rows if r.step1 != s1 or r.scheduled != day
+                    (r.item.key, s1, day)
+                    for r, s1 in zip(rows, step1s, strict=True)
+                    if r.step1 != s1 or r.scheduled != day
                 )
             placer.days += 1
             self.day = day + ONE_DAY

@@ -98,8 +98,9 @@ _blake2b = hashlib.blake2b
 
 
 def arrival_day(step1: date, today: date) -> date:
-    """The sweep day a row first competes on: its step-1 date, or *today*
-    for a row whose step-1 date has already passed (the sweep starts today)."""
+    """The sweep day a row first competes on (SPEC 6 step 2): its step-1
+    date, or *today* for a row whose step-1 date has already passed (the
+    sweep starts today)."""
     return step1 if step1 > today else today
 
 
@@ -178,7 +179,8 @@ REF: Final = 6
 
 
 def pending(item: BalanceItem, step1: date, ref: int) -> Pending:
-    """The sweep entry of a row with its step-1 date; ``ref`` is returned as is."""
+    """The cap-sweep entry (SPEC 6 step 2) of a row with its step-1 date;
+    ``ref`` comes back untouched in the rows a :class:`Sweeper` keeps."""
     cid, etype, event = item.key
     return (item.priority, step1, cid, etype, event, item.allowed_to, ref)
 
@@ -191,7 +193,8 @@ class Sweeper:
     front and rebuilt (a linear merge of two sorted runs) only on crowded days
     that bring new rows, so a long overload costs O(rows log rows) overall.
     Carried rows with an allowed interval are also indexed by its last day,
-    when they must stay whatever the cap.
+    when they must stay whatever the cap. The ``ref`` of every row given to
+    one sweeper must be unique.
     """
 
     __slots__ = (

@@ -137,6 +137,7 @@ async def running_daemon(
     poll_interval: float = 3600.0,
     limits: BatchLimits | None = None,
     reload_settings: Callable[[], Settings] | None = None,
+    max_backoff: float = 30.0,
 ) -> AsyncIterator[Running]:
     """The real daemon, in-process, with a manual clock and no signal handling.
 
@@ -146,7 +147,7 @@ async def running_daemon(
     clock = ManualClock(cfg.tz, start or local_noon(TODAY))
     options = DaemonOptions(
         inbox=inbox, handle_signals=False, poll_interval=poll_interval,
-        limits=limits or BatchLimits(),
+        limits=limits or BatchLimits(), max_backoff=max_backoff,
     )  # fmt: skip
     daemon = Daemon(
         cfg, db_path, options=options, clock=clock, notifier=notifier or Notifier({}),

@@ -92,6 +92,7 @@ def test_help_and_missing_command() -> None:
         ),
         (("status", "--db", "{db}", "--set", "horizon_days"), "expected KEY=VALUE"),
         (("export", "--db", "{missing}"), "does not exist; create it with `mailplan init-db"),
+        (("init-db", "--db", "{missing}/x.sqlite3"), "does not exist; create it first"),
         (("status",), "needs a database: pass --db PATH"),
         (("recompute", "--db", "{db}", "--all", "--today", "2026-02-30"), "is not a date"),
         (("recompute", "--db", "{db}"), "one of the arguments --all --contact is required"),

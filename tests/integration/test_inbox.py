@@ -286,7 +286,7 @@ async def test_ndjson_file_is_applied_and_moved(
     assert not (inbox_dir / "batch1.ndjson").exists()
     assert (inbox_dir / "done" / "batch1.ndjson").exists()
     assert (inbox_dir / ".ignored.ndjson").exists()
-    assert await store.get_state(APPLIED_KEY) == "{}"
+    assert await store.get_state(APPLIED_KEY) is None
 
 
 async def test_csv_file_upserts_existing_contacts(
@@ -390,7 +390,7 @@ async def test_crash_after_commit_does_not_apply_twice(
     assert sql(db_path, "SELECT count(*) FROM scheduler_events") == events_before
     assert (inbox_dir / "done" / "f.ndjson").exists()
     assert [e["line"] for e in rejected_lines(inbox_dir, "f.ndjson.ndjson")] == [2]
-    assert await store.get_state(APPLIED_KEY) == "{}"
+    assert await store.get_state(APPLIED_KEY) is None
 
 
 async def test_crash_before_commit_applies_nothing(
@@ -425,4 +425,4 @@ async def test_stale_record_of_a_moved_file_is_forgotten(store: Store, inbox_dir
     inbox = Inbox(inbox_dir, store)
     inbox.prepare()
     await inbox.recover()
-    assert await store.get_state(APPLIED_KEY) == "{}"
+    assert await store.get_state(APPLIED_KEY) is None

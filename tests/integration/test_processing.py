@@ -95,7 +95,7 @@ async def test_everyone_fans_out_in_chunks_and_consumes_with_the_last(
     # Eight contacts in chunks of three: 3 + 3 + 2, the last consumes the event.
     assert [(r.contacts, r.finished, r.events) for r in rest] == [(3, False, 0), (2, True, 1)]
     assert query(db_path, "SELECT count(*) FROM scheduler_events") == [(0,)]
-    assert await seeded.get_state(FANOUT_KEY) == ""
+    assert await seeded.get_state(FANOUT_KEY) is None
     await assert_plan_is_full_recompute(db_path, CFG, TODAY)
 
 

@@ -328,6 +328,8 @@ def test_fingerprint(tmp_path: Path) -> None:
     path = write(tmp_path, RULES, "rules.toml")
     with_file = Settings(state_rules=path).fingerprint()
     assert with_file != base
+    copy = write(tmp_path, RULES, "copy.toml")
+    assert Settings(state_rules=copy).fingerprint() == with_file  # same content, other name
     path.write_text(RULES.replace("after_days = 10", "after_days = 11"))
     assert Settings(state_rules=path).fingerprint() != with_file
 
