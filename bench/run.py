@@ -24,6 +24,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -316,8 +317,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--sizes", default="100000,1000000",
                    help="comma-separated contact counts (default 100000,1000000)")  # fmt: skip
-    p.add_argument("--work", type=Path, default=Path("bench/out"),
-                   help="folder for databases and logs (default bench/out)")  # fmt: skip
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "mailplan-bench",
+                   help="folder for databases and logs (default: in the temp dir)")  # fmt: skip
     p.add_argument("--today", type=date.fromisoformat, default=date.today(),
                    help="the date everything is planned for (default: today)")  # fmt: skip
     p.add_argument("--skip-daemon", action="store_true", help="batch measures only")

@@ -1,8 +1,15 @@
 """The store side of load balancing: the ``BalanceStore`` protocol of
-:mod:`service.rebalance` over the non-skipped plan rows (SPEC 6)."""
+:mod:`service.rebalance` over the non-skipped plan rows (SPEC 6).
+
+A global rebalance reads every non-skipped row (a million on a large book,
+most of them on the few dates of an all-contacts campaign), so rows are
+fetched in batches and turned into compact tuples that share their date and
+type objects; the raw database rows never pile up.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import date
@@ -12,35 +19,43 @@ from service.planning.balance import BalanceItem
 from service.rebalance import StoredRow, Update
 from service.store.base import StoreBase, utc_now_text
 
-_DATES: dict[str, date] = {}
+FETCH_BATCH = 20_000
 
 
-def day_of(text: str) -> date:
-    """An ISO date column as a date, memoised: a million rows share a few
-    hundred distinct dates."""
-    d = _DATES.get(text)
-    if d is None:
-        d = date.fromisoformat(text[:10])
-        if len(_DATES) < 100_000:
-            _DATES[text] = d
-    return d
+class _Dates(dict[str | None, date | None]):
+    """ISO text -> date, memoised: rows share a few hundred distinct dates."""
+
+    def __missing__(self, key: str | None) -> date | None:
+        value = None if key is None else date.fromisoformat(key[:10])
+        if len(self) < 50_000:
+            self[key] = value
+        return value
 
 
-def _opt_day(text: str | None) -> date | None:
-    return None if text is None else day_of(text)
+class _Interned(dict[str, str]):
+    """One string object per distinct e-mail type."""
+
+    def __missing__(self, key: str) -> str:
+        self[key] = key
+        return key
 
 
-def _stored_row(r: tuple[Any, ...]) -> StoredRow:
-    # Columns as in the balance_* queries.
-    cid, etype, y, m, d, prio, desired, a_from, a_to, step1, sched = r
-    item = BalanceItem(
-        (cid, etype, date(y, m, d)),
-        prio if prio is not None else 10,
-        day_of(desired),
-        _opt_day(a_from),
-        _opt_day(a_to),
-    )
-    return StoredRow(item, _opt_day(step1), day_of(sched))
+_DATES = _Dates()
+_TYPES = _Interned()
+
+
+def _convert(rows: Sequence[tuple[Any, ...]]) -> list[StoredRow]:
+    # Columns as in the balance_* queries. tuple.__new__ skips the named
+    # tuples' Python-level __new__, which dominates at a million rows.
+    new, dates, types = tuple.__new__, _DATES, _TYPES
+    return [
+        new(StoredRow, (
+            new(BalanceItem, ((cid, types[et], dates[ev]), prio, dates[des], dates[af], dates[at])),
+            dates[st],
+            dates[sc],
+        ))
+        for cid, et, ev, prio, des, af, at, st, sc in rows
+    ]  # fmt: skip
 
 
 def _span(lo: date, hi: date) -> dict[str, str]:
@@ -50,45 +65,48 @@ def _span(lo: date, hi: date) -> dict[str, str]:
 class BalanceMixin(StoreBase):
     """Implements :class:`service.rebalance.BalanceStore`."""
 
+    async def _stored_rows(self, name: str, params: dict[str, str]) -> list[StoredRow]:
+        out: list[StoredRow] = []
+        cursor = await self._db.execute(self.query(name), params)
+        try:
+            batch = await cursor.fetchmany(FETCH_BATCH)
+            while batch:
+                # Fetch the next batch on the connection's thread while this
+                # one is converted here.
+                ahead = asyncio.ensure_future(cursor.fetchmany(FETCH_BATCH))
+                try:
+                    out.extend(_convert(batch))  # type: ignore[arg-type]
+                finally:
+                    batch = await ahead
+        finally:
+            await cursor.close()
+        return out
+
     async def last_desired(self) -> date | None:
         row = await self.fetchone("balance_last_desired")
-        return None if row is None or row[0] is None else day_of(row[0])
+        return None if row is None or row[0] is None else _DATES[row[0]]
 
     async def rows_by_desired(self, lo: date, hi: date) -> list[StoredRow]:
-        rows = await self.fetchall("balance_rows_by_desired", _span(lo, hi))
-        return [_stored_row(r) for r in rows]
+        return await self._stored_rows("balance_rows_by_desired", _span(lo, hi))
 
     async def ed_rows_by_desired(self, days: Sequence[date]) -> list[StoredRow]:
         params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
-        return [_stored_row(r) for r in await self.fetchall("balance_ed_rows_by_desired", params)]
+        return await self._stored_rows("balance_ed_rows_by_desired", params)
 
     async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
         rows = await self.fetchall("balance_step1_counts", _span(lo, hi))
-        return {day_of(r[0]): int(r[1]) for r in rows}
+        return {_DATES[r[0]]: int(r[1]) for r in rows}  # type: ignore[misc]
 
     async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
-        rows = await self.fetchall("balance_rows_by_step1", _span(lo, hi))
-        return [_stored_row(r) for r in rows]
+        return await self._stored_rows("balance_rows_by_step1", _span(lo, hi))
 
     async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
-        rows = await self.fetchall("balance_off_day_rows", _span(lo, hi))
-        return [_stored_row(r) for r in rows]
+        return await self._stored_rows("balance_off_day_rows", _span(lo, hi))
 
     async def save(self, updates: Sequence[Update]) -> None:
         now = utc_now_text()
-        await self.executemany(
-            "balance_save",
-            [
-                {
-                    "step1": step1.isoformat(),
-                    "scheduled": scheduled.isoformat(),
-                    "now": now,
-                    "contact_id": cid,
-                    "email_type": etype,
-                    "y": event.year,
-                    "m": event.month,
-                    "d": event.day,
-                }
-                for (cid, etype, event), step1, scheduled in updates
-            ],
-        )
+        rows = [
+            (s1.isoformat(), day.isoformat(), now, cid, etype, ev.year, ev.month, ev.day)
+            for (cid, etype, ev), s1, day in updates
+        ]
+        await self.executemany("balance_save", rows)

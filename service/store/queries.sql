@@ -60,6 +60,39 @@ WHERE {scope}
        OR sent_at >= :since)
 ORDER BY contact_id, id;
 
+-- name: history
+-- Like "schedules", history rows only (same columns).
+SELECT id, contact_id, email_type, status, event_year, event_month, event_day,
+       scheduled_send_date, scheduled_send_time, skip_reason, priority,
+       email_template, campaign_instance_id, catchup_note, desired_date,
+       balance_date, allowed_from, allowed_to, send_timezone,
+       actual_send_datetime, sent_at
+FROM email_schedules
+WHERE {scope}
+  AND COALESCE(status, '') NOT IN ('pre-scheduled', 'skipped')
+  AND (scheduled_send_date >= :since
+       OR actual_send_datetime >= :since
+       OR sent_at >= :since)
+ORDER BY contact_id, id;
+
+-- name: plan_rows
+-- Like "schedules", plan rows only (same columns).
+SELECT id, contact_id, email_type, status, event_year, event_month, event_day,
+       scheduled_send_date, scheduled_send_time, skip_reason, priority,
+       email_template, campaign_instance_id, catchup_note, desired_date,
+       balance_date, allowed_from, allowed_to, send_timezone,
+       actual_send_datetime, sent_at
+FROM email_schedules
+WHERE {scope} AND status IN ('pre-scheduled', 'skipped')
+ORDER BY contact_id, id;
+
+-- name: orphan_plan_contacts
+-- Contacts of a range that hold plan rows but no longer exist.
+SELECT DISTINCT contact_id FROM email_schedules
+WHERE contact_id BETWEEN :lo AND :hi
+  AND status IN ('pre-scheduled', 'skipped')
+  AND contact_id NOT IN (SELECT id FROM contacts WHERE id BETWEEN :lo AND :hi);
+
 -- name: targeting
 SELECT contact_id, campaign_instance_id, trigger_date, status
 FROM contact_campaigns WHERE {scope} ORDER BY contact_id, id;
@@ -73,14 +106,15 @@ SELECT contact_id, event_type, metadata, created_at
 FROM contact_events WHERE {scope} AND created_at >= :since ORDER BY contact_id, id;
 
 -- name: plan_state
-SELECT contact_id, review_date, invalid FROM contact_plan_state WHERE {scope};
+SELECT contact_id, review_date, invalid, fingerprint FROM contact_plan_state WHERE {scope};
 
 -- name: upsert_plan_state
-INSERT INTO contact_plan_state (contact_id, review_date, invalid, updated_at)
-VALUES (?, ?, ?, datetime('now'))
+INSERT INTO contact_plan_state (contact_id, review_date, invalid, fingerprint, updated_at)
+VALUES (?, ?, ?, ?, datetime('now'))
 ON CONFLICT (contact_id) DO UPDATE SET
     review_date = excluded.review_date,
     invalid = excluded.invalid,
+    fingerprint = excluded.fingerprint,
     updated_at = excluded.updated_at;
 
 -- name: set_review_date
@@ -147,46 +181,44 @@ WHERE substr(email_type, 1, length(:prefix)) = :prefix;
 -- name: insert_plan_row
 -- OR IGNORE: an identity already taken (by a history row the loader's cut-off
 -- left out) is never planned again (SPEC 5.10), and never overwritten.
+-- Positional parameters: binding by name costs more than the insert itself
+-- at a million rows. Order: see writer.INSERT_FIELDS.
 INSERT OR IGNORE INTO email_schedules (
     contact_id, email_type, event_year, event_month, event_day,
-    desired_date, balance_date, scheduled_send_date, scheduled_send_time,
-    status, skip_reason, priority, email_template, campaign_instance_id,
-    catchup_note, allowed_from, allowed_to, send_timezone, send_at_utc,
-    scheduler_run_id, created_at, updated_at
+    scheduled_send_time, status, skip_reason, priority, email_template,
+    campaign_instance_id, catchup_note, desired_date, allowed_from, allowed_to,
+    send_timezone, scheduler_run_id, created_at, updated_at,
+    balance_date, scheduled_send_date, send_at_utc
 ) VALUES (
-    :contact_id, :email_type, :event_year, :event_month, :event_day,
-    :desired_date, :desired_date, :desired_date, :send_time,
-    :status, :skip_reason, :priority, :template, :campaign_instance_id,
-    :catchup_note, :allowed_from, :allowed_to, :send_timezone,
-    CASE WHEN :send_timezone IS NOT NULL
-         THEN mailplan_utc(:desired_date, :send_time, :send_timezone) END,
-    :run_id, :now, :now
+    ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18,
+    ?13, ?13, CASE WHEN ?16 IS NOT NULL THEN mailplan_utc(?13, ?6, ?16) END
 );
 
 -- name: update_plan_row
--- :reset_date is the desired date when the row's balancing starts over
--- (a new desired date, or a change to or from 'skipped'), NULL to keep the
+-- ?19 is the desired date when the row's balancing starts over (a new
+-- desired date, or a change to or from 'skipped'), NULL to keep the
 -- balancer's dates. The status guard keeps history rows untouchable (I4).
 UPDATE email_schedules SET
-    desired_date = :desired_date,
-    balance_date = COALESCE(:reset_date, balance_date),
-    scheduled_send_date = COALESCE(:reset_date, scheduled_send_date),
-    scheduled_send_time = :send_time,
-    status = :status,
-    skip_reason = :skip_reason,
-    priority = :priority,
-    email_template = :template,
-    campaign_instance_id = :campaign_instance_id,
-    catchup_note = :catchup_note,
-    allowed_from = :allowed_from,
-    allowed_to = :allowed_to,
-    send_timezone = :send_timezone,
-    send_at_utc = CASE WHEN :send_timezone IS NOT NULL
-                       THEN mailplan_utc(COALESCE(:reset_date, scheduled_send_date),
-                                         :send_time, :send_timezone) END,
-    scheduler_run_id = :run_id,
-    updated_at = :now
-WHERE id = :id AND status IN ('pre-scheduled', 'skipped');
+    scheduled_send_time = ?6,
+    status = ?7,
+    skip_reason = ?8,
+    priority = ?9,
+    email_template = ?10,
+    campaign_instance_id = ?11,
+    catchup_note = ?12,
+    desired_date = ?13,
+    allowed_from = ?14,
+    allowed_to = ?15,
+    send_timezone = ?16,
+    scheduler_run_id = ?17,
+    updated_at = ?18,
+    balance_date = COALESCE(?19, balance_date),
+    scheduled_send_date = COALESCE(?19, scheduled_send_date),
+    send_at_utc = CASE WHEN ?16 IS NOT NULL
+                       THEN mailplan_utc(COALESCE(?19, scheduled_send_date), ?6, ?16) END
+WHERE id = ?20 AND status IN ('pre-scheduled', 'skipped')
+  AND ?1 IS NOT NULL AND ?2 IS NOT NULL AND ?3 IS NOT NULL AND ?4 IS NOT NULL
+  AND ?5 IS NOT NULL;
 
 -- name: delete_plan_row
 DELETE FROM email_schedules WHERE id = ? AND status IN ('pre-scheduled', 'skipped');
@@ -280,14 +312,16 @@ WHERE status IN ('pre-scheduled', 'skipped')
 SELECT max(desired_date) FROM email_schedules WHERE status = 'pre-scheduled';
 
 -- name: balance_rows_by_desired
-SELECT contact_id, email_type, event_year, event_month, event_day, priority,
-       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
+       scheduled_send_date
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND desired_date >= :lo AND desired_date < :hi;
 
 -- name: balance_ed_rows_by_desired
-SELECT contact_id, email_type, event_year, event_month, event_day, priority,
-       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
+       scheduled_send_date
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
   AND desired_date IN (SELECT value FROM json_each(:days));
@@ -298,24 +332,26 @@ WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi
 GROUP BY balance_date;
 
 -- name: balance_rows_by_step1
-SELECT contact_id, email_type, event_year, event_month, event_day, priority,
-       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
+       scheduled_send_date
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi;
 
 -- name: balance_off_day_rows
-SELECT contact_id, email_type, event_year, event_month, event_day, priority,
-       desired_date, allowed_from, allowed_to, balance_date, scheduled_send_date
+SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
+       scheduled_send_date
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND scheduled_send_date <> balance_date
   AND scheduled_send_date >= :lo AND balance_date < :hi;
 
 -- name: balance_save
 UPDATE email_schedules SET
-    balance_date = :step1,
-    scheduled_send_date = :scheduled,
+    balance_date = ?1,
+    scheduled_send_date = ?2,
     send_at_utc = CASE WHEN send_timezone IS NOT NULL
-                       THEN mailplan_utc(:scheduled, scheduled_send_time, send_timezone) END,
-    updated_at = :now
-WHERE contact_id = :contact_id AND email_type = :email_type AND event_year = :y
-  AND event_month = :m AND event_day = :d AND status = 'pre-scheduled';
+                       THEN mailplan_utc(?2, scheduled_send_time, send_timezone) END,
+    updated_at = ?3
+WHERE contact_id = ?4 AND email_type = ?5 AND event_year = ?6 AND event_month = ?7
+  AND event_day = ?8 AND status = 'pre-scheduled';

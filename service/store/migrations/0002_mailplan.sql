@@ -11,12 +11,15 @@ CREATE TABLE IF NOT EXISTS scheduler_events (
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
 );
 
--- Per-contact plan state: the review date (SPEC 5.11) and why a contact
--- cannot be e-mailed at all, if so.
+-- Per-contact plan state: the review date (SPEC 5.11), why a contact cannot
+-- be e-mailed at all (if so), and a fingerprint of the plan rows last
+-- written, which lets a full recompute skip reading the plan rows of
+-- contacts whose plan did not change.
 CREATE TABLE IF NOT EXISTS contact_plan_state (
     contact_id INTEGER PRIMARY KEY,
     review_date TEXT,
     invalid TEXT,
+    fingerprint TEXT,
     updated_at TEXT NOT NULL DEFAULT (datetime('now'))
 );
 CREATE INDEX IF NOT EXISTS idx_contact_plan_state_review
