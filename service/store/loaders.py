@@ -115,11 +115,13 @@ class Loaded:
 
     scope: Scope
     contacts: list[ContactData]
-    stored: list[StoredPlanRow] = field(default_factory=list)
+    stored: list[StoredPlanRow] | None = field(default_factory=list)
+    """The scope's plan rows; ``None`` when not read (compare by fingerprint)."""
     history_keys: set[tuple[int, str, int | None, int | None, int | None]] = field(
         default_factory=set
     )
-    states: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
+    states: dict[int, tuple[str | None, str | None, str | None]] = field(default_factory=dict)
+    """contact -> (review date, invalid reason, fingerprint) as stored."""
     gaps: list[tuple[int, str | None, str | None]] = field(default_factory=list)
 
 
@@ -186,28 +188,52 @@ class LoaderMixin(StoreBase):
             after = loaded.scope.hi
 
     async def load_chunk(
-        self, after: int | None, chunk_size: int, *, since: date | None = None
+        self,
+        after: int | None,
+        chunk_size: int,
+        *,
+        since: date | None = None,
+        engagement_since: date | None = None,
+        plan_rows: bool = True,
     ) -> Loaded:
         """The next ``chunk_size`` contacts with id > ``after`` (None: from the
         start), with everything related. The chunk's scope runs from
         ``after + 1`` to its last contact, or to the largest possible id when
-        it is the last chunk (``scope.hi == MAX_ID``)."""
+        it is the last chunk (``scope.hi == MAX_ID``). Without ``plan_rows``
+        the stored plan is left unread (``Loaded.stored`` is None) and the
+        writer compares fingerprints first."""
         start = MIN_ID if after is None else after
         rows = await self.fetchall("contacts_after", {"after": start, "limit": chunk_size})
         hi = MAX_ID if len(rows) < chunk_size else int(rows[-1][0])
         scope = Scope.of_range(MIN_ID if after is None else after + 1, hi)
-        return await self._load_related(scope, [contact_from_row(r) for r in rows], since)
+        contacts = [contact_from_row(r) for r in rows]
+        return await self._load_related(
+            scope, contacts, since, engagement_since or since, plan_rows=plan_rows
+        )
 
-    async def load_scope(self, scope: Scope, *, since: date | None = None) -> Loaded:
-        """Contacts of ``scope`` with related rows and their stored plan."""
+    async def load_scope(
+        self, scope: Scope, *, since: date | None = None, engagement_since: date | None = None
+    ) -> Loaded:
+        """Contacts of ``scope`` with related rows and their stored plan.
+
+        ``since`` leaves out history rows sent before it, ``engagement_since``
+        (default: ``since``) clicks and engagement events before it.
+        """
         if scope.ids is not None:
             rows = await self.fetchall("contacts_by_ids", {"ids": ids_param(scope.ids)})
         else:
             raise ValueError("load_scope takes an id scope; use iter_loaded_chunks for ranges")
-        return await self._load_related(scope, [contact_from_row(r) for r in rows], since)
+        contacts = [contact_from_row(r) for r in rows]
+        return await self._load_related(scope, contacts, since, engagement_since or since)
 
     async def _load_related(
-        self, scope: Scope, contacts: list[Contact], since: date | None
+        self,
+        scope: Scope,
+        contacts: list[Contact],
+        since: date | None,
+        engagement_since: date | None,
+        *,
+        plan_rows: bool = True,
     ) -> Loaded:
         params: dict[str, object]
         if scope.ids is not None:
@@ -215,10 +241,11 @@ class LoaderMixin(StoreBase):
         else:
             variant, params = "range", {"lo": scope.lo, "hi": scope.hi}
         cut = {**params, "since": since.isoformat() if since else ""}
-        schedules = await self.fetchall(f"schedules@{variant}", cut)
+        recent = {**params, "since": engagement_since.isoformat() if engagement_since else ""}
+        schedules = await self.fetchall(f"{'schedules' if plan_rows else 'history'}@{variant}", cut)
         targeting = await self.fetchall(f"targeting@{variant}", params)
-        clicks = await self.fetchall(f"clicks@{variant}", cut)
-        events = await self.fetchall(f"contact_events@{variant}", cut)
+        clicks = await self.fetchall(f"clicks@{variant}", recent)
+        events = await self.fetchall(f"contact_events@{variant}", recent)
         states = await self.fetchall(f"plan_state@{variant}", params)
         gaps = await self.fetchall(f"balance_gaps@{variant}", params)
 
@@ -265,9 +292,9 @@ class LoaderMixin(StoreBase):
         return Loaded(
             scope=scope,
             contacts=data,
-            stored=stored,
+            stored=stored if plan_rows else None,
             history_keys=history_keys,
-            states={r[0]: (r[1], r[2]) for r in states},
+            states={r[0]: (r[1], r[2], r[3]) for r in states},
             gaps=[(r[0], text(r[1]), text(r[2])) for r in gaps],
         )
 

@@ -182,7 +182,8 @@ WHERE substr(email_type, 1, length(:prefix)) = :prefix;
 -- OR IGNORE: an identity already taken (by a history row the loader's cut-off
 -- left out) is never planned again (SPEC 5.10), and never overwritten.
 -- Positional parameters: binding by name costs more than the insert itself
--- at a million rows. Order: see writer.INSERT_FIELDS.
+-- at a million rows. Order: identity (1-5), content (6-16, as writer._content),
+-- run id, now.
 INSERT OR IGNORE INTO email_schedules (
     contact_id, email_type, event_year, event_month, event_day,
     scheduled_send_time, status, skip_reason, priority, email_template,
@@ -216,9 +217,7 @@ UPDATE email_schedules SET
     scheduled_send_date = COALESCE(?19, scheduled_send_date),
     send_at_utc = CASE WHEN ?16 IS NOT NULL
                        THEN mailplan_utc(COALESCE(?19, scheduled_send_date), ?6, ?16) END
-WHERE id = ?20 AND status IN ('pre-scheduled', 'skipped')
-  AND ?1 IS NOT NULL AND ?2 IS NOT NULL AND ?3 IS NOT NULL AND ?4 IS NOT NULL
-  AND ?5 IS NOT NULL;
+WHERE id = ?20 AND status IN ('pre-scheduled', 'skipped');
 
 -- name: delete_plan_row
 DELETE FROM email_schedules WHERE id = ? AND status IN ('pre-scheduled', 'skipped');

@@ -16,26 +16,32 @@ The writer returns the dates the windowed rebalance must cover
 (``service.rebalance``): for every row whose balancing inputs changed, its
 new desired date, its old desired date and every day from there to its old
 scheduled date.
+
+Each contact's state keeps a fingerprint of the rows last written. A chunk
+loaded without its plan rows (a full recompute) reads the stored rows only
+of contacts whose new fingerprint differs, or that vanished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
 
 import structlog
 
 from service.planning.model import PRE_SCHEDULED, SKIPPED, ContactPlan, PlanRow
 from service.store.base import ids_param, iso, utc_now_text
-from service.store.loaders import Loaded, LoaderMixin, StoredPlanRow
+from service.store.loaders import Loaded, LoaderMixin, StoredPlanRow, stored_plan_row
 from service.store.types import WriteResult, WriteStats
 
 log = structlog.get_logger(__name__)
 
 Key5 = tuple[int, str, int | None, int | None, int | None]
+Content = tuple[object, ...]
+Params = tuple[object, ...]
 
 # Positions in StoredPlanRow.content and in the new rows' content tuples.
 _STATUS, _PRIORITY, _DESIRED, _FROM, _TO = 1, 3, 7, 8, 9
@@ -59,14 +65,14 @@ class WriteOptions:
 class PlanDiff:
     """The statements one write needs, and what they mean for balancing."""
 
-    inserts: list[dict[str, Any]]
-    updates: list[dict[str, Any]]
-    deletes: list[tuple[int]]
-    unchanged: int
-    touched: set[date]
+    inserts: list[Params] = field(default_factory=list)
+    updates: list[Params] = field(default_factory=list)
+    deletes: list[tuple[int]] = field(default_factory=list)
+    unchanged: int = 0
+    touched: set[date] = field(default_factory=set)
 
 
-def _balance_inputs(content: tuple[object, ...], today: str) -> tuple[object, ...]:
+def _balance_inputs(content: Content, today: str) -> Content:
     """What load balancing reads of a row (SPEC 6). A lower bound on or before
     *today* bounds nothing: the balancer never sends before today."""
     bound = content[_FROM]
@@ -74,7 +80,7 @@ def _balance_inputs(content: tuple[object, ...], today: str) -> tuple[object, ..
     return (content[_STATUS], content[_PRIORITY], content[_DESIRED], lower, content[_TO])
 
 
-def _same(stored: tuple[object, ...], new: tuple[object, ...], today: str) -> bool:
+def _same(stored: Content, new: Content, today: str) -> bool:
     if stored == new:
         return True
     # The planner clamps allowed_from to *today*, which moves every day; a
@@ -87,12 +93,6 @@ def _same(stored: tuple[object, ...], new: tuple[object, ...], today: str) -> bo
         and stored[:_FROM] == new[:_FROM]
         and stored[_TO:] == new[_TO:]
     )
-
-
-def _touch_old(touched: set[date], stored: StoredPlanRow) -> None:
-    """The dates a stored non-skipped row occupied in the previous balance."""
-    if stored.status == PRE_SCHEDULED:
-        touch_span(touched, stored.desired, stored.scheduled)
 
 
 def touch_span(touched: set[date], desired: str | None, scheduled: str | None) -> None:
@@ -110,8 +110,14 @@ def touch_span(touched: set[date], desired: str | None, scheduled: str | None) -
         day += timedelta(days=1)
 
 
+def _touch_old(touched: set[date], stored: StoredPlanRow) -> None:
+    """The dates a stored non-skipped row occupied in the previous balance."""
+    if stored.status == PRE_SCHEDULED:
+        touch_span(touched, stored.desired, stored.scheduled)
+
+
 class _Differ:
-    """The per-row work of :func:`diff_plan`, with the per-write constants."""
+    """Turns planned rows into comparable content, with the per-write constants."""
 
     __slots__ = ("isos", "now", "run_id", "send_time", "today", "tzs")
 
@@ -128,7 +134,7 @@ class _Differ:
             text = self.isos[d] = d.isoformat()
         return text
 
-    def content(self, row: PlanRow) -> tuple[object, ...]:
+    def content(self, row: PlanRow) -> Content:
         """Same fields and order as loaders.stored_plan_row builds from the columns."""
         low, high = row.allowed_from, row.allowed_to
         lower = None if low is None else self.iso(low)
@@ -140,61 +146,70 @@ class _Differ:
             None if high is None else self.iso(high), self.tzs.get(row.contact_id),
         )  # fmt: skip
 
-    def params(self, row: PlanRow, content: tuple[object, ...]) -> dict[str, Any]:
+
+Entry = tuple[Key5, PlanRow, Content]
+
+
+def kept_rows(plan: ContactPlan, taken: AbstractSet[Key5]) -> Iterator[tuple[Key5, PlanRow]]:
+    """The rows of a plan that are written, with their identity.
+
+    An identity held by a history row is never planned again (SPEC 5.10),
+    and the planner's contract is one row per identity; anything else would
+    break the unique index or rewrite the sender's row, so it is dropped.
+    """
+    seen: set[Key5] = set()
+    for row in plan.rows:
         ev = row.event_date
-        return {
-            "contact_id": row.contact_id, "email_type": row.email_type,
-            "event_year": ev.year, "event_month": ev.month, "event_day": ev.day,
-            "send_time": self.send_time, "status": row.status, "skip_reason": row.skip_reason,
-            "priority": row.priority, "template": row.template,
-            "campaign_instance_id": row.campaign_instance_id, "catchup_note": row.catchup_note,
-            "desired_date": content[_DESIRED], "allowed_from": content[_FROM],
-            "allowed_to": content[_TO], "send_timezone": content[10], "run_id": self.run_id,
-            "now": self.now,
-        }  # fmt: skip
+        key: Key5 = (row.contact_id, row.email_type, ev.year, ev.month, ev.day)
+        if key in seen or key in taken or row.contact_id != plan.contact_id:
+            log.warning("plan_identity_refused", contact_id=row.contact_id, type=row.email_type)
+            continue
+        seen.add(key)
+        yield key, row
+
+
+def planned_entries(
+    plans: Iterable[ContactPlan], differ: _Differ, taken: AbstractSet[Key5]
+) -> dict[int, list[Entry]]:
+    """Each contact's written rows with identity and content, in plan order."""
+    content = differ.content
+    return {
+        plan.contact_id: [(key, row, content(row)) for key, row in kept_rows(plan, taken)]
+        for plan in plans
+    }
+
+
+def fingerprint(entries: list[Entry]) -> str:
+    """A stable digest of a contact's planned rows (identity and content)."""
+    digest = hashlib.blake2b(digest_size=12)
+    for key, _, content in entries:
+        digest.update(repr((key, content)).encode())
+    return digest.hexdigest()
 
 
 def diff_plan(
     stored: Iterable[StoredPlanRow],
-    rows: Iterable[PlanRow],
-    options: WriteOptions,
-    taken: AbstractSet[Key5] = frozenset(),
+    entries: Iterable[Entry],
+    differ: _Differ,
 ) -> PlanDiff:
-    """Compare new rows with stored plan rows by identity (pure).
-
-    ``taken`` holds the identities of history rows: such an email is never
-    planned again (SPEC 5.10), whatever the planner says.
-    """
-    differ = _Differ(options)
-    today = differ.today
+    """Compare planned rows with stored plan rows by identity (pure)."""
+    today, tail = differ.today, (differ.run_id, differ.now)
     old = {s.key: s for s in stored}
-    diff = PlanDiff([], [], [], 0, set())
+    diff = PlanDiff()
     touched = diff.touched
-    seen: set[Key5] = set()
-    for row in rows:
-        ev = row.event_date
-        key: Key5 = (row.contact_id, row.email_type, ev.year, ev.month, ev.day)
-        if key in seen or key in taken:
-            # One row per identity, none of them history: anything else
-            # would break the unique index or rewrite the sender's row.
-            log.warning("plan_identity_refused", contact_id=row.contact_id, type=row.email_type)
-            continue
-        seen.add(key)
-        content = differ.content(row)
+    for key, row, content in entries:
         before = old.pop(key, None)
         if before is None:
-            diff.inserts.append(differ.params(row, content))
+            diff.inserts.append(key + content + tail)
             if row.status == PRE_SCHEDULED:
                 touched.add(row.desired_date)
         elif before.balanced and _same(before.content, content, today):
             diff.unchanged += 1
         else:
-            params = differ.params(row, content)
-            params["id"] = before.id
-            restart = not before.balanced or before.desired != content[_DESIRED]
+            desired = content[_DESIRED]
+            restart = not before.balanced or before.desired != desired
             restart = restart or before.status == SKIPPED or row.status == SKIPPED
-            params["reset_date"] = content[_DESIRED] if restart else None
-            diff.updates.append(params)
+            diff.updates.append(key + content + tail + (desired if restart else None, before.id))
             if _balance_inputs(before.content, today) != _balance_inputs(content, today):
                 _touch_old(touched, before)
                 if row.status == PRE_SCHEDULED:
@@ -214,26 +229,34 @@ class WriterMixin(LoaderMixin):
         plans: Iterable[ContactPlan],
         options: WriteOptions,
     ) -> WriteResult:
-        """Write the new plans of ``loaded.scope`` (SPEC 7) and their review dates.
+        """Write the new plans of ``loaded.scope`` (SPEC 7) and their plan state.
 
         ``loaded`` is what :meth:`load_scope` / :meth:`load_chunk` read inside
         the same transaction. Contacts of the scope without a plan (deleted
-        meanwhile, or not in ``plans``) lose their plan rows.
+        meanwhile, or not in ``plans``) lose their plan rows. A chunk loaded
+        without plan rows is compared by fingerprint first.
         """
         plans = [p for p in plans if loaded.scope.contains(p.contact_id)]
-        rows = [row for plan in plans for row in plan.rows if row.contact_id == plan.contact_id]
-        diff = diff_plan(loaded.stored, rows, options, loaded.history_keys)
-        # Deletes first: a deleted identity's slot may be reused by an insert.
-        if diff.deletes:
-            await self.executemany("delete_plan_row", diff.deletes)
-        if diff.updates:
-            await self.executemany("update_plan_row", diff.updates)
-        inserted = 0
-        if diff.inserts:
-            inserted = await self.executemany("insert_plan_row", diff.inserts)
-            if inserted != len(diff.inserts):
-                log.warning("plan_identity_taken_by_history", skipped=len(diff.inserts) - inserted)
-        await self._write_states(loaded, plans)
+        differ = _Differ(options)
+        entries = planned_entries(plans, differ, loaded.history_keys)
+        prints = {cid: fingerprint(rows) for cid, rows in entries.items()}
+        unchanged = 0
+        if loaded.stored is None:
+            states = loaded.states
+            todo = {cid for cid, fp in prints.items() if states.get(cid, ("",) * 3)[2] != fp}
+            todo.update(await self._vanished(loaded, prints))
+            for cid, rows in entries.items():
+                if cid not in todo:
+                    unchanged += len(rows)
+            stored = await self._plan_rows(todo)
+            selected: Iterable[Entry] = (e for cid in sorted(todo) for e in entries.get(cid, ()))
+        else:
+            stored = loaded.stored
+            selected = (e for rows in entries.values() for e in rows)
+        diff = diff_plan(stored, selected, differ)
+        diff.unchanged += unchanged
+        inserted = await self._apply(diff)
+        await self._write_states(loaded, plans, prints)
         if loaded.gaps:
             for _, lo, hi in loaded.gaps:
                 touch_span(diff.touched, lo, hi)
@@ -246,16 +269,47 @@ class WriterMixin(LoaderMixin):
         )
         return WriteResult(stats=stats, touched=diff.touched)
 
-    async def _write_states(self, loaded: Loaded, plans: list[ContactPlan]) -> None:
-        upserts: list[tuple[int, str | None, str | None]] = []
-        planned: set[int] = set()
+    async def _apply(self, diff: PlanDiff) -> int:
+        # Deletes first: a deleted identity's slot may be reused by an insert.
+        if diff.deletes:
+            await self.executemany("delete_plan_row", diff.deletes)
+        if diff.updates:
+            await self.executemany("update_plan_row", diff.updates)
+        inserted = 0
+        if diff.inserts:
+            inserted = await self.executemany("insert_plan_row", diff.inserts)
+            if inserted != len(diff.inserts):
+                log.warning("plan_identity_taken_by_history", skipped=len(diff.inserts) - inserted)
+        return inserted
+
+    async def _vanished(self, loaded: Loaded, planned: Mapping[int, str]) -> set[int]:
+        """Contacts of the scope with plan rows but no plan now: deleted ones."""
+        gone = {cid for cid in loaded.states if cid not in planned}
+        if loaded.scope.ids is None:
+            rows = await self.fetchall(
+                "orphan_plan_contacts", {"lo": loaded.scope.lo, "hi": loaded.scope.hi}
+            )
+            gone.update(r[0] for r in rows)
+        else:
+            gone.update(cid for cid in loaded.scope.ids if cid not in planned)
+        return gone
+
+    async def _plan_rows(self, ids: AbstractSet[int]) -> list[StoredPlanRow]:
+        if not ids:
+            return []
+        rows = await self.fetchall("plan_rows@ids", {"ids": ids_param(ids)})
+        return [stored_plan_row(r) for r in rows]
+
+    async def _write_states(
+        self, loaded: Loaded, plans: list[ContactPlan], prints: Mapping[int, str]
+    ) -> None:
+        upserts: list[tuple[int, str | None, str | None, str | None]] = []
         states = loaded.states
         for plan in plans:
-            planned.add(plan.contact_id)
-            state = (iso(plan.review_date), plan.invalid)
+            state = (iso(plan.review_date), plan.invalid, prints.get(plan.contact_id))
             if states.get(plan.contact_id) != state:
                 upserts.append((plan.contact_id, *state))
-        gone = [(cid,) for cid in states if cid not in planned]
+        gone = [(cid,) for cid in states if cid not in prints]
         if gone:
             await self.executemany("delete_plan_state", gone)
         if upserts:

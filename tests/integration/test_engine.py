@@ -270,3 +270,61 @@ async def _incremental_equals_full(path: Path, steps: list[tuple[str, int, int]]
 def test_incremental_equals_full_for_random_changes(steps: list[tuple[str, int, int]]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(_incremental_equals_full(Path(folder) / "db.sqlite3", steps))
+
+
+async def _full_after_changes(path: Path, steps: list[tuple[str, int, int]]) -> None:
+    await init_db(path)
+    generate(path, 40, seed=5, today=TODAY)
+    ctx = PlanContext(rules=builtin_rules(), balance=BalanceParams(daily_cap=2), chunk_size=9)
+    async with Store.open(path) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        for kind, cid, n in steps:
+            _apply(path, kind, cid, n)
+        # Unprocessed changes, then a full recompute that trusts fingerprints.
+        await engine.full_recompute(store, ctx, TODAY)
+        assert await store.export_rows() == await engine.dry_run_plan(store, ctx, TODAY)
+        second = await engine.full_recompute(store, ctx, TODAY)
+        assert second.inserted + second.updated + second.deleted + second.rows_moved == 0
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=changes)
+def test_full_recompute_by_fingerprint_after_random_changes(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(_full_after_changes(Path(folder) / "db.sqlite3", steps))
+
+
+async def test_contact_deleted_without_cascade_loses_its_rows_in_a_full_recompute(
+    store: Store, book: Path
+) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    con = sqlite3.connect(book)  # foreign keys off: nothing cascades
+    con.execute("DELETE FROM contacts WHERE id IN (7, 150)")
+    con.commit()
+    con.close()
+    stats = await engine.full_recompute(store, CTX, TODAY)
+    assert stats.deleted > 0
+    assert _count(book, "SELECT count(*) FROM email_schedules WHERE contact_id IN (7, 150) "
+                  "AND status IN ('pre-scheduled', 'skipped')") == 0  # fmt: skip
+    await _assert_export_is_dry_run(store, TODAY)
+
+
+async def test_repair_rewrites_rows_edited_behind_the_planner(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    _upstream(
+        book,
+        "UPDATE email_schedules SET email_template = 'tampered', skip_reason = 'x' "
+        "WHERE status = 'skipped'",
+    )
+    # Trusting fingerprints, a full recompute does not read unchanged plans...
+    await engine.full_recompute(store, CTX, TODAY)
+    assert _count(book, "SELECT count(*) FROM email_schedules WHERE skip_reason = 'x'") > 0
+    # ...verify finds the drift and its repair compares every stored row.
+    report = await engine.verify(store, CTX, TODAY, repair=True)
+    assert report.changed > 0 and report.repaired
+    assert _count(book, "SELECT count(*) FROM email_schedules WHERE skip_reason = 'x'") == 0
+    assert (
+        _count(book, "SELECT count(*) FROM email_schedules WHERE email_template = 'tampered'") == 0
+    )
