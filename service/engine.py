@@ -34,7 +34,15 @@ from service.planning.params import BalanceParams, PlanParams
 from service.planning.plan import plan_contact
 from service.planning.rules import RuleBook
 from service.rebalance import rebalance
-from service.store import ExportRow, Loaded, RunStats, Scope, Store, WriteOptions
+from service.store import (
+    DriftReport,
+    ExportRow,
+    Loaded,
+    RunStats,
+    Scope,
+    Store,
+    WriteOptions,
+)
 from service.store.loaders import MAX_ID
 from service.store.writer import kept_rows
 
@@ -119,22 +127,6 @@ def quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-@dataclass(slots=True)
-class DriftReport:
-    """Differences between the stored plan and a full recompute (SPEC 9, verify)."""
-
-    missing: int = 0
-    extra: int = 0
-    changed: int = 0
-    samples: list[str] = field(default_factory=list)
-    repaired: bool = False
-    repair_stats: RunStats | None = None
-
-    @property
-    def drift(self) -> int:
-        return self.missing + self.extra + self.changed
-
-
 # -- shared steps -------------------------------------------------------------
 
 
@@ -166,9 +158,15 @@ def _plan_all(
     return [plan_contact(d, campaigns, rules, params, today) for d in contacts]
 
 
-async def _load(store: Store, ctx: PlanContext, scope: Scope, today: date) -> Loaded:
-    return await store.load_scope(
-        scope, since=ctx.history_since(today), engagement_since=ctx.engagement_since(today)
+async def _load_chunk(
+    store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, plan_rows: bool
+) -> Loaded:
+    return await store.load_chunk(
+        after,
+        limit,
+        since=ctx.history_since(today),
+        engagement_since=ctx.engagement_since(today),
+        plan_rows=plan_rows,
     )
 
 
@@ -208,7 +206,11 @@ async def recompute_contacts(
     if not id_list:
         return RunStats()
     campaigns = ctx.campaigns or await store.load_campaigns()
-    loaded = await _load(store, ctx, Scope.of_ids(id_list), today)
+    loaded = await store.load_scope(
+        Scope.of_ids(id_list),
+        since=ctx.history_since(today),
+        engagement_since=ctx.engagement_since(today),
+    )
     plans = _plan_all(ctx, campaigns, loaded.contacts, today)
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
@@ -229,13 +231,7 @@ async def recompute_range(
     if not store.in_transaction:
         raise RuntimeError("recompute_range must run inside store.transaction()")
     campaigns = ctx.campaigns or await store.load_campaigns()
-    loaded = await store.load_chunk(
-        after,
-        limit,
-        since=ctx.history_since(today),
-        engagement_since=ctx.engagement_since(today),
-        plan_rows=False,
-    )
+    loaded = await _load_chunk(store, ctx, after, limit, today, plan_rows=False)
     plans = _plan_all(ctx, campaigns, loaded.contacts, today)
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     if touched:
@@ -317,12 +313,8 @@ async def _full_recompute(
         after: int | None = None
         while True:
             async with store.transaction():
-                loaded = await store.load_chunk(
-                    after,
-                    ctx.chunk_size,
-                    since=ctx.history_since(today),
-                    engagement_since=ctx.engagement_since(today),
-                    plan_rows=not trust_fingerprints,
+                loaded = await _load_chunk(
+                    store, ctx, after, ctx.chunk_size, today, plan_rows=not trust_fingerprints
                 )
                 plans = _plan_all(ctx, campaigns, loaded.contacts, today)
                 chunk_stats, _ = await _write(store, ctx, loaded, plans, str(run_id), today)
@@ -338,23 +330,14 @@ async def _full_recompute(
     except Exception as exc:
         await _record_failure(store, run_id, stats, started, exc)
         raise
-    log.info("full_recompute_done", run_id=run_id, ms=round(_ms(started)), **_fields(stats))
+    log.info("full_recompute_done", run_id=run_id, ms=round(_ms(started)),
+             contacts=stats.contacts_recomputed, inserted=stats.inserted,
+             updated=stats.updated, deleted=stats.deleted, moved=stats.rows_moved)  # fmt: skip
     return stats
 
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
-
-
-def _fields(stats: RunStats) -> dict[str, int]:
-    return {
-        "contacts": stats.contacts_recomputed,
-        "inserted": stats.inserted,
-        "updated": stats.updated,
-        "deleted": stats.deleted,
-        "unchanged": stats.unchanged,
-        "moved": stats.rows_moved,
-    }
 
 
 async def _record_failure(
@@ -397,13 +380,7 @@ async def _dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[Exp
         campaigns = ctx.campaigns or await store.load_campaigns()
         after: int | None = None
         while True:
-            loaded = await store.load_chunk(
-                after,
-                ctx.chunk_size,
-                since=ctx.history_since(today),
-                engagement_since=ctx.engagement_since(today),
-                plan_rows=False,
-            )
+            loaded = await _load_chunk(store, ctx, after, ctx.chunk_size, today, plan_rows=False)
             for plan in _plan_all(ctx, campaigns, loaded.contacts, today):
                 for _, r in kept_rows(plan, loaded.history_keys):
                     fields.append((r.contact_id, r.email_type, r.event_date, r.desired_date,
@@ -429,23 +406,12 @@ async def _dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[Exp
 async def verify(store: Store, ctx: PlanContext, today: date, *, repair: bool) -> DriftReport:
     """Compare the stored plan with a full recompute; optionally repair it.
 
-    Repairing is a full recompute, which writes exactly the differences.
+    Repairing is a full recompute that compares every stored row (it does
+    not trust fingerprints), writing exactly the differences.
     """
-    expected = {_export_key(r): r for r in await dry_run_plan(store, ctx, today)}
-    actual = {_export_key(r): r for r in await store.export_rows()}
-    report = DriftReport()
-    for key, row in expected.items():
-        stored = actual.get(key)
-        if stored is None:
-            report.missing += 1
-            _sample(report, f"missing: {row}")
-        elif stored != row:
-            report.changed += 1
-            _sample(report, f"changed: {stored} -> {row}")
-    for key, row in actual.items():
-        if key not in expected:
-            report.extra += 1
-            _sample(report, f"extra: {row}")
+    # One read snapshot for both sides: upstream commits meanwhile are no drift.
+    async with store.snapshot():
+        report = await store.compare_plan(await dry_run_plan(store, ctx, today))
     if report.drift:
         log.warning("plan_drift", missing=report.missing, extra=report.extra,
                     changed=report.changed)  # fmt: skip
@@ -455,8 +421,3 @@ async def verify(store: Store, ctx: PlanContext, today: date, *, repair: bool) -
             )
             report.repaired = True
     return report
-
-
-def _sample(report: DriftReport, text: str, limit: int = 20) -> None:
-    if len(report.samples) < limit:
-        report.samples.append(text)

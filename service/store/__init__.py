@@ -7,6 +7,7 @@ from service.store.loaders import Loaded
 from service.store.store import Store, init_db
 from service.store.types import (
     ContactChunk,
+    DriftReport,
     Event,
     EventsSummary,
     ExportRow,
@@ -20,6 +21,7 @@ from service.store.writer import WriteOptions
 
 __all__ = [
     "ContactChunk",
+    "DriftReport",
     "Event",
     "EventsSummary",
     "ExportRow",

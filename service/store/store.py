@@ -7,7 +7,7 @@ store.transaction():``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
@@ -19,8 +19,12 @@ from service.store import schema
 from service.store.balancing import BalanceMixin
 from service.store.base import StoreBase, ids_param
 from service.store.loaders import event_date_of, text
-from service.store.types import ExportRow
+from service.store.types import DriftReport, ExportRow
 from service.store.writer import WriterMixin
+
+
+def _sort_key(row: ExportRow) -> tuple[int, str, date]:
+    return (row.contact_id, row.email_type, row.event_date)
 
 
 def _export_row(r: tuple[Any, ...]) -> ExportRow:
@@ -103,6 +107,27 @@ class Store(WriterMixin, BalanceMixin):
                     yield tuple(row)
         finally:
             await cursor.close()
+
+    async def compare_plan(self, expected: Sequence[ExportRow]) -> DriftReport:
+        """The differences between the stored plan rows and ``expected`` (sorted
+        as :meth:`export_rows` sorts). The stored rows are streamed and merged,
+        never held in memory all at once."""
+        report = DriftReport()
+        i, n = 0, len(expected)
+        async for stored in self.iter_export_rows():
+            key = _sort_key(stored)
+            while i < n and _sort_key(expected[i]) < key:
+                report.note("missing", expected[i])
+                i += 1
+            if i < n and _sort_key(expected[i]) == key:
+                if expected[i] != stored:
+                    report.note("changed", stored, expected[i])
+                i += 1
+            else:
+                report.note("extra", stored)
+        for row in expected[i:]:
+            report.note("missing", row)
+        return report
 
     async def daily_load(self, start: date, end: date) -> list[tuple[date, str, int]]:
         """Planned (non-skipped) e-mails per scheduled day and type, ``start..end``."""

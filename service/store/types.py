@@ -161,3 +161,30 @@ class EventsSummary:
     pending: int
     oldest_created_at: datetime | None
     max_id: int
+
+
+@dataclass(slots=True)
+class DriftReport:
+    """Differences between the stored plan and a full recompute (``verify``)."""
+
+    missing: int = 0
+    extra: int = 0
+    changed: int = 0
+    samples: list[str] = field(default_factory=list)
+    repaired: bool = False
+    repair_stats: RunStats | None = None
+
+    @property
+    def drift(self) -> int:
+        return self.missing + self.extra + self.changed
+
+    def note(self, kind: str, row: ExportRow, new: ExportRow | None = None) -> None:
+        """Count one difference (``missing``, ``extra`` or ``changed``); keep a few."""
+        if kind == "missing":
+            self.missing += 1
+        elif kind == "extra":
+            self.extra += 1
+        else:
+            self.changed += 1
+        if len(self.samples) < 20:
+            self.samples.append(f"{kind}: {row}" + (f" -> {new}" if new else ""))

@@ -25,7 +25,8 @@ of contacts whose new fingerprint differs, or that vanished.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+import marshal
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -42,6 +43,9 @@ log = structlog.get_logger(__name__)
 Key5 = tuple[int, str, int | None, int | None, int | None]
 Content = tuple[object, ...]
 Params = tuple[object, ...]
+
+_ISO_CACHE: dict[date, str] = {}
+"""Review dates as text; a book has a few hundred distinct ones."""
 
 # Positions in StoredPlanRow.content and in the new rows' content tuples.
 _STATUS, _PRIORITY, _DESIRED, _FROM, _TO = 1, 3, 7, 8, 9
@@ -150,22 +154,27 @@ class _Differ:
 Entry = tuple[Key5, PlanRow, Content]
 
 
-def kept_rows(plan: ContactPlan, taken: AbstractSet[Key5]) -> Iterator[tuple[Key5, PlanRow]]:
+def kept_rows(plan: ContactPlan, taken: AbstractSet[Key5]) -> list[tuple[Key5, PlanRow]]:
     """The rows of a plan that are written, with their identity.
 
     An identity held by a history row is never planned again (SPEC 5.10),
     and the planner's contract is one row per identity; anything else would
     break the unique index or rewrite the sender's row, so it is dropped.
     """
+    out: list[tuple[Key5, PlanRow]] = []
+    if not plan.rows:
+        return out
     seen: set[Key5] = set()
+    cid = plan.contact_id
     for row in plan.rows:
         ev = row.event_date
         key: Key5 = (row.contact_id, row.email_type, ev.year, ev.month, ev.day)
-        if key in seen or key in taken or row.contact_id != plan.contact_id:
+        if key in seen or key in taken or row.contact_id != cid:
             log.warning("plan_identity_refused", contact_id=row.contact_id, type=row.email_type)
             continue
         seen.add(key)
-        yield key, row
+        out.append((key, row))
+    return out
 
 
 def planned_entries(
@@ -179,12 +188,20 @@ def planned_entries(
     }
 
 
+_NO_ROWS = hashlib.blake2b(marshal.dumps([], 2), digest_size=12).hexdigest()
+
+
 def fingerprint(entries: list[Entry]) -> str:
-    """A stable digest of a contact's planned rows (identity and content)."""
-    digest = hashlib.blake2b(digest_size=12)
-    for key, _, content in entries:
-        digest.update(repr((key, content)).encode())
-    return digest.hexdigest()
+    """A stable digest of a contact's planned rows (identity and content).
+
+    marshal format 2 writes strings, ints, None and tuples by value only (no
+    back-references, no interning flags), so equal rows give equal bytes in
+    every process; a different Python could only cause one needless compare.
+    """
+    if not entries:
+        return _NO_ROWS
+    data = marshal.dumps([key + content for key, _, content in entries], 2)
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 def diff_plan(
@@ -304,11 +321,17 @@ class WriterMixin(LoaderMixin):
         self, loaded: Loaded, plans: list[ContactPlan], prints: Mapping[int, str]
     ) -> None:
         upserts: list[tuple[int, str | None, str | None, str | None]] = []
-        states = loaded.states
+        states, isos = loaded.states, _ISO_CACHE
         for plan in plans:
-            state = (iso(plan.review_date), plan.invalid, prints.get(plan.contact_id))
-            if states.get(plan.contact_id) != state:
-                upserts.append((plan.contact_id, *state))
+            cid, review = plan.contact_id, plan.review_date
+            text = (
+                None
+                if review is None
+                else isos.get(review) or isos.setdefault(review, review.isoformat())
+            )
+            state = (text, plan.invalid, prints.get(cid))
+            if states.get(cid) != state:
+                upserts.append((cid, *state))
         gone = [(cid,) for cid in states if cid not in prints]
         if gone:
             await self.executemany("delete_plan_state", gone)

@@ -362,3 +362,76 @@ def test_rows_helper_is_consistent() -> None:
     # PlanRow equality includes every field the writer compares.
     row = _row()
     assert dataclasses.replace(row, priority=11) != row
+
+
+async def _write_chunk(store: Store, plans: list[ContactPlan], run: str) -> WriteResult:
+    """A chunk write as a full recompute does it: plan rows compared by fingerprint."""
+    async with store.transaction():
+        loaded = await store.load_chunk(None, 100, plan_rows=False)
+        assert loaded.stored is None
+        return await store.write_plans(loaded, plans, WriteOptions(run_id=run))
+
+
+async def test_fingerprints_skip_unchanged_plans(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1, 2, 3)
+    plans = [_plan(1, _row()), _plan(2, _row(cid=2)), _plan(3)]
+    first = await _write_chunk(store, plans, "run-1")
+    assert first.stats.inserted == 2
+    again = await _write_chunk(store, plans, "run-2")
+    assert (again.stats.changed, again.stats.unchanged) == (0, 2)
+    # Contact 2's plan changes: only its rows are read and rewritten.
+    changed = [_plan(1, _row()), _plan(2, _row(cid=2, priority=3)), _plan(3)]
+    result = await _write_chunk(store, changed, "run-3")
+    assert (result.stats.updated, result.stats.unchanged) == (1, 1)
+    assert [r["scheduler_run_id"] for r in _rows(db_path)] == ["run-1", "run-3"]
+
+
+async def test_fingerprint_mode_removes_rows_of_vanished_contacts(
+    store: Store, db_path: Path
+) -> None:
+    _contacts(db_path, 1, 2)
+    await _write_chunk(store, [_plan(1, _row()), _plan(2, _row(cid=2))], "run-1")
+    # Deleted on a connection without foreign keys: the rows stay behind.
+    _exec(db_path, "DELETE FROM contacts WHERE id = 2")
+    # And an orphan row nobody planned (no plan state at all).
+    _exec(
+        db_path,
+        "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
+        "event_year, event_month, event_day) "
+        "VALUES (9, 'birthday', '2026-05-01', 'pre-scheduled', 2026, 5, 15)",
+    )
+    result = await _write_chunk(store, [_plan(1, _row())], "run-2")
+    assert (result.stats.deleted, result.stats.unchanged) == (2, 1)
+    assert [r["contact_id"] for r in _rows(db_path)] == [1]
+
+
+async def test_rows_leaving_the_plan_outside_the_writer_leave_balance_gaps(
+    store: Store, db_path: Path
+) -> None:
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], [_plan(1, _row()), _plan(2, _row(cid=2))], "run-1")
+    _exec(db_path, "UPDATE email_schedules SET scheduled_send_date = '2026-05-20'")
+    # The sender claims contact 1's row; contact 2 is deleted with a cascade.
+    _exec(db_path, "UPDATE email_schedules SET status = 'scheduled' WHERE contact_id = 1")
+    con = sqlite3.connect(db_path)
+    con.execute("PRAGMA foreign_keys = ON")
+    con.execute("DELETE FROM contacts WHERE id = 2")
+    con.commit()
+    con.close()
+    gaps = sqlite3.connect(db_path).execute(
+        "SELECT contact_id, lo, hi FROM scheduler_balance_gaps ORDER BY contact_id"
+    )
+    assert gaps.fetchall() == [(1, "2026-05-18", "2026-05-20"), (2, "2026-05-18", "2026-05-20")]
+    # The next write of those contacts turns the gaps into touched dates.
+    result = await _write(store, [1, 2], [_plan(1)], "run-2")
+    assert result.touched == {date(2026, 5, 18), date(2026, 5, 19), date(2026, 5, 20)}
+    left = sqlite3.connect(db_path).execute("SELECT count(*) FROM scheduler_balance_gaps")
+    assert left.fetchone() == (0,)
+
+
+async def test_the_planners_own_deletes_leave_no_gaps(store: Store, db_path: Path) -> None:
+    _contacts(db_path, 1)
+    await _write(store, [1], [_plan(1, _row())], "run-1")
+    await _write(store, [1], [_plan(1)], "run-2")
+    left = sqlite3.connect(db_path).execute("SELECT count(*) FROM scheduler_balance_gaps")
+    assert left.fetchone() == (0,)
