@@ -402,6 +402,7 @@ def _history_rows(
         birth, eff = str(row[7])[:10], str(row[6])[:10]
         if birth[5:] not in bdays and eff[5:] not in edays:
             continue
+        followed = False
         for kind, text, before, prio in (("birthday", birth, 14, 10),
                                          ("effective_date", eff, 30, 20)):  # fmt: skip
             found = _last_send(text, before, today) if rng.random() <= 0.6 else None
@@ -413,7 +414,10 @@ def _history_rows(
                                  f"{kind}_template"))  # fmt: skip
             next_id += 1
             follow = sent + timedelta(days=2)
-            if rng.random() < 0.1 and follow < today:
+            # One follow-up per contact: two sends on one day would otherwise give
+            # two follow-ups with the same identity.
+            if rng.random() < 0.1 and follow < today and not followed:
+                followed = True
                 # A follow-up's event date is the send date of the email it follows.
                 out.append(_sent_row(next_id, row[0], "followup_cold", follow, sent, "sent",
                                      50, "cold_template"))  # fmt: skip
