@@ -446,8 +446,14 @@ def _engagement(
 
 
 def next_aep_season(today: date) -> tuple[date, date]:
-    """The Annual Enrollment Period (Oct 15 - Dec 7) that is running or comes next."""
-    year = today.year if today <= date(today.year, 12, 7) else today.year + 1
+    """The next Annual Enrollment Period (Oct 15 - Dec 7) whose campaign (starting 30
+    days ahead of it) has not begun yet.
+
+    A season already under way would need the sender's history of the emails it
+    sent on its first day; without it every contact would carry an overdue,
+    daily caught-up campaign row, which no real book has.
+    """
+    year = today.year if today < date(today.year, 9, 15) else today.year + 1
     return date(year, 10, 15), date(year, 12, 7)
 
 

@@ -159,8 +159,8 @@ def test_campaigns_history_and_engagement(generate_sample: Path) -> None:
         events = conn.execute("SELECT kind FROM scheduler_events").fetchall()
     finally:
         conn.close()
-    # The AEP of 2026 runs Oct 15 - Dec 7 and is still on at Nov 29.
-    assert ("aep", "2026-12-07") in instances
+    # At Nov 29 the 2026 AEP campaign (from Sep 15) has begun: the 2027 season is generated.
+    assert ("aep", "2027-12-07") in instances
     assert {t for t, _ in instances} == {"aep", "medicare_newsletter", "plan_review"}
     assert targets > 0 and sent > 0 and clicks > 0 and answers > 0
     assert plan == 0  # generate writes upstream data only; planning is mailplan's
@@ -170,9 +170,11 @@ def test_campaigns_history_and_engagement(generate_sample: Path) -> None:
 @pytest.mark.parametrize(
     ("today", "season"),
     [
-        (date(2026, 11, 29), (date(2026, 10, 15), date(2026, 12, 7))),
-        (date(2026, 12, 7), (date(2026, 10, 15), date(2026, 12, 7))),
-        (date(2026, 12, 8), (date(2027, 10, 15), date(2027, 12, 7))),
+        # The campaign starts 30 days before Oct 15, i.e. on Sep 15: a season whose
+        # campaign has begun (on or after Sep 15) is not generated; the next one is.
+        (date(2026, 11, 29), (date(2027, 10, 15), date(2027, 12, 7))),
+        (date(2026, 9, 15), (date(2027, 10, 15), date(2027, 12, 7))),
+        (date(2026, 9, 14), (date(2026, 10, 15), date(2026, 12, 7))),
         (date(2026, 1, 1), (date(2026, 10, 15), date(2026, 12, 7))),
     ],
 )
