@@ -58,10 +58,12 @@ HISTORY_MARGIN_DAYS = 800
 class SettingsLike(Protocol):
     """What :meth:`PlanContext.from_settings` reads of the configuration."""
 
-    timezone: str
-    send_time: str
-    send_in_contact_timezone: bool
-
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def send_time(self) -> str: ...
+    @property
+    def send_in_contact_timezone(self) -> bool: ...
     def plan_params(self) -> PlanParams: ...
     def balance_params(self) -> BalanceParams: ...
     def rules(self) -> RuleBook: ...
@@ -194,12 +196,23 @@ async def _write(
 
 
 async def recompute_contacts(
-    store: Store, ctx: PlanContext, ids: Iterable[int], today: date, run_id: int | str
+    store: Store,
+    ctx: PlanContext,
+    ids: Iterable[int],
+    today: date,
+    run_id: int | str,
+    *,
+    rebalance_windows: bool = True,
 ) -> RunStats:
     """Recompute the given contacts, write their plans, rebalance the touched
     windows (SPEC 8.3). Runs inside the caller's transaction, which also
     consumes the events and records the run. Ids of contacts that no longer
-    exist lose their plan rows."""
+    exist lose their plan rows.
+
+    ``rebalance_windows=False`` leaves balancing to a global rebalance the
+    caller runs afterwards (the tick); the caller must first have invalidated
+    the stored balance basis (:func:`invalidate_balance`), so that any windowed
+    rebalance in between falls back to a global one."""
     if not store.in_transaction:
         raise RuntimeError("recompute_contacts must run inside store.transaction()")
     id_list = sorted(set(ids))
@@ -214,7 +227,7 @@ async def recompute_contacts(
     plans = _plan_all(ctx, campaigns, loaded.contacts, today)
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
-    if touched:
+    if touched and rebalance_windows:
         stats.add(await _rebalance(store, ctx, today, touched))
     return stats
 
@@ -246,6 +259,12 @@ async def rebalance_all(store: Store, ctx: PlanContext, today: date) -> RunStats
 
 BALANCE_BASIS = "balance_basis"
 """State key: the day and capacity of the balance stored in the plan rows."""
+
+
+async def invalidate_balance(store: Store) -> None:
+    """Mark the stored balance as not a global balance (inside a transaction):
+    the next rebalance of any kind runs globally."""
+    await store.set_state(BALANCE_BASIS, "")
 
 
 async def _rebalance(

@@ -69,6 +69,9 @@ async def tick_if_due(
     async with store.transaction():
         run_id = await store.start_run("tick", today)
         await engine.capacity_for(store, ctx, today, save=True)
+        # The chunks below skip their windowed rebalances (the global one at
+        # the end covers them); until then the stored balance is not global.
+        await engine.invalidate_balance(store)
         due = await store.due_contacts(today)
         if previous is None:
             await store.enqueue_event("recompute_all")
@@ -82,7 +85,11 @@ async def tick_if_due(
             return report
         ids = due[start : start + chunk]
         async with store.transaction():
-            report.stats.add(await engine.recompute_contacts(store, ctx, ids, today, run_id))
+            report.stats.add(
+                await engine.recompute_contacts(
+                    store, ctx, ids, today, run_id, rebalance_windows=False
+                )
+            )
         report.contacts += len(ids)
     async with store.transaction():
         report.stats.add(await engine.rebalance_all(store, ctx, today))
