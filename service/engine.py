@@ -48,7 +48,7 @@ from service.store.writer import kept_rows
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_CHUNK = 4000
+DEFAULT_CHUNK = 2000
 """Contacts per chunk of a full recompute: one short transaction each."""
 
 HISTORY_MARGIN_DAYS = 800

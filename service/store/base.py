@@ -300,8 +300,13 @@ class StoreBase:
         row = await self.fetchone("events_summary")
         assert row is not None
         oldest = None
-        if row[1]:
-            oldest = datetime.fromisoformat(str(row[1])).replace(tzinfo=UTC)
+        try:
+            if row[1]:
+                oldest = datetime.fromisoformat(str(row[1])).replace(tzinfo=UTC)
+        except ValueError:
+            # An explicit event inserted by upstream with its own notion of a
+            # timestamp: the queue still works, only its age is unknown.
+            log.warning("event_created_at_unreadable", value=str(row[1]))
         return EventsSummary(pending=int(row[0]), oldest_created_at=oldest, max_id=int(row[2]))
 
     async def pending_event_count(self) -> int:

@@ -127,10 +127,6 @@ ON CONFLICT (contact_id) DO UPDATE SET
 -- name: delete_plan_state
 DELETE FROM contact_plan_state WHERE contact_id = ?;
 
--- name: delete_plan_state_orphans
-DELETE FROM contact_plan_state
-WHERE contact_id NOT IN (SELECT id FROM contacts);
-
 -- name: balance_gaps
 SELECT id, lo, hi FROM scheduler_balance_gaps WHERE {scope};
 
@@ -277,14 +273,14 @@ SELECT id, started_at, finished_at, trigger, today, events_consumed,
 FROM scheduler_runs ORDER BY id DESC LIMIT ?;
 
 -- name: export_rows
-SELECT contact_id, email_type, event_year, event_month, event_day,
+SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
        desired_date, scheduled_send_date, status, skip_reason
 FROM email_schedules
 WHERE status IN ('pre-scheduled', 'skipped')
 ORDER BY contact_id, email_type, event_year, event_month, event_day;
 
 -- name: export_rows_of
-SELECT contact_id, email_type, event_year, event_month, event_day,
+SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
        desired_date, scheduled_send_date, status, skip_reason
 FROM email_schedules
 WHERE {scope} AND status IN ('pre-scheduled', 'skipped')
@@ -296,16 +292,6 @@ FROM email_schedules
 WHERE status = 'pre-scheduled' AND scheduled_send_date BETWEEN :start AND :end
 GROUP BY scheduled_send_date, email_type
 ORDER BY scheduled_send_date, email_type;
-
--- name: delete_orphan_plan_rows
--- Plan rows of contacts that no longer exist (an upstream deleted the contact
--- on a connection without foreign keys, so nothing cascaded).
-DELETE FROM email_schedules
-WHERE status IN ('pre-scheduled', 'skipped')
-  AND contact_id NOT IN (SELECT id FROM contacts);
-
--- Load balancing (SPEC 6): non-skipped plan rows only. Every query names
--- status = 'pre-scheduled' so the partial indexes apply.
 
 -- name: balance_last_desired
 SELECT max(desired_date) FROM email_schedules WHERE status = 'pre-scheduled';

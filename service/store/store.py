@@ -18,7 +18,7 @@ from service.planning.dates import parse_date
 from service.store import schema
 from service.store.balancing import BalanceMixin
 from service.store.base import StoreBase, ids_param
-from service.store.loaders import event_date_of, text
+from service.store.loaders import text
 from service.store.types import DriftReport, ExportRow
 from service.store.writer import WriterMixin
 
@@ -27,19 +27,33 @@ def _sort_key(row: ExportRow) -> tuple[int, str, date]:
     return (row.contact_id, row.email_type, row.event_date)
 
 
-def _export_row(r: tuple[Any, ...]) -> ExportRow:
-    # Rows written by the original system may carry placeholder event fields
-    # and no desired date until the first recompute replaces them.
-    scheduled = parse_date(text(r[6])) or date.min
-    return ExportRow(
-        contact_id=r[0],
-        email_type=text(r[1]) or "",
-        event_date=event_date_of(r[2], r[3], r[4]) or scheduled,
-        desired_date=parse_date(text(r[5])) or scheduled,
-        scheduled_date=scheduled,
-        status=r[7],
-        skip_reason=text(r[8]) or "",
-    )
+class _Days(dict[object, date | None]):
+    """Date column text -> date, memoised (an export has few distinct dates)."""
+
+    def __missing__(self, key: object) -> date | None:
+        value = parse_date(text(key))
+        if len(self) < 50_000:
+            self[key] = value
+        return value
+
+
+_DAYS = _Days()
+
+
+def _export_rows(rows: Iterable[tuple[Any, ...]]) -> list[ExportRow]:
+    # Columns as in the export queries. Rows written by the original system
+    # may carry placeholder event fields and no desired date until the first
+    # recompute replaces them: those fall back to the scheduled date.
+    new, days, none = tuple.__new__, _DAYS, date.min
+    out = []
+    for cid, etype, event, desired, sched, status, reason in rows:
+        scheduled = days[sched] or none
+        out.append(new(ExportRow, (
+            cid, etype if isinstance(etype, str) else text(etype) or "",
+            days[event] or scheduled, days[desired] or scheduled, scheduled,
+            status, reason or "",
+        )))  # fmt: skip
+    return out
 
 
 class Store(WriterMixin, BalanceMixin):
@@ -85,26 +99,17 @@ class Store(WriterMixin, BalanceMixin):
     async def export_rows(self, contact_ids: Iterable[int] | None = None) -> list[ExportRow]:
         """Stored plan rows sorted by (contact_id, email_type, event date)."""
         if contact_ids is None:
-            return [_export_row(r) async for r in self._iter("export_rows", {})]
+            return [row async for row in self.iter_export_rows()]
         rows = await self.fetchall("export_rows_of@ids", {"ids": ids_param(contact_ids)})
-        return [_export_row(r) for r in rows]
+        return _export_rows(rows)
 
-    async def iter_export_rows(self, batch: int = 10_000) -> AsyncIterator[ExportRow]:
+    async def iter_export_rows(self, batch: int = 20_000) -> AsyncIterator[ExportRow]:
         """Like :meth:`export_rows`, streamed (a million-contact book)."""
-        async for r in self._iter("export_rows", {}, batch):
-            yield _export_row(r)
-
-    async def _iter(
-        self, name: str, params: dict[str, Any], batch: int = 10_000
-    ) -> AsyncIterator[tuple[Any, ...]]:
-        cursor = await self._db.execute(self.query(name), params)
+        cursor = await self._db.execute(self.query("export_rows"))
         try:
-            while True:
-                rows = await cursor.fetchmany(batch)
-                if not rows:
-                    return
-                for row in rows:
-                    yield tuple(row)
+            while rows := await cursor.fetchmany(batch):
+                for row in _export_rows(rows):  # type: ignore[arg-type]
+                    yield row
         finally:
             await cursor.close()
 

@@ -58,7 +58,7 @@ async def _assert_export_is_dry_run(store: Store, today: date, ctx: PlanContext 
 
 async def test_full_recompute_then_again_writes_nothing(store: Store, book: Path) -> None:
     first = await engine.full_recompute(store, CTX, TODAY)
-    assert first.contacts_recomputed == 150 and first.inserted > 150
+    assert first.contacts_recomputed == 150 and first.inserted > 0
     assert first.rows_moved > 0  # the cap of 4 a day moves rows
     stamps = _count(book, "SELECT count(*) FROM email_schedules WHERE scheduler_run_id = '1'")
     second = await engine.full_recompute(store, CTX, TODAY)

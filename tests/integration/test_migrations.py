@@ -365,3 +365,29 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StoreError, match="newer"):
         await init_db(path)
+
+
+async def test_plan_rows_of_the_original_export_before_the_first_recompute(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "org-1.sqlite3"
+    _create_original(path)
+    await init_db(path)
+    async with Store.open(path) as store:
+        rows = await store.export_rows()
+    # Row 2 has only a placeholder event year and no desired date: both fall
+    # back to its scheduled date. Row 3 is skipped with its reason.
+    assert [
+        (
+            r.contact_id,
+            r.email_type,
+            str(r.event_date),
+            str(r.desired_date),
+            r.status,
+            r.skip_reason,
+        )
+        for r in rows
+    ] == [
+        (1, "effective_date", "2025-02-01", "2025-02-01", "pre-scheduled", ""),
+        (2, "birthday", "2025-02-14", "2025-02-14", "skipped", "Year-round exclusion for NY"),
+    ]

@@ -449,3 +449,34 @@ async def test_campaign_target_lookups(store: Store, upstream: sqlite3.Connectio
     assert await store.campaign_type_targets_all("nope") is None
     assert await store.contacts_of_campaign_instance(7) == {1, 2}
     assert await store.contacts_of_campaign_type("fall") == {1, 2, 3}
+
+
+async def test_data_version_moves_only_for_other_connections(
+    store: Store, upstream: sqlite3.Connection
+) -> None:
+    start = await store.data_version()
+    async with store.transaction():
+        await store.enqueue_event("recompute_all")
+    assert await store.data_version() == start  # our own commit
+    _contact(upstream, 1)
+    assert await store.data_version() != start  # an upstream commit
+
+
+async def test_readonly_store_reads_and_refuses_writes(db_path: Path) -> None:
+    from service.errors import StoreError
+
+    async with Store.open(db_path, readonly=True) as ro:
+        assert await ro.pending_event_count() >= 0
+        with pytest.raises(StoreError):
+            async with ro.transaction():
+                await ro.enqueue_event("recompute_all")
+
+
+async def test_unreadable_event_timestamps_do_not_break_the_summary(
+    store: Store, upstream: sqlite3.Connection
+) -> None:
+    upstream.execute(
+        "INSERT INTO scheduler_events (kind, created_at) VALUES ('recompute_all', '0')"
+    )
+    summary = await store.events_summary()
+    assert summary.pending >= 1 and summary.oldest_created_at is None
