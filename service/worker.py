@@ -54,6 +54,12 @@ class DaemonOptions:
     limits: BatchLimits = field(default_factory=BatchLimits)
     inbox_limits: InboxLimits = field(default_factory=InboxLimits)
     max_backoff: float = 30.0
+    writer_gap_every: float = 0.14
+    """Seconds of back-to-back write transactions after which the daemon pauses."""
+    writer_gap: float = 0.06
+    """The pause: long enough for an upstream writer waiting in SQLite's busy
+    handler (which retries at most every 50 ms during its first ~230 ms of
+    waiting) to get the write lock, so upstream never waits much over 200 ms."""
 
 
 @dataclass(slots=True)
@@ -214,6 +220,7 @@ class Worker:
         processor = self._processor
         assert processor is not None
         failures = 0
+        working_since = time.monotonic()
         while not self._leaving():
             if self.options.once and failures >= ONCE_ATTEMPTS:
                 # A one-shot run reports the failure instead of retrying forever.
@@ -247,6 +254,11 @@ class Worker:
             failures = 0
             self._on_step(report)
             await self._report_status(every=STATUS_EVERY_S)
+            if time.monotonic() - working_since >= self.options.writer_gap_every:
+                # SQLite's lock is not fair: a writer polling in its busy
+                # handler can miss every gap between our transactions.
+                await self._pause(self.options.writer_gap)
+                working_since = time.monotonic()
 
     async def _on_bug(self, processor: Processor, exc: Exception, failures: int) -> None:
         """An unexpected error in one batch: find the event that causes it.
