@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from service.planning.dates import is_leap, months_between
-from service.planning.exclusion import check_exclusion
+from service.planning.dates import months_between
+from service.planning.exclusion import rule_exclusion
 from service.planning.model import BIRTHDAY, EFFECTIVE_DATE
 from service.planning.review import ONE_DAY, days
 from service.planning.rules import RuleBook
@@ -97,6 +97,7 @@ def _occurrences(
     Passed occurrences on or after ``oldest`` are post-window sources only.
     """
     today = ctx.today
+    horizon_end = ctx.horizon_end
     year = oldest.year
     if year <= base.year:
         year = base.year + 1
@@ -104,14 +105,17 @@ def _occurrences(
     leap_day = month == 2 and day == 29
     while True:
         # dates.anniversary, inlined in this per-contact loop: Feb 29 -> Feb 28.
-        event = date(year, 2, 28) if leap_day and not is_leap(year) else date(year, month, day)
+        if leap_day and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+            event = date(year, 2, 28)
+        else:
+            event = date(year, month, day)
         year += 1
         desired = event - before
         if event < today:
             if event >= oldest:
                 _past_source(ctx, kind, base, event, desired, min_months)
             continue
-        if desired > ctx.horizon_end:
+        if desired > horizon_end:
             ctx.wake(desired - ctx.horizon)
             return
         # No wake at event + 1 is needed: emit reports desired + 1, which is earlier.
@@ -179,7 +183,8 @@ def _past_source(
     reach = rule.before_days + ctx.params.pre_window_buffer_days + rule.after_days
     if (ctx.today - at).days > reach + 1:
         return
-    exc = check_exclusion(ctx.rc, at, ctx.rules, ctx.params)
+    # check_exclusion without finding the rule in effect on `at` a second time.
+    exc = rule_exclusion(ctx.rc, at, rule, ctx.params.pre_window_buffer_days)
     if exc is None or exc.year_round or exc.window_end is None:
         return
     if exc.window_end + ONE_DAY >= ctx.today:

@@ -64,19 +64,93 @@ def plan_campaigns(ctx: PlanContext, data: ContactData, campaigns: Campaigns) ->
     triggers: dict[int, list[date | None]] | None = None
     if data.targeting:
         triggers = _pending_triggers(data)
-    today = ctx.today
+    rc = ctx.rc
+    horizon_end = ctx.horizon_end
+    for inst, ctype, email_type, everyone, states, carriers, fixed in _usable(campaigns, ctx.today):
+        if everyone:
+            # is_recipient, inlined with the target lists parsed once per book.
+            if rc.has_location:
+                if states is not None and rc.state not in states:
+                    continue
+                if carriers is not None and (
+                    rc.carrier is None or rc.carrier.upper() not in carriers
+                ):
+                    continue
+            elif states is not None or carriers is not None:
+                continue
+            elif not ctx.params.send_without_zipcode_for_universal:
+                continue
+            if fixed is not None and fixed > horizon_end:
+                # What _plan_email does with a fixed date beyond the horizon.
+                ctx.wake(fixed - ctx.horizon)
+                continue
+            _plan_email(ctx, inst, ctype, email_type, None, targeted=False)
+        elif triggers is not None:
+            for trigger in triggers.get(inst.id, ()):
+                _plan_email(ctx, inst, ctype, email_type, trigger, targeted=True)
+
+
+_Usable = tuple[
+    CampaignInstance,
+    CampaignType,
+    str,
+    bool,
+    frozenset[str] | None,
+    frozenset[str] | None,
+    date | None,
+]
+_USABLE: dict[tuple[int, date], tuple[Campaigns, tuple[_Usable, ...]]] = {}
+
+
+def _usable(campaigns: Campaigns, today: date) -> tuple[_Usable, ...]:
+    """The instances that can plan anything on ``today``, with their type and targets.
+
+    Worked out once per (campaigns, today) rather than per contact. The entry
+    keeps its ``Campaigns`` alive, so the ``id`` it is filed under cannot be
+    reused meanwhile.
+    """
+    key = (id(campaigns), today)
+    entry = _USABLE.get(key)
+    if entry is not None and entry[0] is campaigns:
+        return entry[1]
+    usable: list[_Usable] = []
     for inst in campaigns.instances:
         ctype = campaigns.types.get(inst.campaign_type)
         if ctype is None or not ctype.active or inst.errors:
             continue
         if inst.active_end_date is not None and today > inst.active_end_date:
             continue
-        if ctype.target_all_contacts:
-            if is_recipient(ctx, inst):
-                _plan_email(ctx, inst, ctype, None, targeted=False)
-        elif triggers is not None:
-            for trigger in triggers.get(inst.id, ()):
-                _plan_email(ctx, inst, ctype, trigger, targeted=True)
+        everyone = ctype.target_all_contacts
+        states = parse_targets(inst.target_states) if everyone else None
+        carriers = parse_targets(inst.target_carriers) if everyone else None
+        email_type = campaign_email_type(ctype.name, inst.id)
+        usable.append(
+            (inst, ctype, email_type, everyone, states, carriers, _fixed_date(inst, ctype))
+        )
+    if len(_USABLE) >= 8:
+        _USABLE.clear()
+    _USABLE[key] = (campaigns, tuple(usable))
+    return _USABLE[key][1]
+
+
+def _fixed_date(inst: CampaignInstance, ctype: CampaignType) -> date | None:
+    """The send date shared by every recipient of an all-contacts instance, if any.
+
+    That is ``active_start_date`` when the type does not spread and the date
+    is not after ``active_end_date`` (:func:`desired_date`, :func:`_plan_email`).
+    """
+    if not ctype.target_all_contacts:
+        return None
+    if (
+        ctype.spread_evenly
+        and inst.spread_start_date is not None
+        and inst.spread_end_date is not None
+    ):
+        return None
+    start, end = inst.active_start_date, inst.active_end_date
+    if start is None or (end is not None and start > end):
+        return None
+    return start
 
 
 def _pending_triggers(data: ContactData) -> dict[int, list[date | None]]:
@@ -152,6 +226,7 @@ def _plan_email(
     ctx: PlanContext,
     inst: CampaignInstance,
     ctype: CampaignType,
+    email_type: str,
     trigger: date | None,
     *,
     targeted: bool,
@@ -201,7 +276,6 @@ def _plan_email(
         return
     if upper is not None:
         ctx.wake(upper + ONE_DAY)
-    email_type = campaign_email_type(ctype.name, inst.id)
     if _already_planned(ctx, email_type, event):
         return
     ctx.emit(
@@ -213,7 +287,10 @@ def _plan_email(
 
 def _already_planned(ctx: PlanContext, email_type: str, event: date) -> bool:
     # A spread row without trigger can meet a row whose trigger is its date.
-    return any(r.event_date == event and r.email_type == email_type for r in ctx.rows)
+    for r in ctx.rows:
+        if r.event_date == event and r.email_type == email_type:
+            return True
+    return False
 
 
 def campaign_config_errors(campaigns: Campaigns) -> list[str]:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
+from typing import Any
 
 import zipcodes
 
@@ -63,7 +65,7 @@ class ZipInfo:
     timezone: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ResolvedContact:
     """A contact as the rules see it (SPEC 5.1, 5.2).
 
@@ -86,13 +88,65 @@ class ResolvedContact:
     carrier: str | None
     failed_underwriting: bool
 
+    def __init__(
+        self,
+        id: int,
+        email_ok: bool,
+        problems: tuple[str, ...],
+        birth_date: date | None,
+        effective_date: date | None,
+        state: str | None,
+        state_source: str | None,
+        timezone: str | None,
+        has_location: bool,
+        carrier: str | None,
+        failed_underwriting: bool,
+    ) -> None:
+        # One is built per contact of a full recompute: setting the slots
+        # directly is much cheaper than the frozen dataclass's generated
+        # __init__, and the instance stays frozen all the same.
+        _SET_ID(self, id)
+        _SET_EMAIL_OK(self, email_ok)
+        _SET_PROBLEMS(self, problems)
+        _SET_BIRTH_DATE(self, birth_date)
+        _SET_EFFECTIVE_DATE(self, effective_date)
+        _SET_STATE(self, state)
+        _SET_STATE_SOURCE(self, state_source)
+        _SET_TIMEZONE(self, timezone)
+        _SET_HAS_LOCATION(self, has_location)
+        _SET_CARRIER(self, carrier)
+        _SET_FAILED_UNDERWRITING(self, failed_underwriting)
+
+
+def _slot_setter(name: str) -> Callable[[ResolvedContact, Any], None]:
+    setter: Callable[[ResolvedContact, Any], None] = ResolvedContact.__dict__[name].__set__
+    return setter
+
+
+_SET_ID = _slot_setter("id")
+_SET_EMAIL_OK = _slot_setter("email_ok")
+_SET_PROBLEMS = _slot_setter("problems")
+_SET_BIRTH_DATE = _slot_setter("birth_date")
+_SET_EFFECTIVE_DATE = _slot_setter("effective_date")
+_SET_STATE = _slot_setter("state")
+_SET_STATE_SOURCE = _slot_setter("state_source")
+_SET_TIMEZONE = _slot_setter("timezone")
+_SET_HAS_LOCATION = _slot_setter("has_location")
+_SET_CARRIER = _slot_setter("carrier")
+_SET_FAILED_UNDERWRITING = _slot_setter("failed_underwriting")
+
 
 def is_valid_email(text: str | None) -> bool:
     """True if ``text`` (surrounding whitespace ignored) is a sane address (SPEC 5.2)."""
-    if text is None:
-        return False
+    return text is not None and _is_valid_text(text)
+
+
+_FULLMATCH = EMAIL_RE.fullmatch
+
+
+def _is_valid_text(text: str) -> bool:
     s = text.strip()
-    return len(s) <= _MAX_EMAIL_LENGTH and EMAIL_RE.fullmatch(s) is not None
+    return len(s) <= _MAX_EMAIL_LENGTH and _FULLMATCH(s) is not None
 
 
 @cache
@@ -162,16 +216,56 @@ def normalize_state(text: str | None) -> str | None:
 
 
 def _resolve_dates(c: Contact, today: date, problems: list[str]) -> tuple[date | None, date | None]:
-    birth = parse_date(c.birth_date)
-    if birth is None and c.birth_date is not None and c.birth_date.strip():
-        problems.append(f"birth date {c.birth_date!r} is not a real date")
-    elif birth is not None and birth > today:
+    birth_text = c.birth_date
+    birth = None if birth_text is None else _parse_cached(birth_text)
+    if birth is None:
+        if birth_text is not None and birth_text.strip():
+            problems.append(f"birth date {birth_text!r} is not a real date")
+    elif birth > today:
         problems.append(f"birth date {birth.isoformat()} is after today ({today.isoformat()})")
         birth = None
-    effective = parse_date(c.effective_date)
-    if effective is None and c.effective_date is not None and c.effective_date.strip():
-        problems.append(f"effective date {c.effective_date!r} is not a real date")
+    effective_text = c.effective_date
+    effective = None if effective_text is None else _parse_cached(effective_text)
+    if effective is None and effective_text is not None and effective_text.strip():
+        problems.append(f"effective date {effective_text!r} is not a real date")
     return birth, effective
+
+
+_CACHE_LIMIT = 100_000
+"""Entries of each memo below before it starts over (bounds its memory)."""
+
+_PARSED: dict[str, date | None] = {}
+
+
+def _parse_cached(text: str) -> date | None:
+    # A book holds far fewer distinct date texts than contacts.
+    try:
+        return _PARSED[text]
+    except KeyError:
+        pass
+    if len(_PARSED) >= _CACHE_LIMIT:
+        _PARSED.clear()
+    parsed = _PARSED[text] = parse_date(text)
+    return parsed
+
+
+_Location = tuple[str | None, str | None, str | None, tuple[str, ...]]
+_LOCATIONS: dict[tuple[str | None, str | None], _Location] = {}
+
+
+def _location(c: Contact, problems: list[str]) -> tuple[str | None, str | None, str | None]:
+    """:func:`_resolve_location`, memoised per (state, ZIP) text pair."""
+    key = (c.state, c.zip_code)
+    found = _LOCATIONS.get(key)
+    if found is None:
+        own: list[str] = []
+        state, source, timezone = _resolve_location(c, own)
+        if len(_LOCATIONS) >= _CACHE_LIMIT:
+            _LOCATIONS.clear()
+        found = _LOCATIONS[key] = (state, source, timezone, tuple(own))
+    if found[3]:
+        problems.extend(found[3])
+    return found[0], found[1], found[2]
 
 
 def _resolve_location(c: Contact, problems: list[str]) -> tuple[str | None, str | None, str | None]:
@@ -210,25 +304,28 @@ def resolve_contact(c: Contact, today: date) -> ResolvedContact:
       else unknown. The time zone always comes from the ZIP code.
     """
     problems: list[str] = []
-    email_ok = is_valid_email(c.email)
+    email = c.email
+    email_ok = email is not None and _is_valid_text(email)
     if not email_ok:
-        if c.email is None or not c.email.strip():
+        if email is None or not email.strip():
             problems.append("no email address")
         else:
-            problems.append(f"email address {c.email!r} is not a valid address")
+            problems.append(f"email address {email!r} is not a valid address")
     birth, effective = _resolve_dates(c, today, problems)
-    state, source, timezone = _resolve_location(c, problems)
-    carrier = c.carrier.strip() if c.carrier is not None else ""
+    state, source, timezone = _location(c, problems)
+    carrier = c.carrier
+    if carrier is not None:
+        carrier = carrier.strip() or None
     return ResolvedContact(
-        id=c.id,
-        email_ok=email_ok,
-        problems=tuple(problems),
-        birth_date=birth,
-        effective_date=effective,
-        state=state,
-        state_source=source,
-        timezone=timezone,
-        has_location=state is not None,
-        carrier=carrier or None,
-        failed_underwriting=c.failed_underwriting,
+        c.id,
+        email_ok,
+        tuple(problems) if problems else (),
+        birth,
+        effective,
+        state,
+        source,
+        timezone,
+        state is not None,
+        carrier,
+        c.failed_underwriting,
     )

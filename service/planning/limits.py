@@ -34,10 +34,16 @@ def resolve_campaign_conflicts(rows: list[PlanRow]) -> None:
     then earliest event date, so two emails of one instance are decided too);
     the others become skipped "Campaign priority conflict on <date>".
     """
+    candidates = [
+        i
+        for i, row in enumerate(rows)
+        if row.status == PRE_SCHEDULED and row.email_type.startswith(CAMPAIGN_PREFIX)
+    ]
+    if len(candidates) < 2:
+        return
     by_day: dict[date, list[int]] = {}
-    for i, row in enumerate(rows):
-        if row.status == PRE_SCHEDULED and row.email_type.startswith(CAMPAIGN_PREFIX):
-            by_day.setdefault(row.desired_date, []).append(i)
+    for i in candidates:
+        by_day.setdefault(rows[i].desired_date, []).append(i)
     for day, indexes in by_day.items():
         if len(indexes) < 2:
             continue

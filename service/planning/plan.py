@@ -14,7 +14,7 @@ little: one context object and the result.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from service.planning.anniversaries import plan_anniversaries
 from service.planning.campaigns import campaign_config_errors, plan_campaigns
@@ -75,8 +75,7 @@ class PlanContext(Review):
         self.rc = rc
         self.rules = rules
         self.params = params
-        self.horizon = days(params.horizon_days)
-        self.horizon_end = today + self.horizon
+        self.horizon, self.horizon_end = _horizon(params.horizon_days, today)
         self.history_keys = (
             frozenset((h.email_type, h.event_date) for h in history if h.event_date is not None)
             if history
@@ -131,7 +130,10 @@ class PlanContext(Review):
         if desired < today:
             note = f"caught up from {desired.isoformat()}"
             desired = today
-        self.wake(desired + ONE_DAY)
+        # Review.wake, inlined: the day after is always after today.
+        after = desired + ONE_DAY
+        if self.review is None or after < self.review:
+            self.review = after
         exc = None
         if skip is None and windows and self.excludable:
             exc = check_exclusion(self.rc, desired, self.rules, self.params)
@@ -158,6 +160,21 @@ class PlanContext(Review):
             )
         )  # fmt: skip
         return None
+
+
+_HORIZONS: dict[tuple[int, date], tuple[timedelta, date]] = {}
+
+
+def _horizon(horizon_days: int, today: date) -> tuple[timedelta, date]:
+    """``horizon_days`` as a timedelta and the last day it reaches, memoised."""
+    key = (horizon_days, today)
+    found = _HORIZONS.get(key)
+    if found is None:
+        if len(_HORIZONS) >= 64:
+            _HORIZONS.clear()
+        horizon = days(horizon_days)
+        found = _HORIZONS[key] = (horizon, today + horizon)
+    return found
 
 
 def plan_contact(
@@ -222,7 +239,9 @@ def plan_contact(
         return ContactPlan(contact.id, (), ctx.review, notes)
     if campaigns.instances and len(rows) > 1:
         resolve_campaign_conflicts(rows)
-    apply_frequency_limit(rows, data.history, params)
+    if len(rows) + len(data.history) > params.max_emails_per_period:
+        # Otherwise every window holds at most the maximum: nothing to skip (5.9).
+        apply_frequency_limit(rows, data.history, params)
     if len(rows) > 1:
         rows.sort(key=_row_order)
     return ContactPlan(contact.id, tuple(rows), ctx.review, notes)
