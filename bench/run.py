@@ -15,6 +15,7 @@ same transaction that commits the plan it caused).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -228,7 +229,7 @@ def _latency(b: Bench, n: int, conn: sqlite3.Connection, proc: subprocess.Popen[
     for k in range(samples):
         event = touch_contact(conn, rng.randint(1, n), f"bench {k}")
         started = time.perf_counter()
-        done = wait_until(lambda e=event: _consumed(conn, e), 30)
+        done = wait_until(functools.partial(_consumed, conn, event), 30)
         if done is None or proc.poll() is not None:
             b.add("one contact changed -> plan committed", n, None, "ms", "p50 <= 15 ms", None,
                   "timed out")  # fmt: skip

@@ -24,7 +24,8 @@ import anyio.to_thread
 import structlog
 import structlog.tracebacks
 
-from service import engine, generate, plot, report
+from service import engine
+from service.commands import plot, report
 from service.config import (
     ENV_LOG_FORMAT,
     ENV_LOG_LEVEL,
@@ -38,6 +39,7 @@ from service.planning.campaigns import campaign_config_errors
 from service.planning.contacts import resolve_contact
 from service.planning.plan import plan_contact
 from service.store import ExportRow, RunStats, Scope, Store, init_db
+from service.tools import generate
 
 log = structlog.get_logger(__name__)
 
@@ -348,7 +350,7 @@ async def _recompute_some(
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings, db: Path) -> int:
-    from service.daemon import run_daemon
+    from service.daemon.run import run_daemon
 
     def reload_settings() -> Settings:
         # SIGHUP: the same sources as at start, read again (the environment is

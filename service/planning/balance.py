@@ -8,7 +8,7 @@ above the threshold ``T`` the first ``C`` stay (rows whose allowed interval
 ends that day always stay) and the rest move on to the next day.
 
 The module is built from primitives that the windowed driver
-(``service.rebalance``) reuses on rows read from the database in chunks:
+(``service.engine.rebalance``) reuses on rows read from the database in chunks:
 :func:`smooth_date` / :func:`step1_dates` for step 1 and :class:`Sweeper`
 for one day of step 2. :func:`balance` is the reference: a pure function of
 the rows, the capacity and *today*.

@@ -180,9 +180,7 @@ def _packed_zip_entries() -> str:
     # process; the compiled module's own ``list_all`` (the same data, typed in
     # the package's stub) hands them over without keeping a reference.
     entries = zipcodes._zipcodes.list_all()
-    packed = "\n".join(
-        f"{e['zip_code']}\t{e['state']}\t{e.get('timezone') or ''}" for e in entries
-    )
+    packed = "\n".join(f"{e['zip_code']}\t{e['state']}\t{e.get('timezone') or ''}" for e in entries)
     del entries
     return packed
 

@@ -1,5 +1,5 @@
 """The store side of load balancing: the ``BalanceStore`` protocol of
-:mod:`service.rebalance` over the non-skipped plan rows (SPEC 6).
+:mod:`service.engine.rebalance` over the non-skipped plan rows (SPEC 6).
 
 A global rebalance reads every non-skipped row (a million on a large book,
 most of them on the few dates of an all-contacts campaign), so rows are
@@ -16,8 +16,8 @@ from datetime import date
 from typing import Any
 
 from service.planning.balance import BalanceItem
-from service.rebalance import StoredRow, Update
 from service.store.base import StoreBase, utc_now_text
+from service.store.types import StoredRow, Update
 
 FETCH_BATCH = 20_000
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import NamedTuple
 
-from service.planning.model import ContactData
+from service.planning.balance import BalanceItem
+from service.planning.model import ContactData, RowKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +189,19 @@ class DriftReport:
             self.changed += 1
         if len(self.samples) < 20:
             self.samples.append(f"{kind}: {row}" + (f" -> {new}" if new else ""))
+
+
+class StoredRow(NamedTuple):
+    """A non-skipped plan row with the balancer's stored dates.
+
+    ``step1`` is the ``balance_date`` column (``None`` if never balanced),
+    ``scheduled`` the ``scheduled_send_date``.
+    """
+
+    item: BalanceItem
+    step1: date | None
+    scheduled: date
+
+
+Update = tuple[RowKey, date, date]
+"""(row key, new step-1 date, new scheduled date)."""

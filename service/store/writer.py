@@ -13,7 +13,7 @@ a history row is never inserted (I4).
 row starts with both at its desired date; an update resets them only when
 the row's balancing starts over (new desired date, to or from ``skipped``).
 The writer returns the dates the windowed rebalance must cover
-(``service.rebalance``): for every row whose balancing inputs changed, its
+(``service.engine.rebalance``): for every row whose balancing inputs changed, its
 new desired date, its old desired date and every day from there to its old
 scheduled date.
 

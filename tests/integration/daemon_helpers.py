@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 
-from service.clock import ManualClock
 from service.config import Settings
-from service.daemon import Daemon, DaemonOptions
+from service.daemon.clock import ManualClock
+from service.daemon.notify import Notifier
+from service.daemon.processing import BatchLimits
+from service.daemon.run import Daemon, DaemonOptions
 from service.engine import PlanContext, dry_run_plan
-from service.notify import Notifier
-from service.processing import BatchLimits
 from service.store import ExportRow, Store
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -93,9 +93,9 @@ invalid address, a contact without location, a targeted campaign."""
 TODAY = date(2026, 3, 1)
 
 
-async def export_and_expected(db_path: Path, cfg: Settings, today: date) -> tuple[
-    list[ExportRow], list[ExportRow]
-]:
+async def export_and_expected(
+    db_path: Path, cfg: Settings, today: date
+) -> tuple[list[ExportRow], list[ExportRow]]:
     """The stored plan and what a full recompute would store (I1)."""
     async with Store.open(db_path) as store:
         actual = await store.export_rows()
@@ -109,7 +109,9 @@ async def assert_plan_is_full_recompute(db_path: Path, cfg: Settings, today: dat
 
 
 def pending_events(db_path: Path) -> int:
-    return int(query(db_path, "SELECT count(*) FROM scheduler_events")[0][0])  # type: ignore[arg-type]
+    count = query(db_path, "SELECT count(*) FROM scheduler_events")[0][0]
+    assert isinstance(count, int)
+    return count
 
 
 @dataclass
@@ -172,8 +174,10 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 10.0) -> None
             await anyio.sleep(0.01)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def days(n: int) -> timedelta:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from service import plot, report
+from service.commands import plot, report
 from service.store import ExportRow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,7 +222,7 @@ def last_run(db: Path) -> tuple[int, int, int, int, int]:
         ).fetchone()
     finally:
         conn.close()
-    return tuple(row)  # type: ignore[return-value]
+    return tuple(row)
 
 
 def plan_fingerprint(db: Path) -> list[tuple[object, ...]]:

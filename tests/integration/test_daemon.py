@@ -18,9 +18,10 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from service.daemon import run_daemon
-from service.notify import Notifier
-from service.processing import Processor
+from service.config import Settings
+from service.daemon.notify import Notifier
+from service.daemon.processing import Processor
+from service.daemon.run import run_daemon
 from service.store import StoreBusy, init_db
 from tests.integration.daemon_helpers import (
     SEED_SQL,
@@ -195,7 +196,7 @@ async def test_reload_recomputes_only_when_planning_changes(db_path: Path) -> No
 async def test_a_failed_reload_keeps_the_old_configuration(db_path: Path) -> None:
     from service.errors import ConfigError
 
-    def broken() -> object:
+    def broken() -> Settings:
         raise ConfigError("horizon_days='x' (from the configuration file): must be a number")
 
     upstream(db_path, SEED_SQL)
@@ -277,8 +278,7 @@ def _hold_write_lock(db_path: Path) -> subprocess.Popen[str]:
     holder = subprocess.Popen(["sqlite3", str(db_path)], stdin=subprocess.PIPE, text=True)
     assert holder.stdin is not None
     holder.stdin.write(
-        "BEGIN IMMEDIATE; UPDATE contacts SET state = 'OK' WHERE id = 2;\n"
-        ".shell sleep 1\nCOMMIT;\n"
+        "BEGIN IMMEDIATE; UPDATE contacts SET state = 'OK' WHERE id = 2;\n.shell sleep 1\nCOMMIT;\n"
     )
     holder.stdin.close()
     return holder
@@ -339,8 +339,18 @@ def _daemon_process(
     }  # fmt: skip
     env.pop("NOTIFY_SOCKET", None)
     env.pop("MAILPLAN_CONFIG", None)
-    command = [sys.executable, "-m", "service", "run", "--db", str(db_path),
-               "--today", today.isoformat(), "--config", str(log_file.with_suffix(".toml"))]
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "run",
+        "--db",
+        str(db_path),
+        "--today",
+        today.isoformat(),
+        "--config",
+        str(log_file.with_suffix(".toml")),
+    ]
     log_file.with_suffix(".toml").write_text(config)
     with log_file.open("ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -483,6 +493,7 @@ def test_units_use_notify_and_the_watchdog() -> None:
     assert "--db /var/lib/mailplan/%i.sqlite3" in template
     timer = (UNITS / "mailplan-reconcile.timer").read_text()
     assert "OnCalendar=" in timer and "Persistent=true" in timer
-    assert "recompute --db /var/lib/mailplan/mailplan.sqlite3 --all --verify" in (
-        UNITS / "mailplan-reconcile.service"
-    ).read_text()
+    assert (
+        "recompute --db /var/lib/mailplan/mailplan.sqlite3 --all --verify"
+        in (UNITS / "mailplan-reconcile.service").read_text()
+    )

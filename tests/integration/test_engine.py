@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from service import engine
 from service.engine import PlanContext
-from service.generate import generate
 from service.planning.params import BalanceParams
 from service.planning.rules import builtin_rules
 from service.store import Store, init_db
+from service.tools.generate import generate
 
 TODAY = date(2026, 11, 29)
 # A small cap so that the cap sweep and smoothing really move rows.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.inbox import APPLIED_KEY, Inbox, upsert_sql
-from service.inbox_records import (
+from service.inbox.ingest import APPLIED_KEY, Inbox, upsert_sql
+from service.inbox.records import (
     Column,
     ContactColumns,
     Delete,
@@ -120,7 +120,9 @@ def test_ndjson_line_numbers_bytes_and_size_limits() -> None:
         b'{"op":"delete","id":1}\n'
         b"\n"  # blank lines are skipped but counted
         b'{"op":"delete","id":2,"x":"\xff\xfe"}\n'  # invalid UTF-8
-        + b'{"op":"delete","id":3,"pad":"' + b"x" * 300 + b'"}\n'  # longer than 200 bytes
+        + b'{"op":"delete","id":3,"pad":"'
+        + b"x" * 300
+        + b'"}\n'  # longer than 200 bytes
         + b'{"op":"delete","id":4}'  # last line without a newline
     )
     parsed = parse_ndjson(io.BytesIO(data), ORIGINAL, LIMITS)
@@ -262,12 +264,16 @@ async def test_ndjson_file_is_applied_and_moved(
     sql(db_path, "DELETE FROM scheduler_events")
     inbox = Inbox(inbox_dir, store)
     inbox.prepare()
-    drop(inbox_dir, "batch1.ndjson", (
-        b'{"op":"upsert","contact":{"id":1,"email":"a@x.com","birth_date":"1950-01-02"}}\n'
-        b'{"op":"upsert","contact":{"id":2,"email":"b@x.com","nickname":"B"}}\n'
-        b'{"op":"delete","id":3}\n'
-        b"not json\n"
-    ))
+    drop(
+        inbox_dir,
+        "batch1.ndjson",
+        (
+            b'{"op":"upsert","contact":{"id":1,"email":"a@x.com","birth_date":"1950-01-02"}}\n'
+            b'{"op":"upsert","contact":{"id":2,"email":"b@x.com","nickname":"B"}}\n'
+            b'{"op":"delete","id":3}\n'
+            b"not json\n"
+        ),
+    )
     (inbox_dir / ".ignored.ndjson").write_text('{"op":"delete","id":1}\n')
     outcomes = await inbox.process_pending()
     assert [(o.name, o.applied, o.deleted, o.rejected) for o in outcomes] == [
@@ -313,11 +319,15 @@ async def test_records_the_database_refuses_are_rejected_alone(
     sql(db_path, "CREATE UNIQUE INDEX test_unique_email ON contacts(email)")
     inbox = Inbox(inbox_dir, store)
     inbox.prepare()
-    drop(inbox_dir, "dupe.ndjson", (
-        b'{"op":"upsert","contact":{"id":1,"email":"same@x.com"}}\n'
-        b'{"op":"upsert","contact":{"id":2,"email":"same@x.com"}}\n'
-        b'{"op":"upsert","contact":{"id":3,"email":"other@x.com"}}\n'
-    ))
+    drop(
+        inbox_dir,
+        "dupe.ndjson",
+        (
+            b'{"op":"upsert","contact":{"id":1,"email":"same@x.com"}}\n'
+            b'{"op":"upsert","contact":{"id":2,"email":"same@x.com"}}\n'
+            b'{"op":"upsert","contact":{"id":3,"email":"other@x.com"}}\n'
+        ),
+    )
     [outcome] = await inbox.process_pending()
     assert (outcome.applied, outcome.rejected) == (2, 1)
     assert sql(db_path, "SELECT id FROM contacts ORDER BY id") == [(1,), (3,)]
@@ -365,10 +375,9 @@ async def test_crash_after_commit_does_not_apply_twice(
 ) -> None:
     inbox = Inbox(inbox_dir, store)
     inbox.prepare()
-    drop(inbox_dir, "f.ndjson", (
-        b'{"op":"upsert","contact":{"id":1,"email":"a@x.com"}}\n'
-        b"garbage\n"
-    ))
+    drop(
+        inbox_dir, "f.ndjson", (b'{"op":"upsert","contact":{"id":1,"email":"a@x.com"}}\ngarbage\n')
+    )
 
     async def die(name: str) -> None:
         raise Crash

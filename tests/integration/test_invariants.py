@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service import engine
+from service.daemon.processing import BatchLimits, Processor
+from service.daemon.tick import tick_if_due
 from service.engine import PlanContext
-from service.processing import BatchLimits, Processor
 from service.store import Store, init_db
-from service.tick import tick_if_due
 from tests.integration.daemon_helpers import settings as make_settings
 
 # A tiny cap so that balancing (ED smoothing, carries) really happens.
@@ -152,34 +152,57 @@ def _iso(day: date, offset: int = 0) -> str:
 
 def _update(op: tuple[Any, ...], w: World) -> Statements:
     column = op[2]  # from the fixed list in OPS, never from data
-    return [(f"UPDATE contacts SET {column} = ? WHERE id = ?",
-             (w.draw_contact(op[1])[column], op[1]))]
+    return [
+        (f"UPDATE contacts SET {column} = ? WHERE id = ?", (w.draw_contact(op[1])[column], op[1]))
+    ]
 
 
 def _aep(op: tuple[Any, ...], w: World) -> Statements:
     if not op[1]:
         return [("DELETE FROM campaign_instances WHERE id = 11", ())]
-    return [("INSERT OR REPLACE INTO campaign_instances (id, campaign_type, instance_name, "
-             "active_start_date, active_end_date) VALUES (11, 'aep', 'aep', ?, ?)",
-             (_iso(w.today, 10), _iso(w.today, 50)))]
+    return [
+        (
+            "INSERT OR REPLACE INTO campaign_instances (id, campaign_type, instance_name, "
+            "active_start_date, active_end_date) VALUES (11, 'aep', 'aep', ?, ?)",
+            (_iso(w.today, 10), _iso(w.today, 50)),
+        )
+    ]
 
 
 def _sent(op: tuple[Any, ...], w: World) -> Statements:
     sent = w.today - timedelta(days=op[2])
-    return [("INSERT OR IGNORE INTO email_schedules (contact_id, email_type, "
-             "scheduled_send_date, status, event_year, event_month, event_day, "
-             "actual_send_datetime) VALUES (?, 'birthday', ?, 'sent', ?, ?, ?, ?)",
-             (op[1], sent.isoformat(), sent.year, sent.month, sent.day,
-              f"{sent.isoformat()} 08:30:00"))]
+    return [
+        (
+            "INSERT OR IGNORE INTO email_schedules (contact_id, email_type, "
+            "scheduled_send_date, status, event_year, event_month, event_day, "
+            "actual_send_datetime) VALUES (?, 'birthday', ?, 'sent', ?, ?, ?, ?)",
+            (
+                op[1],
+                sent.isoformat(),
+                sent.year,
+                sent.month,
+                sent.day,
+                f"{sent.isoformat()} 08:30:00",
+            ),
+        )
+    ]
 
 
 def _engage(op: tuple[Any, ...], w: World) -> Statements:
     if op[2]:
-        return [("INSERT INTO contact_events (contact_id, event_type, metadata, created_at) "
-                 "VALUES (?, 'eligibility_answered', '{\"has_medical_conditions\": true}', ?)",
-                 (op[1], w.today.isoformat()))]
-    return [("INSERT INTO tracking_clicks (contact_id, clicked_at) VALUES (?, ?)",
-             (op[1], f"{w.today.isoformat()} 09:00:00"))]
+        return [
+            (
+                "INSERT INTO contact_events (contact_id, event_type, metadata, created_at) "
+                "VALUES (?, 'eligibility_answered', '{\"has_medical_conditions\": true}', ?)",
+                (op[1], w.today.isoformat()),
+            )
+        ]
+    return [
+        (
+            "INSERT INTO tracking_clicks (contact_id, clicked_at) VALUES (?, ?)",
+            (op[1], f"{w.today.isoformat()} 09:00:00"),
+        )
+    ]
 
 
 OP_WRITES: dict[str, Any] = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.notify import Notifier, watchdog_interval
+from service.daemon.notify import Notifier, watchdog_interval
 
 
 class Listener:

@@ -9,8 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from service import engine
+from service.daemon.processing import FANOUT_KEY, BatchLimits, FanOut, Processor, StepReport
 from service.engine import PlanContext
-from service.processing import FANOUT_KEY, BatchLimits, FanOut, Processor, StepReport
 from service.store import Store
 from tests.integration.daemon_helpers import (
     SEED_SQL,
@@ -68,12 +68,15 @@ async def test_batches_are_bounded_by_events(seeded: Store, db_path: Path) -> No
 
 async def test_batches_are_bounded_by_contacts(seeded: Store, db_path: Path) -> None:
     # Contact 1 twice, then 2 and 3: the two events of contact 1 count once.
-    write(db_path, """
+    write(
+        db_path,
+        """
         UPDATE contacts SET last_name = 'a' WHERE id = 1;
         UPDATE contacts SET last_name = 'b' WHERE id = 1;
         UPDATE contacts SET last_name = 'c' WHERE id = 2;
         UPDATE contacts SET last_name = 'd' WHERE id = 3;
-    """)
+    """,
+    )
     processor = Processor(seeded, CTX, BatchLimits(max_events=100, max_contacts=2))
     reports = await drain(processor)
     assert [(r.events, r.contacts) for r in reports] == [(3, 2), (1, 1)]
@@ -102,10 +105,13 @@ async def test_everyone_fans_out_in_chunks_and_consumes_with_the_last(
 async def test_fanout_resumes_after_a_crash(
     seeded: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write(db_path, """
+    write(
+        db_path,
+        """
         UPDATE campaign_instances SET active_start_date = '2026-03-05';
         INSERT INTO scheduler_events (kind) VALUES ('recompute_all');
-    """)
+    """,
+    )
     processor = Processor(seeded, CTX, BatchLimits(chunk_contacts=3, max_contacts=100))
     # The two instance events (old and new row) go first, as a batch.
     batch = await processor.step(TODAY)
@@ -152,11 +158,14 @@ async def test_changes_during_a_fanout_are_not_held_up(seeded: Store, db_path: P
 
 
 async def test_large_targeted_campaign_is_chunked(seeded: Store, db_path: Path) -> None:
-    write(db_path, """
+    write(
+        db_path,
+        """
         INSERT INTO contact_campaigns (contact_id, campaign_instance_id, trigger_date, status)
         VALUES (2, 10, '2026-03-20', 'pending'), (4, 10, '2026-03-21', 'pending'),
                (7, 10, '2026-03-22', 'pending');
-    """)
+    """,
+    )
     await drain(Processor(seeded, CTX))
     # The instance now reaches contacts 1, 2, 3, 4, 7: more than two per batch.
     write(db_path, "UPDATE campaign_instances SET active_end_date = '2026-03-21' WHERE id = 10;")
@@ -170,11 +179,14 @@ async def test_large_targeted_campaign_is_chunked(seeded: Store, db_path: Path) 
 
 
 async def test_malformed_events_are_logged_and_consumed(seeded: Store, db_path: Path) -> None:
-    write(db_path, """
+    write(
+        db_path,
+        """
         INSERT INTO scheduler_events (kind, contact_id) VALUES ('recompute_contact', 'abc');
         INSERT INTO scheduler_events (kind, contact_id) VALUES ('no_such_kind', 1);
         INSERT INTO scheduler_events (kind, contact_id) VALUES ('contact', 2);
-    """)
+    """,
+    )
     with capture_logs() as logs:
         reports = await drain(Processor(seeded, CTX))
     assert [(r.events, r.rejected, r.contacts) for r in reports] == [(3, 2, 1)]

@@ -298,8 +298,8 @@ async def test_transaction_rolls_back_on_error(store: Store) -> None:
 async def test_busy_database_is_retried_then_reported(store: Store, db_path: Path) -> None:
     other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
     other.execute("BEGIN IMMEDIATE")
-    store.BEGIN_ATTEMPTS = 2  # type: ignore[misc]
-    store.BEGIN_BACKOFF_S = 0.01  # type: ignore[misc]
+    store.BEGIN_ATTEMPTS = 2
+    store.BEGIN_BACKOFF_S = 0.01
     await store._db.execute("PRAGMA busy_timeout = 10")
     try:
         with pytest.raises(StoreBusy, match="locked"):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from service import engine
+from service.daemon.tick import tick_if_due
 from service.engine import PlanContext
 from service.store import Store
-from service.tick import tick_if_due
 from tests.integration.daemon_helpers import (
     SEED_SQL,
     TODAY,
@@ -54,12 +54,15 @@ async def planned(db_path: Path, store: Store) -> Store:
 async def test_tick_recomputes_exactly_the_due_contacts(planned: Store, db_path: Path) -> None:
     # Review dates set by hand: 1 and 2 come due on the 2nd, 3 on the 5th,
     # everybody else later; 6 never (NULL).
-    write(db_path, """
+    write(
+        db_path,
+        """
         UPDATE contact_plan_state SET review_date = '2026-12-31';
         UPDATE contact_plan_state SET review_date = '2026-03-02' WHERE contact_id IN (1, 2);
         UPDATE contact_plan_state SET review_date = '2026-03-05' WHERE contact_id = 3;
         UPDATE contact_plan_state SET review_date = NULL WHERE contact_id = 6;
-    """)
+    """,
+    )
     report = await tick_if_due(planned, CTX, date(2026, 3, 2))
     assert report is not None and report.finished
     assert report.contacts == 2  # contacts 1 and 2
@@ -74,12 +77,15 @@ async def test_tick_recomputes_exactly_the_due_contacts(planned: Store, db_path:
 async def test_catching_up_after_days_of_downtime_is_one_tick(
     planned: Store, db_path: Path
 ) -> None:
-    write(db_path, """
+    write(
+        db_path,
+        """
         UPDATE contact_plan_state SET review_date = '2026-12-31';
         UPDATE contact_plan_state SET review_date = '2026-03-02' WHERE contact_id = 1;
         UPDATE contact_plan_state SET review_date = '2026-03-04' WHERE contact_id = 2;
         UPDATE contact_plan_state SET review_date = '2026-03-09' WHERE contact_id = 3;
-    """)
+    """,
+    )
     # Down from the 1st to the 6th: contacts due on the 2nd and 4th are both caught up.
     report = await tick_if_due(planned, CTX, date(2026, 3, 6))
     assert report is not None
@@ -90,10 +96,13 @@ async def test_catching_up_after_days_of_downtime_is_one_tick(
 async def test_an_interrupted_tick_is_repeated_for_what_is_left(
     planned: Store, db_path: Path
 ) -> None:
-    write(db_path, """
+    write(
+        db_path,
+        """
         UPDATE contact_plan_state SET review_date = '2026-12-31';
         UPDATE contact_plan_state SET review_date = '2026-03-02' WHERE contact_id IN (1, 2, 4);
-    """)
+    """,
+    )
     calls = iter([False, True])  # one chunk, then "SIGTERM"
     report = await tick_if_due(planned, CTX, date(2026, 3, 2), chunk=1,
                                should_stop=lambda: next(calls))  # fmt: skip
@@ -114,13 +123,19 @@ async def test_first_tick_on_a_new_database_plans_everyone(store: Store, db_path
 # midnights, worked out by hand: 2026-03-08 00:00 CST = 06:00 UTC (step 4);
 # that day has 23 hours (02:00 CST jumps to 03:00 CDT), so 2026-03-09 00:00 CDT
 # = 05:00 UTC on the 9th (step 27); 2026-03-10 00:00 CDT = 05:00 UTC (step 51).
-SPRING = (utc(2026, 3, 8, 2), [0, 4, 27, 51],
-          ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"])
+SPRING = (
+    utc(2026, 3, 8, 2),
+    [0, 4, 27, 51],
+    ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"],
+)
 # Start 2026-10-31 20:00 CDT (01:00 UTC on 11-01). 2026-11-01 00:00 CDT = 05:00
 # UTC (step 4); that day has 25 hours (the 01:00 hour repeats), so 2026-11-02
 # 00:00 CST = 06:00 UTC on the 2nd (step 29); 2026-11-03 00:00 CST = 06:00 UTC (53).
-AUTUMN = (utc(2026, 11, 1, 1), [0, 4, 29, 53],
-          ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03"])
+AUTUMN = (
+    utc(2026, 11, 1, 1),
+    [0, 4, 29, 53],
+    ["2026-10-31", "2026-11-01", "2026-11-02", "2026-11-03"],
+)
 
 
 @pytest.mark.parametrize(("start", "steps", "dates"), [SPRING, AUTUMN], ids=["spring", "autumn"])

@@ -8,13 +8,15 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 
-from service.clock import Clock, ManualClock, start_of_next_day
+from service.daemon.clock import Clock, ManualClock, start_of_next_day
 
 CHI = ZoneInfo("America/Chicago")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # Expected instants worked out from the zone rules:

@@ -60,11 +60,17 @@ CASES: list[tuple[str, Ev, Targets]] = [
     ("unknown targeted type", Ev(1, "campaign_type", ref="gone", detail="0"), frozenset()),
     # An instance of a type that (now) targets everyone reaches everyone.
     ("instance of aep", Ev(1, "campaign_instance", ref="5", detail="aep"), EVERYONE),
-    ("instance of promo", Ev(1, "campaign_instance", ref="5", detail="promo"),
-     frozenset({1, 2, 9})),
+    (
+        "instance of promo",
+        Ev(1, "campaign_instance", ref="5", detail="promo"),
+        frozenset({1, 2, 9}),
+    ),
     # The type is unknown (deleted or misspelt): the instance's own contacts.
-    ("instance of unknown type", Ev(1, "campaign_instance", ref="6", detail="nope"),
-     frozenset({3})),
+    (
+        "instance of unknown type",
+        Ev(1, "campaign_instance", ref="6", detail="nope"),
+        frozenset({3}),
+    ),
 ]
 
 
@@ -115,6 +121,12 @@ async def test_resolve_everyone() -> None:
 def test_every_trigger_kind_has_a_handler() -> None:
     # The kinds fixed by the module contracts (triggers + explicit events).
     assert set(HANDLERS) == {
-        "contact", "campaign_type", "campaign_instance", "contact_campaign",
-        "engagement", "history", "recompute_contact", "recompute_all",
+        "contact",
+        "campaign_type",
+        "campaign_instance",
+        "contact_campaign",
+        "engagement",
+        "history",
+        "recompute_contact",
+        "recompute_all",
     }

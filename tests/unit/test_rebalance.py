@@ -19,9 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.engine.rebalance import RebalanceResult, rebalance
 from service.planning.balance import BalanceItem, Capacity, balance
 from service.planning.model import RowKey
-from service.rebalance import RebalanceResult, StoredRow, Update, rebalance
+from service.store.types import StoredRow, Update
 
 D = date.fromisoformat
 ED = "effective_date"

@@ -20,17 +20,17 @@ from typing import TypeVar
 import anyio
 import structlog
 
-from service.clock import Clock
 from service.config import Settings
+from service.daemon.clock import Clock
+from service.daemon.notify import Notifier
+from service.daemon.processing import BatchLimits, Processor, StepReport
+from service.daemon.tick import TickReport, tick_if_due
 from service.engine import PlanContext
 from service.errors import MailplanError
-from service.inbox import Inbox
-from service.inbox_records import InboxLimits
-from service.notify import Notifier
+from service.inbox.ingest import Inbox
+from service.inbox.records import InboxLimits
 from service.planning.contacts import zip_lookup
-from service.processing import BatchLimits, Processor, StepReport
 from service.store import Store
-from service.tick import TickReport, tick_if_due
 
 log = structlog.get_logger(__name__)
 

@@ -39,14 +39,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import structlog
 
 from service.planning.balance import (
     ONE_DAY,
     REF,
-    BalanceItem,
     Capacity,
     Pending,
     Sweeper,
@@ -54,27 +53,12 @@ from service.planning.balance import (
     step1_dates,
 )
 from service.planning.model import RowKey
+from service.store.types import StoredRow, Update
 
 log = structlog.get_logger(__name__)
 
 CHUNK_DAYS = 32
 """Days of rows read per query."""
-
-
-class StoredRow(NamedTuple):
-    """A non-skipped plan row with the balancer's stored dates.
-
-    ``step1`` is the ``balance_date`` column (``None`` if never balanced),
-    ``scheduled`` the ``scheduled_send_date``.
-    """
-
-    item: BalanceItem
-    step1: date | None
-    scheduled: date
-
-
-Update = tuple[RowKey, date, date]
-"""(row key, new step-1 date, new scheduled date)."""
 
 
 class BalanceStore(Protocol):

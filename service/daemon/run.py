@@ -28,13 +28,13 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from service import wakers
-from service.clock import Clock
 from service.config import Settings
+from service.daemon import wakers
+from service.daemon.clock import Clock
+from service.daemon.notify import Notifier
+from service.daemon.worker import DaemonOptions, DaemonStatus, Worker
 from service.errors import StoreError
-from service.notify import Notifier
 from service.store import Store
-from service.worker import DaemonOptions, DaemonStatus, Worker
 
 __all__ = ["Daemon", "DaemonOptions", "DaemonStatus", "run_daemon"]
 

@@ -14,9 +14,9 @@ import anyio
 import structlog
 from watchfiles import Change, awatch
 
-from service.clock import Clock
-from service.inbox_records import is_candidate
-from service.notify import Notifier
+from service.daemon.clock import Clock
+from service.daemon.notify import Notifier
+from service.inbox.records import is_candidate
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Reading and validating inbox files (SPEC 8.2); ``service.inbox`` applies them.
+"""Reading and validating inbox files (SPEC 8.2); ``service.inbox.ingest`` applies them.
 
 ``*.ndjson`` files hold one operation per line (``{"op":"upsert","contact":
 {...}}`` or ``{"op":"delete","id":N}``); ``*.csv`` files have a header of
@@ -65,11 +65,7 @@ class ContactColumns:
     @classmethod
     def from_table_info(cls, rows: Sequence[Sequence[object]]) -> ContactColumns:
         """Build from ``PRAGMA table_info(contacts)`` rows (cid, name, type, notnull, dflt, pk)."""
-        return cls(
-            tuple(
-                Column(str(r[1]), bool(r[3]), r[4] is not None, bool(r[5])) for r in rows
-            )
-        )
+        return cls(tuple(Column(str(r[1]), bool(r[3]), r[4] is not None, bool(r[5])) for r in rows))
 
     def lookup(self, name: str) -> Column | None:
         # SQLite column names are case-insensitive.
@@ -343,8 +339,9 @@ def parse_csv(stream: BinaryIO, columns: ContactColumns, limits: InboxLimits) ->
         previous_end = reader.line_num
         if not cells or all(not c.strip() for c in cells):
             continue
-        shown = _snippet(",".join(cells).encode("utf-8", "surrogateescape").decode(
-            "utf-8", "backslashreplace"))
+        shown = _snippet(
+            ",".join(cells).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        )
         if header is None:
             try:
                 header = _header(cells, columns)
@@ -416,7 +413,10 @@ def parse_bytes(name: str, data: bytes, columns: ContactColumns, limits: InboxLi
 def too_large(size: int, limits: InboxLimits) -> Parsed:
     return Parsed(
         rejected=[
-            Rejection(0, f"file is {size} bytes, larger than the limit of "
-                      f"{limits.max_file_bytes}; split it into smaller files")
+            Rejection(
+                0,
+                f"file is {size} bytes, larger than the limit of "
+                f"{limits.max_file_bytes}; split it into smaller files",
+            )
         ]
     )

@@ -227,7 +227,13 @@ class Processor:
         ms = _ms(started)
         await store.finish_run(run_id, stats, duration_ms=ms)
         return StepReport(
-            "fanout", run_id, stats.events_consumed, 0, stats.contacts_recomputed, stats, ms,
+            "fanout",
+            run_id,
+            stats.events_consumed,
+            0,
+            stats.contacts_recomputed,
+            stats,
+            ms,
             finished=finished,
         )
 

@@ -2,7 +2,7 @@
 
 Upstream writes a file under a temporary name (a dotfile, ``*.tmp``,
 ``*.part``) and renames it into the inbox folder. Each finished ``*.ndjson`` or
-``*.csv`` file is validated (``service.inbox_records``), its valid records are
+``*.csv`` file is validated (``service.inbox.records``), its valid records are
 applied to ``contacts`` in one transaction (the capture triggers turn them into
 events like any upstream write), its invalid records are listed in
 ``rejected/<file>.ndjson`` with line number and reason, and the file moves to
@@ -37,7 +37,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from service.inbox_records import (
+from service.inbox.records import (
     ContactColumns,
     Delete,
     InboxLimits,

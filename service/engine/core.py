@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from service.engine.rebalance import rebalance
 from service.planning.balance import BalanceItem, Capacity, balance, capacity
 from service.planning.contacts import zip_lookup
 from service.planning.model import (
@@ -33,7 +34,6 @@ from service.planning.model import (
 from service.planning.params import BalanceParams, PlanParams
 from service.planning.plan import plan_contact
 from service.planning.rules import RuleBook
-from service.rebalance import rebalance
 from service.store import (
     DriftReport,
     ExportRow,
@@ -271,7 +271,7 @@ async def _rebalance(
     store: Store, ctx: PlanContext, today: date, touched: set[date] | None
 ) -> RunStats:
     # A windowed rebalance is exact only on top of a global balance for the
-    # same day and capacity (service.rebalance); anything else goes global.
+    # same day and capacity (service.engine.rebalance); anything else goes global.
     cap = await capacity_for(store, ctx, today, save=True)
     basis = f"{today.isoformat()}/{cap.cap}/{cap.threshold}/{cap.ed_limit}/{cap.window}"
     if touched is not None and await store.get_state(BALANCE_BASIS) != basis:

@@ -1,0 +1,4 @@
+"""What the commands print.
+
+``report`` renders plan rows, ``explain`` and ``status``; ``plot`` the chart.
+"""

@@ -1,0 +1,2 @@
+"""Spool-folder ingestion (SPEC 8.2): ``records`` reads and validates files,
+``ingest`` applies them to ``contacts`` exactly once."""

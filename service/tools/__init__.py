@@ -1,0 +1,1 @@
+"""Tools beside the service: synthetic data for demos and benchmarks (``generate``)."""
