@@ -10,7 +10,6 @@ implements.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Protocol
 
@@ -73,15 +72,6 @@ class MalformedEvent(InputError):
 
 
 Handler = Callable[[EventLike, TargetLookup], Awaitable[Targets]]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A malformed event and why it was not understood."""
-
-    event_id: int
-    kind: str
-    reason: str
 
 
 def contact_id_of(event: EventLike) -> int:

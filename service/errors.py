@@ -29,7 +29,15 @@ class UsageError(MailplanError):
 
 
 class StoreError(MailplanError):
-    """The database cannot be opened, migrated or written."""
+    """The database cannot be opened, migrated or written.
+
+    Every store translates its driver's errors into this class (or
+    :class:`StoreBusy`), so nothing above the store knows the driver.
+    """
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked by another writer after every retry."""
 
 
 class InputError(MailplanError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.store import Store, init_db
+from service.store import SqliteStore, init_db, open_store
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ async def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
     """An open Store on :func:`db_path`."""
-    async with Store.open(db_path) as opened:
+    async with open_store(db_path) as opened:
         yield opened

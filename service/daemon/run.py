@@ -34,7 +34,7 @@ from service.daemon.clock import Clock
 from service.daemon.notify import Notifier
 from service.daemon.worker import DaemonOptions, DaemonStatus, Worker
 from service.errors import StoreError
-from service.store import Store
+from service.store import Store, open_store
 
 __all__ = ["Daemon", "DaemonOptions", "DaemonStatus", "run_daemon"]
 
@@ -126,7 +126,7 @@ class Daemon:
                                  self.request_stop)  # fmt: skip
             while not self._stopping:
                 try:
-                    async with Store.open(self.db_path) as store:
+                    async with open_store(self.db_path) as store:
                         delay = first_delay
                         await self._serve(store, reported)
                         reported = None

@@ -26,11 +26,11 @@ from service.daemon.notify import Notifier
 from service.daemon.processing import BatchLimits, Processor, StepReport
 from service.daemon.tick import TickReport, tick_if_due
 from service.engine import PlanContext
-from service.errors import MailplanError
+from service.errors import ConfigError, MailplanError
 from service.inbox.ingest import Inbox
 from service.inbox.records import InboxLimits
 from service.planning.contacts import zip_lookup
-from service.store import Store
+from service.store import SqliteStore, Store
 
 log = structlog.get_logger(__name__)
 
@@ -136,6 +136,10 @@ class Worker:
         self._seen_version = await store.data_version()
         self._ticked_for = None
         if self.options.inbox is not None:
+            if not isinstance(store, SqliteStore):
+                # The inbox applies records through the SQLite connection's
+                # savepoints; another backend needs its own inbox writer.
+                raise ConfigError(f"the inbox needs an SQLite database, not {type(store).__name__}")
             self._inbox = Inbox(self.options.inbox, store, self.options.inbox_limits)
             await anyio.to_thread.run_sync(self._inbox.prepare)
 

@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
@@ -111,22 +109,6 @@ class PlanContext:
     def engagement_since(self, today: date) -> date:
         """Clicks and events older than the follow-up lookback cannot matter (5.7)."""
         return today - timedelta(days=self.plan.followup_lookback_days + 7)
-
-
-@contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Cheaper garbage collection while a bulk run allocates millions of
-    short-lived objects: the objects alive before are frozen out of the
-    collector's scans and collections run less often. Plans hold no reference
-    cycles, so nothing waits on the collector."""
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(threshold[0], 50_000), threshold[1], max(threshold[2], 50))
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 # -- shared steps -------------------------------------------------------------
@@ -307,8 +289,7 @@ async def full_recompute(
     last write; without, every stored row is compared (what a repair needs
     when rows may have been edited behind mailplan's back).
     """
-    with quiet_gc():
-        return await _full_recompute(store, ctx, today, trigger, consume_events, trust_fingerprints)
+    return await _full_recompute(store, ctx, today, trigger, consume_events, trust_fingerprints)
 
 
 async def _full_recompute(
@@ -385,8 +366,7 @@ async def dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[Expo
     the same loads, the same planner, the same filters as the writer, and the
     pure global :func:`balance`.
     """
-    with quiet_gc():
-        return await _dry_run_plan(store, ctx, today)
+    return await _dry_run_plan(store, ctx, today)
 
 
 async def _dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[ExportRow]:

@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol
 
 import structlog
 
@@ -53,57 +52,13 @@ from service.planning.balance import (
     step1_dates,
 )
 from service.planning.model import RowKey
+from service.store.interface import BalanceStore
 from service.store.types import StoredRow, Update
 
 log = structlog.get_logger(__name__)
 
 CHUNK_DAYS = 32
 """Days of rows read per query."""
-
-
-class BalanceStore(Protocol):
-    """What balancing needs from the database.
-
-    Every method reads or writes only non-skipped plan rows of
-    ``email_schedules`` (``status = 'pre-scheduled'``); dates are compared as
-    ISO text. Each read is one indexed query; none sees the driver's own
-    updates before :meth:`save`, which the driver calls last (windowed mode)
-    or once per chunk of desired dates (global mode).
-    """
-
-    async def last_desired(self) -> date | None:
-        """``SELECT max(desired_date)``; ``None`` when there is no row."""
-        ...
-
-    async def rows_by_desired(self, lo: date, hi: date) -> list[StoredRow]:
-        """Rows with ``lo <= desired_date < hi``."""
-        ...
-
-    async def ed_rows_by_desired(self, days: Sequence[date]) -> list[StoredRow]:
-        """Rows with ``email_type = 'effective_date'`` and ``desired_date`` in ``days``."""
-        ...
-
-    async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
-        """``SELECT balance_date, count(*) ... WHERE lo <= balance_date < hi
-        GROUP BY balance_date``."""
-        ...
-
-    async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
-        """Rows with ``lo <= balance_date < hi``."""
-        ...
-
-    async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
-        """Rows sent on another day than their step-1 date that overlap the
-        days ``[lo, hi]``: ``balance_date < hi AND scheduled_send_date >= lo
-        AND scheduled_send_date <> balance_date``. Few rows: those carried by
-        the sweep, and those whose step-1 date has passed."""
-        ...
-
-    async def save(self, updates: Sequence[Update]) -> None:
-        """``UPDATE ... SET balance_date = ?, scheduled_send_date = ?`` (and
-        anything derived from the scheduled date) by row identity. Only rows
-        whose values change are passed."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

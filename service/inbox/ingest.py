@@ -50,7 +50,7 @@ from service.inbox.records import (
     sha256_of,
     too_large,
 )
-from service.store import Store
+from service.store import SqliteStore
 
 log = structlog.get_logger(__name__)
 
@@ -123,7 +123,9 @@ class Inbox:
     single connection and one transaction at a time.
     """
 
-    def __init__(self, directory: Path, store: Store, limits: InboxLimits | None = None) -> None:
+    def __init__(
+        self, directory: Path, store: SqliteStore, limits: InboxLimits | None = None
+    ) -> None:
         self.directory = directory
         self.done = directory / "done"
         self.rejected = directory / "rejected"

@@ -63,7 +63,7 @@ def _span(lo: date, hi: date) -> dict[str, str]:
 
 
 class BalanceMixin(StoreBase):
-    """Implements :class:`service.rebalance.BalanceStore`."""
+    """Implements :class:`service.store.interface.BalanceStore`."""
 
     async def _stored_rows(self, name: str, params: dict[str, str]) -> list[StoredRow]:
         out: list[StoredRow] = []

@@ -22,7 +22,7 @@ import aiosqlite
 import anyio
 import structlog
 
-from service.errors import StoreError
+from service.errors import StoreBusy, StoreError
 from service.store import sql
 from service.store.types import Event, EventsSummary, RunRecord, RunStats
 
@@ -41,10 +41,6 @@ PRAGMAS = (
     "PRAGMA temp_store = MEMORY",
     "PRAGMA cache_size = -32768",
 )
-
-
-class StoreBusy(StoreError):
-    """The database stayed locked by another writer after every retry."""
 
 
 def _is_busy(exc: BaseException) -> bool:

@@ -25,7 +25,8 @@ _SCOPES = {
 }
 
 
-def _read(name: str) -> str:
+def read_text(name: str) -> str:
+    """A SQL file shipped next to this module."""
     return resources.files("service.store").joinpath(name).read_text(encoding="utf-8")
 
 
@@ -49,7 +50,7 @@ def parse_named(text: str) -> dict[str, str]:
 
 @cache
 def _raw_queries() -> dict[str, str]:
-    return parse_named(_read("queries.sql"))
+    return parse_named(read_text("queries.sql"))
 
 
 @cache

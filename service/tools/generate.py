@@ -19,7 +19,6 @@ import dataclasses
 import itertools
 import json
 import random
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,9 @@ from typing import Any
 import structlog
 
 from service.errors import InputError
+from service.planning.dates import anniversary
+from service.store.bulk import BulkLoader, bulk_load
+from service.tools.showcase import apply_showcase, leap_years, showcase
 
 log = structlog.get_logger(__name__)
 
@@ -47,10 +49,6 @@ STATE_WEIGHTS: dict[str, int] = {
     "WV": 18, "HI": 14, "NH": 14, "ME": 14, "MT": 11, "RI": 11, "DE": 10, "SD": 9,
     "ND": 8, "AK": 7, "DC": 7, "VT": 6, "WY": 6, "PR": 32,
 }
-RULE_STATES = (
-    "CA", "ID", "IL", "IN", "KY", "LA", "MD", "NV", "OK", "OR", "UT", "VA", "WY",
-    "MO", "CT", "MA", "NY", "WA",
-)
 FIRST_NAMES = (
     "James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda",
     "William", "Elizabeth", "David", "Barbara", "Richard", "Susan", "Joseph", "Jessica",
@@ -72,25 +70,7 @@ PROVIDERS = ("gmail.com", "yahoo.com", "hotmail.com", "aol.com", "outlook.com", 
 BAD_DATES = ("1950-02-30", "19XX-01-01", "1960/05/05", "1961-13-01", "unknown", "")
 BAD_EMAIL_FORMS = ("{n}.{i}", "{n}.{i}@", "{n} {i}@example.com", "{n}.{i}@@example.com")
 
-CONTACT_COLUMNS = (
-    "id", "first_name", "last_name", "email", "current_carrier", "plan_type",
-    "effective_date", "birth_date", "tobacco_user", "gender", "state", "zip_code",
-    "agent_id", "phone_number", "failed_underwriting", "created_at", "updated_at",
-)
 # fmt: on
-INSERT_CONTACT = (
-    f"INSERT INTO contacts ({', '.join(CONTACT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(CONTACT_COLUMNS))})"
-)
-HISTORY_COLUMNS = (
-    "id", "contact_id", "email_type", "scheduled_send_date", "scheduled_send_time", "status",
-    "event_year", "event_month", "event_day", "sent_at", "actual_send_datetime", "priority",
-    "email_template", "batch_id", "created_at", "updated_at",
-)  # fmt: skip
-INSERT_HISTORY = (
-    f"INSERT INTO email_schedules ({', '.join(HISTORY_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +86,6 @@ class GenerateSummary:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Showcase:
-    """One fixed contact: (state, zip, birth, effective, email form, failed uw) overrides."""
-
-    label: str
-    state: str | None = None
-    zip_code: str | None = None
-    birth: str | None = None
-    effective: str | None = None
-    email: str | None = None
-    failed_underwriting: bool = False
-
-
 @cache
 def zips_by_state() -> dict[str, tuple[str, ...]]:
     """Real, active, standard five-digit ZIP codes of each state (``zipcodes`` package)."""
@@ -130,56 +97,6 @@ def zips_by_state() -> dict[str, tuple[str, ...]]:
         if z["active"] and z["zip_code_type"] == "STANDARD":
             out.setdefault(z["state"], []).append(z["zip_code"])
     return {state: tuple(sorted(codes)) for state, codes in out.items()}
-
-
-def _anniversary(d: date, year: int) -> date:
-    if d.month == 2 and d.day == 29:
-        try:
-            return date(year, 2, 29)
-        except ValueError:
-            return date(year, 2, 28)
-    return d.replace(year=year)
-
-
-def _leap_years(first: int, last: int) -> list[int]:
-    return [y for y in range(first, last + 1) if y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)]
-
-
-def showcase(today: date) -> tuple[Showcase, ...]:
-    """The fixed cases of contacts 1..n (every rule state and every awkward input)."""
-    near = today + timedelta(days=30)
-    # Birthdays inside the horizon make the rule of each state visible at once.
-    soon_birth = date(near.year - 70, near.month, min(near.day, 28)).isoformat()
-    # A policy anniversary on the 1st of a month 32..62 days ahead.
-    soon = today + timedelta(days=62)
-    soon_effective = date(soon.year - 3, soon.month, 1).isoformat()
-    cases = [
-        Showcase(f"rule state {st}", state=st, birth=soon_birth, effective=soon_effective)
-        for st in RULE_STATES
-    ]
-    leap = _leap_years(today.year - 90, today.year - 60)[-1]
-    cases += [
-        Showcase("Feb 29 birthday in CA", state="CA", birth=f"{leap}-02-29"),
-        Showcase("Feb 29 birthday in NV", state="NV", birth=f"{leap}-02-29"),
-        Showcase("Feb 29 effective date in MO", state="MO", effective="2024-02-29"),
-        Showcase("Feb 29 birthday, no rule state", state="TX", birth=f"{leap}-02-29"),
-        Showcase("state from ZIP (Los Angeles)", state="", zip_code="90012"),
-        Showcase("state from ZIP (Kansas City, MO)", state="", zip_code="64105"),
-        Showcase("ZIP+4 only (Brooklyn)", state="", zip_code="11201-1234"),
-        Showcase("lower-case state", state="or"),
-        Showcase("unknown state text with ZIP", state="Calif", zip_code="94103"),
-        Showcase("no state, no ZIP", state="", zip_code=""),
-        Showcase("no state, bad ZIP", state="", zip_code="ABCDE"),
-        Showcase("empty email", email=""),
-        Showcase("email without @", email="no-at-sign.example.com"),
-        Showcase("birth date not a real date", birth="1950-02-30"),
-        Showcase("birth date in the future", birth=f"{today.year + 30}-06-15"),
-        Showcase("effective date with a time part", effective=f"{soon_effective} 00:00:00"),
-        Showcase("effective date next year", effective=f"{today.year + 1}-01-01"),
-        Showcase("failed underwriting in TX", state="TX", failed_underwriting=True),
-        Showcase("failed underwriting in CA", state="CA", failed_underwriting=True),
-    ]
-    return tuple(cases)
 
 
 class _Columns:
@@ -203,10 +120,10 @@ class _Columns:
         eff = [date.fromordinal(t + 365 - k) for k in range(35 * 365)]
         self.effs = [d.isoformat() for d in eff]
         self.effs_first = [d.replace(day=1).isoformat() for d in eff]
-        self.leaps = _leap_years(today.year - 95, today.year - 40)
+        self.leaps = leap_years(today.year - 95, today.year - 40)
         self.eff_leaps = [
             y
-            for y in _leap_years(1992, today.year + 1)
+            for y in leap_years(1992, today.year + 1)
             if date(y, 2, 29) <= today + timedelta(days=365)
         ]
         self.phones = [
@@ -314,35 +231,6 @@ class _Columns:
         ))  # fmt: skip
 
 
-def _apply_showcase(
-    rows: list[tuple[object, ...]], cases: Sequence[Showcase], zips: dict[str, tuple[str, ...]]
-) -> None:
-    """Overwrite contacts 1..len(cases) (the first rows of the first batch) with the fixed cases."""
-    for k, case in enumerate(cases[: len(rows)]):
-        row = list(rows[k])
-        cid = int(str(row[0]))
-        if case.state is not None:
-            row[10] = case.state
-            codes = zips.get(case.state.upper())
-            if case.zip_code is None and codes:
-                row[11] = codes[cid % len(codes)]
-        elif not row[10] or str(row[10]) not in zips:
-            row[10], row[11] = "TX", zips["TX"][cid % len(zips["TX"])]
-        if case.zip_code is not None:
-            row[11] = case.zip_code
-        if case.birth is not None:
-            row[7] = case.birth
-        elif len(str(row[7])) != 10:
-            row[7] = "1955-07-04"
-        if case.effective is not None:
-            row[6] = case.effective
-        elif len(str(row[6])) != 10:
-            row[6] = "2019-05-01"
-        row[3] = case.email if case.email is not None else f"showcase.{cid}@example.com"
-        row[14] = int(case.failed_underwriting)
-        rows[k] = tuple(row)
-
-
 def _month_days(today: date, before: int) -> frozenset[str]:
     """'MM-DD' of dates whose email ``before`` days ahead of their anniversary went out
     in the last 34 days (a cheap pre-filter before parsing any date)."""
@@ -350,7 +238,7 @@ def _month_days(today: date, before: int) -> frozenset[str]:
     for k in range(366):
         d = date(2000, 1, 1) + timedelta(days=k)
         for year in (today.year - 1, today.year, today.year + 1):
-            sent = _anniversary(d, year) - timedelta(days=before)
+            sent = anniversary(d, year) - timedelta(days=before)
             if today - timedelta(days=34) <= sent < today:
                 out.add(d.isoformat()[5:])
     return frozenset(out)
@@ -381,7 +269,7 @@ def _last_send(text: str, before: int, today: date) -> tuple[date, date] | None:
     except ValueError:
         return None
     for year in (today.year - 1, today.year, today.year + 1):
-        event = _anniversary(base, year)
+        event = anniversary(base, year)
         sent = event - timedelta(days=before)
         if today - timedelta(days=34) <= sent < today and event > base:
             return sent, event
@@ -467,16 +355,10 @@ CAMPAIGN_TYPES = (
 
 
 def _campaigns(
-    conn: sqlite3.Connection, rng: random.Random, today: date, contacts: int, stamp: str
+    load: BulkLoader, rng: random.Random, today: date, contacts: int, stamp: str
 ) -> tuple[int, int]:
     """An AEP instance, a spread newsletter for three states, a targeted review campaign."""
-    conn.executemany(
-        "INSERT OR IGNORE INTO campaign_types (name, respect_exclusion_windows, "
-        "enable_followups, days_before_event, target_all_contacts, priority, active, "
-        "spread_evenly, skip_failed_underwriting, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*t, stamp, stamp) for t in CAMPAIGN_TYPES],
-    )
+    load.campaign_types([(*t, stamp, stamp) for t in CAMPAIGN_TYPES])
     aep_start, aep_end = next_aep_season(today)
     day = today.toordinal()
     instances = (
@@ -491,14 +373,7 @@ def _campaigns(
     ids: list[int] = []
     for inst in instances:
         values = tuple(v.isoformat() if isinstance(v, date) else v for v in inst)
-        cur = conn.execute(
-            "INSERT INTO campaign_instances (campaign_type, instance_name, email_template, "
-            "sms_template, active_start_date, active_end_date, spread_start_date, "
-            "spread_end_date, target_states, target_carriers, metadata, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
-            (*values, stamp, stamp),
-        )
-        ids.append(int(cur.lastrowid or 0))
+        ids.append(load.campaign_instance((*values, stamp, stamp)))
     review_id = ids[-1]
     targets = []
     for cid in range(1, contacts + 1):
@@ -506,11 +381,7 @@ def _campaigns(
             trigger = today + timedelta(days=int(rng.random() * 130) - 10)
             status = "pending" if rng.random() < 0.9 else "completed"
             targets.append((cid, review_id, trigger.isoformat(), status, "{}", stamp, stamp))
-    conn.executemany(
-        "INSERT INTO contact_campaigns (contact_id, campaign_instance_id, trigger_date, status, "
-        "metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        targets,
-    )
+    load.contact_campaigns(targets)
     return len(instances), len(targets)
 
 
@@ -522,51 +393,11 @@ def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
         start = stop
 
 
-CAPTURED_TABLES = (
-    "contacts",
-    "email_schedules",
-    "tracking_clicks",
-    "contact_events",
-    "campaign_types",
-    "campaign_instances",
-    "contact_campaigns",
-)
-
-
-def _suspend_triggers(conn: sqlite3.Connection) -> list[str]:
-    """Drop the event-capture triggers inside the open transaction; return their SQL.
-
-    The bulk load holds the write lock from start to commit, so no upstream
-    change can slip through unseen while they are gone; they are re-created
-    (from their own stored text) before the same commit, and a rollback brings
-    them back as well.
-    """
-    found = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-        "AND tbl_name IN (SELECT value FROM json_each(?)) ORDER BY name",
-        (json.dumps(CAPTURED_TABLES),),
-    ).fetchall()
-    for name, _ in found:
-        conn.execute('DROP TRIGGER "{}"'.format(str(name).replace('"', '""')))
-    return [str(sql) for _, sql in found]
-
-
-def _set_journal(conn: sqlite3.Connection, mode: str) -> bool:
-    """Switch the journal mode; False when another connection holds the database."""
-    try:
-        got = conn.execute(f"PRAGMA journal_mode = {mode}").fetchone()
-    except sqlite3.OperationalError:
-        return False
-    return bool(got) and str(got[0]).lower() == mode
-
-
-def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> GenerateSummary:
+def _load(load: BulkLoader, contacts: int, seed: int, today: date) -> GenerateSummary:
     # One thread on purpose: SQLite releases the GIL for every row it steps, and a
     # drawing thread would then make each of the million re-acquisitions wait.
     stamp = f"{today.isoformat()} 00:00:00"
-    next_schedule = (
-        1 + conn.execute("SELECT coalesce(max(id), 0) FROM email_schedules").fetchone()[0]
-    )
+    next_schedule = load.next_schedule_id()
     rng = random.Random(seed)
     columns = _Columns(rng, today)
     history_rng = random.Random(rng.getrandbits(64))
@@ -575,23 +406,16 @@ def _load(conn: sqlite3.Connection, contacts: int, seed: int, today: date) -> Ge
     for start, stop in _batches(contacts, BATCH):
         rows = columns.batch(start, stop, stamp)
         if start == 1:
-            _apply_showcase(rows, cases, columns.zips)
-        conn.executemany(INSERT_CONTACT, rows)
+            apply_showcase(rows, cases, columns.zips)
+        load.contacts(rows)
         history.extend(_history_rows(history_rng, today, rows, next_schedule + len(history)))
-    conn.executemany(INSERT_HISTORY, history)
+    load.history(history)
     # Engagement and campaigns draw from their own generator, seeded from the seed.
     rng = random.Random(seed * 1_000_003 + 7)
     clicks, answers = _engagement(rng, history)
-    conn.executemany(
-        "INSERT INTO tracking_clicks (contact_id, email_schedule_id, clicked_at) VALUES (?, ?, ?)",
-        clicks,
-    )
-    conn.executemany(
-        "INSERT INTO contact_events (contact_id, event_type, metadata, created_at) "
-        "VALUES (?, ?, ?, ?)",
-        answers,
-    )
-    n_instances, n_targets = _campaigns(conn, rng, today, contacts, stamp)
+    load.clicks(clicks)
+    load.contact_events(answers)
+    n_instances, n_targets = _campaigns(load, rng, today, contacts, stamp)
     return GenerateSummary(
         contacts=contacts,
         history=len(history),
@@ -614,33 +438,8 @@ def generate(db_path: Path, contacts: int, seed: int, today: date) -> GenerateSu
     if contacts < 1:
         raise InputError(f"--contacts {contacts}: must be at least 1")
     started = time.perf_counter()
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA cache_size = -262144")  # 256 MiB keeps the indexes in memory
-        existing = conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
-        if existing:
-            raise InputError(
-                f"{db_path} already holds {existing} contacts; generate writes contacts "
-                "1..N into an empty database: use a new --db path"
-            )
-        # A rollback journal writes the new pages once; WAL would write them twice.
-        switched = _set_journal(conn, "truncate")
-        conn.execute("BEGIN IMMEDIATE")
-        triggers = _suspend_triggers(conn)
-        summary = _load(conn, contacts, seed, today)
-        for sql in triggers:
-            conn.execute(sql)
-        conn.execute("INSERT INTO scheduler_events (kind) VALUES ('recompute_all')")
-        conn.execute("COMMIT")
-        if switched:
-            _set_journal(conn, "wal")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.close()
+    with bulk_load(db_path) as load:
+        summary = _load(load, contacts, seed, today)
     summary = dataclasses.replace(summary, seconds=time.perf_counter() - started)
     log.info(
         "generated",

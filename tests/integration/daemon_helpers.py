@@ -21,7 +21,7 @@ from service.daemon.notify import Notifier
 from service.daemon.processing import BatchLimits
 from service.daemon.run import Daemon, DaemonOptions
 from service.engine import PlanContext, dry_run_plan
-from service.store import ExportRow, Store
+from service.store import ExportRow, open_store
 
 CHICAGO = ZoneInfo("America/Chicago")
 SQLITE3 = shutil.which("sqlite3")
@@ -97,7 +97,7 @@ async def export_and_expected(
     db_path: Path, cfg: Settings, today: date
 ) -> tuple[list[ExportRow], list[ExportRow]]:
     """The stored plan and what a full recompute would store (I1)."""
-    async with Store.open(db_path) as store:
+    async with open_store(db_path) as store:
         actual = await store.export_rows()
         expected = await dry_run_plan(store, PlanContext.from_settings(cfg), today)
     return actual, expected

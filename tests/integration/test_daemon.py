@@ -431,7 +431,9 @@ def _wait(condition: Callable[[], bool], limit: float, what: str) -> None:
 def _fanouts(db_path: Path) -> int:
     rows = query(db_path, "SELECT count(*) FROM scheduler_runs WHERE trigger = 'fanout' "
                           "AND finished_at IS NOT NULL")  # fmt: skip
-    return int(rows[0][0])  # type: ignore[call-overload]
+    count = rows[0][0]
+    assert isinstance(count, int)
+    return count
 
 
 @requires_sqlite3

@@ -17,7 +17,7 @@ from service import engine
 from service.engine import PlanContext
 from service.planning.params import BalanceParams
 from service.planning.rules import builtin_rules
-from service.store import Store, init_db
+from service.store import Store, init_db, open_store
 from service.tools.generate import generate
 
 TODAY = date(2026, 11, 29)
@@ -253,7 +253,7 @@ async def _incremental_equals_full(path: Path, steps: list[tuple[str, int, int]]
     await init_db(path)
     generate(path, 40, seed=3, today=TODAY)
     ctx = PlanContext(rules=builtin_rules(), balance=BalanceParams(daily_cap=2), chunk_size=16)
-    async with Store.open(path) as store:
+    async with open_store(path) as store:
         await engine.full_recompute(store, ctx, TODAY)
         for kind, cid, n in steps:
             _apply(path, kind, cid, n)
@@ -276,7 +276,7 @@ async def _full_after_changes(path: Path, steps: list[tuple[str, int, int]]) -> 
     await init_db(path)
     generate(path, 40, seed=5, today=TODAY)
     ctx = PlanContext(rules=builtin_rules(), balance=BalanceParams(daily_cap=2), chunk_size=9)
-    async with Store.open(path) as store:
+    async with open_store(path) as store:
         await engine.full_recompute(store, ctx, TODAY)
         for kind, cid, n in steps:
             _apply(path, kind, cid, n)

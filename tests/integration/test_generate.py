@@ -13,7 +13,8 @@ from service.planning.contacts import is_valid_email, resolve_contact
 from service.planning.model import Contact
 from service.planning.rules import builtin_rules
 from service.store import init_db
-from service.tools.generate import generate, next_aep_season, showcase
+from service.tools.generate import generate, next_aep_season
+from service.tools.showcase import showcase
 
 TODAY = date(2026, 11, 29)
 

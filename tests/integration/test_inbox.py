@@ -22,7 +22,7 @@ from service.inbox.records import (
     parse_csv,
     parse_ndjson,
 )
-from service.store import Store
+from service.store import SqliteStore
 
 # The contacts table of the original system: NOT NULL columns without defaults
 # are required for a new row.
@@ -258,7 +258,7 @@ def inbox_dir(tmp_path: Path) -> Path:
 
 
 async def test_ndjson_file_is_applied_and_moved(
-    store: Store, db_path: Path, inbox_dir: Path
+    store: SqliteStore, db_path: Path, inbox_dir: Path
 ) -> None:
     sql(db_path, "INSERT INTO contacts (id, email, state) VALUES (3, 'old@x.com', 'TX')")
     sql(db_path, "DELETE FROM scheduler_events")
@@ -296,7 +296,7 @@ async def test_ndjson_file_is_applied_and_moved(
 
 
 async def test_csv_file_upserts_existing_contacts(
-    store: Store, db_path: Path, inbox_dir: Path
+    store: SqliteStore, db_path: Path, inbox_dir: Path
 ) -> None:
     sql(db_path, "INSERT INTO contacts (id, email, state) VALUES (1, 'old@x.com', 'TX')")
     inbox = Inbox(inbox_dir, store)
@@ -313,7 +313,7 @@ async def test_csv_file_upserts_existing_contacts(
 
 
 async def test_records_the_database_refuses_are_rejected_alone(
-    store: Store, db_path: Path, inbox_dir: Path
+    store: SqliteStore, db_path: Path, inbox_dir: Path
 ) -> None:
     # Like the original schema: e-mail addresses are unique.
     sql(db_path, "CREATE UNIQUE INDEX test_unique_email ON contacts(email)")
@@ -337,7 +337,7 @@ async def test_records_the_database_refuses_are_rejected_alone(
 
 
 async def test_oversized_file_is_rejected_whole(
-    store: Store, db_path: Path, inbox_dir: Path
+    store: SqliteStore, db_path: Path, inbox_dir: Path
 ) -> None:
     inbox = Inbox(inbox_dir, store, InboxLimits(max_file_bytes=50))
     inbox.prepare()
@@ -350,7 +350,7 @@ async def test_oversized_file_is_rejected_whole(
 
 
 async def test_same_name_dropped_again_is_a_new_delivery(
-    store: Store, db_path: Path, inbox_dir: Path
+    store: SqliteStore, db_path: Path, inbox_dir: Path
 ) -> None:
     inbox = Inbox(inbox_dir, store)
     inbox.prepare()
@@ -371,7 +371,7 @@ class Crash(Exception):
 
 
 async def test_crash_after_commit_does_not_apply_twice(
-    store: Store, db_path: Path, inbox_dir: Path, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, db_path: Path, inbox_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inbox = Inbox(inbox_dir, store)
     inbox.prepare()
@@ -403,7 +403,7 @@ async def test_crash_after_commit_does_not_apply_twice(
 
 
 async def test_crash_before_commit_applies_nothing(
-    store: Store, db_path: Path, inbox_dir: Path, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, db_path: Path, inbox_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inbox = Inbox(inbox_dir, store)
     inbox.prepare()
@@ -427,7 +427,9 @@ async def test_crash_before_commit_applies_nothing(
     assert [e["line"] for e in rejected_lines(inbox_dir, "f.ndjson.ndjson")] == [2]
 
 
-async def test_stale_record_of_a_moved_file_is_forgotten(store: Store, inbox_dir: Path) -> None:
+async def test_stale_record_of_a_moved_file_is_forgotten(
+    store: SqliteStore, inbox_dir: Path
+) -> None:
     # A crash after the move but before the record was dropped.
     async with store.transaction():
         await store.set_state(APPLIED_KEY, json.dumps({"gone.ndjson": "0" * 64}))

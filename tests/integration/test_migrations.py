@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import StoreError
-from service.store import Store, init_db
+from service.store import init_db, open_store
 from service.store.schema import latest_version
 
 # The schema the original system's test-data generator created (contacts and
@@ -298,7 +298,7 @@ async def test_old_campaign_tables_gain_targeting_columns(tmp_path: Path) -> Non
     assert _dump(path, "campaign_instances", "id, target_states, target_carriers") == [
         (5, None, None)
     ]
-    async with Store.open(path) as store:
+    async with open_store(path) as store:
         campaigns = await store.load_campaigns()
     assert set(campaigns.types) == {"aep", "spring"}
     assert campaigns.instances[0].id == 5
@@ -318,7 +318,7 @@ async def test_older_database_with_carrier_column(tmp_path: Path) -> None:
     con.commit()
     con.close()
     await init_db(path)
-    async with Store.open(path) as store:
+    async with open_store(path) as store:
         assert store.carrier_column == "carrier"
         [data] = await store.load_contacts([7])
     assert data.contact.carrier == "Cigna"
@@ -347,13 +347,13 @@ async def test_updated_at_trigger_is_replaced_and_cannot_recurse(tmp_path: Path)
 async def test_open_refuses_missing_and_unmigrated_databases(tmp_path: Path) -> None:
     missing = tmp_path / "missing.sqlite3"
     with pytest.raises(StoreError, match="does not exist"):
-        async with Store.open(missing):
+        async with open_store(missing):
             pass
     assert not missing.exists()
     path = tmp_path / "org-1.sqlite3"
     _create_original(path)
     with pytest.raises(StoreError, match="init-db"):
-        async with Store.open(path):
+        async with open_store(path):
             pass
 
 
@@ -373,7 +373,7 @@ async def test_plan_rows_of_the_original_export_before_the_first_recompute(
     path = tmp_path / "org-1.sqlite3"
     _create_original(path)
     await init_db(path)
-    async with Store.open(path) as store:
+    async with open_store(path) as store:
         rows = await store.export_rows()
     # Row 2 has only a placeholder event year and no desired date: both fall
     # back to its scheduled date. Row 3 is skipped with its reason.

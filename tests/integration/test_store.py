@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from datetime import date
@@ -15,7 +16,7 @@ from service.planning.model import (
     ContactEvent,
     HistoryEmail,
 )
-from service.store import RunStats, Store, StoreBusy
+from service.store import RunStats, SqliteStore, Store, StoreBusy, open_store
 from service.store.loaders import MAX_ID
 
 
@@ -187,15 +188,11 @@ async def test_plan_writes_of_the_store_generate_no_events(
     )
     from service.planning.model import ContactPlan
 
-    for rows in ([row], [row.__class__(**{**_asdict(row), "priority": 11})], []):
+    for rows in ([row], [dataclasses.replace(row, priority=11)], []):
         async with store.transaction():
             loaded = await store.load_scope(Scope.of_ids([1]))
             await store.write_plans(loaded, [ContactPlan(1, tuple(rows), None)], WriteOptions("r"))
     assert _events(upstream) == []
-
-
-def _asdict(row: object) -> dict[str, object]:
-    return {name: getattr(row, name) for name in row.__slots__}  # type: ignore[attr-defined]
 
 
 # -- events API ---------------------------------------------------------------
@@ -295,7 +292,7 @@ async def test_transaction_rolls_back_on_error(store: Store) -> None:
     assert await store.max_event_id() == before + 1
 
 
-async def test_busy_database_is_retried_then_reported(store: Store, db_path: Path) -> None:
+async def test_busy_database_is_retried_then_reported(store: SqliteStore, db_path: Path) -> None:
     other = sqlite3.connect(db_path, isolation_level=None, timeout=0)
     other.execute("BEGIN IMMEDIATE")
     store.BEGIN_ATTEMPTS = 2
@@ -465,7 +462,7 @@ async def test_data_version_moves_only_for_other_connections(
 async def test_readonly_store_reads_and_refuses_writes(db_path: Path) -> None:
     from service.errors import StoreError
 
-    async with Store.open(db_path, readonly=True) as ro:
+    async with open_store(db_path, readonly=True) as ro:
         assert await ro.pending_event_count() >= 0
         with pytest.raises(StoreError):
             async with ro.transaction():

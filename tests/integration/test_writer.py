@@ -8,12 +8,13 @@ import sqlite3
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.planning.model import ContactPlan, PlanRow
-from service.store import Scope, Store, WriteOptions, init_db
+from service.store import Scope, Store, WriteOptions, init_db, open_store
 from service.store.sql import queries
 from service.store.types import WriteResult
 
@@ -26,24 +27,22 @@ def _row(
     event: date = D,
     desired: date | None = None,
     status: str = "pre-scheduled",
-    **kw: object,
+    **kw: Any,
 ) -> PlanRow:
-    fields: dict[str, object] = {
-        "skip_reason": None if status == "pre-scheduled" else "Year-round exclusion for NY",
-        "priority": 10,
-        "template": f"{etype}_template",
-        "allowed_from": None,
-        "allowed_to": None,
-    }
-    fields.update(kw)
-    return PlanRow(
+    planned = status == "pre-scheduled"
+    row = PlanRow(
         cid,
         etype,
         event,
         desired or event - timedelta(days=14),
-        status,
-        **fields,  # type: ignore[arg-type]
+        "pre-scheduled" if planned else "skipped",
+        skip_reason=None if planned else "Year-round exclusion for NY",
+        priority=10,
+        template=f"{etype}_template",
+        allowed_from=None,
+        allowed_to=None,
     )
+    return dataclasses.replace(row, **kw) if kw else row
 
 
 def _plan(cid: int, *rows: PlanRow, review: date | None = None) -> ContactPlan:
@@ -293,7 +292,7 @@ def _event(day: int) -> date:
     return date(2026, 6, 1) + timedelta(days=day)
 
 
-async def _scenario(path: Path, stored: list[tuple], new: list[tuple]) -> None:
+async def _scenario(path: Path, stored: list[tuple[Any, ...]], new: list[tuple[Any, ...]]) -> None:
     await init_db(path)
     _contacts(path, 1, 2, 3)
     con = sqlite3.connect(path)
@@ -332,7 +331,7 @@ async def _scenario(path: Path, stored: list[tuple], new: list[tuple]) -> None:
         )
         for cid in (1, 2, 3)
     ]
-    async with Store.open(path) as store:
+    async with open_store(path) as store:
         first = await _write(store, [1, 2, 3], plans, "run-1")
         assert [
             dict(r) for r in _rows(path, "status NOT IN ('pre-scheduled', 'skipped')")
@@ -353,7 +352,9 @@ async def _scenario(path: Path, stored: list[tuple], new: list[tuple]) -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stored=stored_rows, new=new_rows)
-def test_random_plan_and_history_mixes(stored: list[tuple], new: list[tuple]) -> None:
+def test_random_plan_and_history_mixes(
+    stored: list[tuple[Any, ...]], new: list[tuple[Any, ...]]
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(_scenario(Path(folder) / "db.sqlite3", stored, new))
 

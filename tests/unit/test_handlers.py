@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from handlers import EVERYONE, HANDLERS, MalformedEvent, affected_by, resolve
+from handlers import EVERYONE, MalformedEvent, affected_by
 from handlers.base import Targets
 
 
@@ -96,37 +96,3 @@ MALFORMED: list[tuple[str, Ev]] = [
 async def test_malformed_events_are_reported(event: Ev) -> None:
     with pytest.raises(MalformedEvent):
         await affected_by(event, FakeLookup())
-
-
-async def test_resolve_coalesces_and_keeps_going_after_bad_events() -> None:
-    events = [
-        Ev(1, "contact", contact_id=7),
-        Ev(2, "contact", contact_id=7),
-        Ev(3, "coffee"),
-        Ev(4, "campaign_instance", ref="6", detail="renewal"),
-        Ev(5, "engagement", contact_id="zz"),
-    ]
-    result = await resolve(events, FakeLookup())
-    assert result.contacts == {7, 3}
-    assert result.everyone is False
-    assert [(r.event_id, r.kind) for r in result.rejected] == [(3, "coffee"), (5, "engagement")]
-
-
-async def test_resolve_everyone() -> None:
-    result = await resolve([Ev(1, "contact", contact_id=2), Ev(2, "recompute_all")], FakeLookup())
-    assert result.everyone is True
-    assert result.contacts == {2}
-
-
-def test_every_trigger_kind_has_a_handler() -> None:
-    # The kinds fixed by the module contracts (triggers + explicit events).
-    assert set(HANDLERS) == {
-        "contact",
-        "campaign_type",
-        "campaign_instance",
-        "contact_campaign",
-        "engagement",
-        "history",
-        "recompute_contact",
-        "recompute_all",
-    }

@@ -1,6 +1,6 @@
 """Windowed and global rebalancing over a store (SPEC 6, invariant I2).
 
-An in-memory :class:`BalanceStore` stands in for SQLite. It follows the
+An in-memory :class:`~service.store.memory.MemoryBalanceStore` stands in for SQLite. It follows the
 writer's contract: an inserted row, or a row whose desired date changed,
 starts with step-1 and scheduled date at its desired date; a row updated
 otherwise keeps its stored dates. ``touched`` is built as the engine builds
@@ -10,9 +10,6 @@ it: new and old desired dates, and the old desired-to-scheduled span.
 from __future__ import annotations
 
 import random
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import pytest
@@ -22,95 +19,14 @@ from hypothesis import strategies as st
 from service.engine.rebalance import RebalanceResult, rebalance
 from service.planning.balance import BalanceItem, Capacity, balance
 from service.planning.model import RowKey
-from service.store.types import StoredRow, Update
+from service.store.memory import MemoryBalanceStore
+from service.store.types import StoredRow
 
 D = date.fromisoformat
 ED = "effective_date"
 BD = "birthday"
 TODAY = D("2027-01-10")
 DAY = timedelta(days=1)
-
-
-@dataclass
-class MemoryStore:
-    """Non-skipped plan rows in a dict; each method mirrors one SQL query."""
-
-    rows: dict[RowKey, StoredRow] = field(default_factory=dict)
-    calls: Counter[str] = field(default_factory=Counter)
-    saved: list[Update] = field(default_factory=list)
-
-    async def last_desired(self) -> date | None:
-        self.calls["last_desired"] += 1
-        return max((r.item.desired for r in self.rows.values()), default=None)
-
-    async def rows_by_desired(self, lo: date, hi: date) -> list[StoredRow]:
-        self.calls["rows_by_desired"] += 1
-        return [r for r in self.rows.values() if lo <= r.item.desired < hi]
-
-    async def ed_rows_by_desired(self, days: Sequence[date]) -> list[StoredRow]:
-        self.calls["ed_rows_by_desired"] += 1
-        wanted = set(days)
-        return [r for r in self.rows.values() if r.item.key[1] == ED and r.item.desired in wanted]
-
-    async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
-        self.calls["step1_counts"] += 1
-        return dict(Counter(r.step1 for r in self.rows.values() if r.step1 and lo <= r.step1 < hi))
-
-    async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
-        self.calls["rows_by_step1"] += 1
-        return [r for r in self.rows.values() if r.step1 and lo <= r.step1 < hi]
-
-    async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
-        self.calls["off_day_rows"] += 1
-        return [
-            r
-            for r in self.rows.values()
-            if r.step1 and r.step1 < hi and r.scheduled >= lo and r.scheduled != r.step1
-        ]
-
-    async def save(self, updates: Sequence[Update]) -> None:
-        self.calls["save"] += 1
-        for key, step1, sched in updates:
-            row = self.rows[key]
-            assert (row.step1, row.scheduled) != (step1, sched), "saved an unchanged row"
-            self.rows[key] = row._replace(step1=step1, scheduled=sched)
-        self.saved.extend(updates)
-
-    # --- the writer's side ---------------------------------------------
-
-    def load_balanced(self, items: list[BalanceItem], cap: Capacity, today: date) -> None:
-        result = balance(items, cap, today)
-        self.rows = {it.key: StoredRow(it, *result[it.key]) for it in items}
-
-    def insert(self, it: BalanceItem, touched: set[date]) -> None:
-        self.rows[it.key] = StoredRow(it, it.desired, it.desired)
-        touched.add(it.desired)
-
-    def delete(self, key: RowKey, touched: set[date]) -> None:
-        old = self.rows.pop(key)
-        _touch_old(old, touched)
-
-    def update(self, new: BalanceItem, touched: set[date]) -> None:
-        old = self.rows[new.key]
-        _touch_old(old, touched)
-        touched.add(new.desired)
-        if new.desired != old.item.desired:
-            self.rows[new.key] = StoredRow(new, new.desired, new.desired)
-        else:
-            self.rows[new.key] = old._replace(item=new)
-
-    def state(self) -> dict[RowKey, tuple[date | None, date]]:
-        return {k: (r.step1, r.scheduled) for k, r in self.rows.items()}
-
-    def items(self) -> list[BalanceItem]:
-        return [r.item for r in self.rows.values()]
-
-
-def _touch_old(old: StoredRow, touched: set[date]) -> None:
-    lo, hi = sorted((old.item.desired, old.scheduled))
-    while lo <= hi:
-        touched.add(lo)
-        lo += DAY
 
 
 def row(
@@ -132,7 +48,7 @@ def sixty_days() -> list[BalanceItem]:
 
 
 async def test_one_change_sweeps_only_its_window() -> None:
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced(sixty_days(), ROOMY, TODAY)
     touched: set[date] = set()
     store.insert(row(9999, "2027-02-09"), touched)  # day 30 of 60
@@ -142,13 +58,13 @@ async def test_one_change_sweeps_only_its_window() -> None:
     assert result.days_swept == 5
     assert result.windows == 1
     assert result.rows_changed == 0  # the new row stays on its desired date
-    assert store.state() == MemoryStore.state(_fresh(store, ROOMY))
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, ROOMY))
     # No day was crowded: no full read of rows by step-1 date.
     assert store.calls["rows_by_step1"] == 0
 
 
 async def test_far_apart_changes_are_separate_windows() -> None:
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced(sixty_days(), ROOMY, TODAY)
     touched: set[date] = set()
     store.insert(row(9998, "2027-01-20"), touched)
@@ -166,7 +82,7 @@ async def test_crowded_change_runs_until_the_carry_matches() -> None:
     items = [row(1, "2027-01-12", 10), row(2, "2027-01-12", 20), row(3, "2027-01-12", 30)]
     items += [row(10 + n, (D("2027-01-13") + n * DAY).isoformat(), 20) for n in range(8)]
     items += [row(30 + n, (D("2027-01-13") + n * DAY).isoformat(), 40) for n in range(8)]
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced(items, cap, TODAY)
     # 01-12: 1, 2 stay; 3 carried. 01-13: 3 (p30), 10 (p20), 30 (p40): keep
     # 10 and 3, carry 30; and so on: each day's p40 row slips one day.
@@ -180,7 +96,7 @@ async def test_crowded_change_runs_until_the_carry_matches() -> None:
     assert store.rows[(30, BD, D("2027-01-13"))].scheduled == D("2027-01-13")
     assert result.rows_changed == 8
     assert result.days_swept == 10
-    assert store.state() == MemoryStore.state(_fresh(store, cap))
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
 
 
 async def test_deleting_a_carried_row_touches_its_old_span() -> None:
@@ -192,7 +108,7 @@ async def test_deleting_a_carried_row_touches_its_old_span() -> None:
     cap = Capacity(cap=1, threshold=1, ed_limit=9, window=1)
     a, x = row(1, "2027-01-11", 10), row(2, "2027-01-11", 20)
     b, c = row(3, "2027-01-12", 10), row(4, "2027-01-13", 30)
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced([a, x, b, c], cap, TODAY)
     assert store.rows[x.key].scheduled == D("2027-01-13")
     assert store.rows[c.key].scheduled == D("2027-01-14")
@@ -203,19 +119,19 @@ async def test_deleting_a_carried_row_touches_its_old_span() -> None:
     touched: set[date] = set()
     store.delete(x.key, touched)
     assert touched == {D("2027-01-11"), D("2027-01-12"), D("2027-01-13")}
-    partial = MemoryStore(dict(store.rows))
+    partial = MemoryBalanceStore(dict(store.rows))
     await rebalance(partial, cap, TODAY, {D("2027-01-11")})
     assert partial.rows[c.key].scheduled == D("2027-01-14")  # stale
     await rebalance(store, cap, TODAY, touched)
     assert store.rows[c.key].scheduled == D("2027-01-13")
-    assert store.state() == MemoryStore.state(_fresh(store, cap))
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
 
 
 async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
     # L = 3: three ED rows on 01-20 stay; a fourth makes the date crowded and
     # all four move by their hash (SPEC 6 step 1), also the untouched three.
     items = [row(101 + n, "2027-01-20", 20, ED) for n in range(3)]
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced(items, ROOMY, TODAY)
     assert {r.step1 for r in store.rows.values()} == {D("2027-01-20")}
     touched: set[date] = set()
@@ -231,26 +147,26 @@ async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
 
 
 async def test_global_rebalance_from_any_stored_state() -> None:
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     items = [*sixty_days(), row(7, "2027-01-01", 10)]  # a row before today
     for it in items:
         store.rows[it.key] = StoredRow(it, None, it.desired - 3 * DAY)
     result = await rebalance(store, ROOMY, TODAY, None, chunk_days=7)
-    assert store.state() == MemoryStore.state(_fresh(store, ROOMY))
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, ROOMY))
     assert result.rows_changed == len(items)
     assert result.windows == 1
 
 
 async def test_nothing_touched_does_nothing() -> None:
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced(sixty_days(), ROOMY, TODAY)
     assert await rebalance(store, ROOMY, TODAY, set()) == RebalanceResult()
     assert not store.calls
-    assert await rebalance(MemoryStore(), ROOMY, TODAY, None) == RebalanceResult()
+    assert await rebalance(MemoryBalanceStore(), ROOMY, TODAY, None) == RebalanceResult()
 
 
-def _fresh(store: MemoryStore, cap: Capacity) -> MemoryStore:
-    fresh = MemoryStore()
+def _fresh(store: MemoryBalanceStore, cap: Capacity) -> MemoryBalanceStore:
+    fresh = MemoryBalanceStore()
     fresh.load_balanced(store.items(), cap, TODAY)
     return fresh
 
@@ -289,7 +205,7 @@ def scenario(draw: st.DrawFn) -> tuple[Capacity, list[BalanceItem]]:
     return cap, list(seen.values())
 
 
-def _change(data: st.DataObject, store: MemoryStore) -> set[date]:
+def _change(data: st.DataObject, store: MemoryBalanceStore) -> set[date]:
     """One batch of writes, each row changed at most once; returns touched."""
     touched: set[date] = set()
     keys = sorted(store.rows)
@@ -320,7 +236,7 @@ async def test_windowed_equals_global(
     case: tuple[Capacity, list[BalanceItem]], data: st.DataObject, chunk_days: int
 ) -> None:
     cap, items = case
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced(items, cap, TODAY)
     for _ in range(data.draw(st.integers(1, 3))):
         touched = _change(data, store)
@@ -335,7 +251,7 @@ async def test_global_equals_balance(
     case: tuple[Capacity, list[BalanceItem]], data: st.DataObject
 ) -> None:
     cap, items = case
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     for it in items:
         junk = TODAY + data.draw(st.integers(-3, 30)) * DAY
         store.rows[it.key] = StoredRow(it, data.draw(st.none() | st.just(junk)), junk)
@@ -356,7 +272,7 @@ def _random_item(rnd: random.Random, cid: int) -> BalanceItem:
     )
 
 
-def _random_change(rnd: random.Random, store: MemoryStore) -> set[date]:
+def _random_change(rnd: random.Random, store: MemoryBalanceStore) -> set[date]:
     touched: set[date] = set()
     keys = sorted(store.rows)
     for key in rnd.sample(keys, min(len(keys), rnd.randint(0, 5))):
@@ -398,7 +314,7 @@ async def test_windowed_equals_global_on_larger_books(seed: int) -> None:
         it.key: it
         for it in (_random_item(rnd, rnd.randint(1, 150)) for _ in range(rnd.randint(0, 400)))
     }
-    store = MemoryStore()
+    store = MemoryBalanceStore()
     store.load_balanced(list(items.values()), cap, TODAY)
     chunk = rnd.choice((1, 2, 3, 5, 32))
     for _ in range(4):

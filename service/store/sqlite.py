@@ -1,8 +1,8 @@
-"""The store: one owned aiosqlite connection and every query mailplan runs.
+"""The SQLite store: one owned aiosqlite connection and every query mailplan runs.
 
-Open it with ``async with Store.open(path) as store``; ``init_db`` creates or
-upgrades a database first. Writes happen inside ``async with
-store.transaction():``.
+It implements :class:`service.store.interface.Store`. Open it with
+``async with open_store(path) as store``; ``init_db`` creates or upgrades a
+database first. Writes happen inside ``async with store.transaction():``.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def _export_rows(rows: Iterable[tuple[Any, ...]]) -> list[ExportRow]:
     return out
 
 
-class Store(WriterMixin, BalanceMixin):
-    """mailplan's access to one organisation database."""
+class SqliteStore(WriterMixin, BalanceMixin):
+    """mailplan's access to one organisation's SQLite database."""
 
     @classmethod
     @asynccontextmanager
@@ -68,7 +68,7 @@ class Store(WriterMixin, BalanceMixin):
         create: bool = False,
         migrate: bool = False,
         readonly: bool = False,
-    ) -> AsyncIterator[Store]:
+    ) -> AsyncIterator[SqliteStore]:
         """Open ``path``; refuse a database whose schema is not current.
 
         ``create`` allows a new file; ``migrate`` upgrades the schema first
@@ -165,5 +165,5 @@ class Store(WriterMixin, BalanceMixin):
 
 async def init_db(path: str | Path) -> int:
     """Create or upgrade the database at ``path`` (``mailplan init-db``); its schema version."""
-    async with Store.open(path, create=True, migrate=True):
+    async with SqliteStore.open(path, create=True, migrate=True):
         return schema.latest_version()

@@ -1,0 +1,332 @@
+"""What the rest of mailplan may ask of a store: typing Protocols, no SQL.
+
+The engine, the daemon, the event handlers and the commands depend on these
+interfaces only; :class:`~service.store.sqlite.SqliteStore` implements them
+over one aiosqlite connection, and :class:`~service.store.memory.MemoryBalanceStore`
+implements :class:`BalanceStore` in memory for tests. A second backend (for
+example PostgreSQL) implements :class:`Store` and translates its driver's
+errors into :class:`~service.errors.StoreError` and
+:class:`~service.errors.StoreBusy`; nothing above this package changes.
+
+Each Protocol is one role, so a component states which part it needs:
+
+* :class:`Transactions` — write transactions and read snapshots;
+* :class:`EventQueue` — the events inbox (SPEC 8);
+* :class:`StateStore` — key/value state, the tick date, the capacity snapshot;
+* :class:`RunLog` — the ``scheduler_runs`` audit table;
+* :class:`PlanSource` — contacts, campaigns, history and stored plan rows, as
+  the planner's inputs;
+* :class:`PlanWriter` — the diffing plan writer and per-contact review dates;
+* :class:`BalanceStore` — the stored balancer state (SPEC 6);
+* :class:`PlanReader` — the stored plan as exported, compared and charted;
+* ``TargetLookup`` (in :mod:`handlers.base`) — the campaign handlers' questions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+from service.planning.model import Campaigns, ContactData, ContactPlan
+from service.store.loaders import Loaded
+from service.store.types import (
+    ContactChunk,
+    DriftReport,
+    Event,
+    EventsSummary,
+    ExportRow,
+    RunRecord,
+    RunStats,
+    Scope,
+    StoredRow,
+    Update,
+    WriteResult,
+)
+from service.store.writer import WriteOptions
+
+
+class Transactions(Protocol):
+    """Units of work. Every write happens inside :meth:`transaction`."""
+
+    @property
+    def path(self) -> Path:
+        """Where the database is (for messages)."""
+        ...
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside :meth:`transaction` or :meth:`snapshot`."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """A write transaction, committed on success and rolled back on any
+        error. Raises :class:`~service.errors.StoreBusy` when the write lock
+        stays taken, :class:`~service.errors.StoreError` for anything else."""
+        ...
+
+    def snapshot(self) -> AbstractAsyncContextManager[None]:
+        """A read transaction: every read inside sees one consistent state."""
+        ...
+
+    async def data_version(self) -> int:
+        """A number that changes when another connection commits."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class EventQueue(Protocol):
+    """The events inbox that upstream triggers and explicit events fill (SPEC 8)."""
+
+    async def fetch_events(self, limit: int, after_id: int = 0) -> list[Event]:
+        """Up to ``limit`` events with ``id > after_id``, in id order."""
+        ...
+
+    async def delete_events(self, ids: Iterable[int]) -> int:
+        """Consume the events ``ids``; how many there were."""
+        ...
+
+    async def delete_events_upto(self, max_id: int) -> int:
+        """Consume every event with ``id <= max_id``; how many there were."""
+        ...
+
+    async def enqueue_event(
+        self,
+        kind: str,
+        contact_id: int | None = None,
+        ref: str | None = None,
+        detail: str | None = None,
+    ) -> int:
+        """Append an explicit event; its id."""
+        ...
+
+    async def events_summary(self) -> EventsSummary:
+        """Pending count and the oldest pending event's time."""
+        ...
+
+    async def pending_event_count(self) -> int:
+        """Events not yet consumed."""
+        ...
+
+    async def max_event_id(self) -> int:
+        """The highest event id (0 when there is none)."""
+        ...
+
+
+class StateStore(Protocol):
+    """mailplan's key/value state (``scheduler_state``)."""
+
+    async def get_state(self, key: str) -> str | None:
+        """The value of ``key``, or ``None``."""
+        ...
+
+    async def set_state(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``."""
+        ...
+
+    async def delete_state(self, key: str) -> None:
+        """Forget ``key``."""
+        ...
+
+    async def last_tick(self) -> date | None:
+        """The local date of the last calendar tick (SPEC 8.4)."""
+        ...
+
+    async def set_last_tick(self, day: date) -> None:
+        """Record the tick of ``day``."""
+        ...
+
+    async def capacity_snapshot(self, day: date) -> int | None:
+        """The contacts-with-email count snapshotted for ``day`` (SPEC 6)."""
+        ...
+
+    async def save_capacity_snapshot(self, day: date, contacts_with_email: int) -> None:
+        """Snapshot the count for ``day``."""
+        ...
+
+
+class RunLog(Protocol):
+    """The audit table of runs (``scheduler_runs``, SPEC 3)."""
+
+    async def start_run(self, trigger: str, today: date | None) -> int:
+        """Open a run record; its id."""
+        ...
+
+    async def finish_run(
+        self,
+        run_id: int,
+        stats: RunStats,
+        *,
+        duration_ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close the run record with what it did."""
+        ...
+
+    async def last_runs(self, limit: int = 10) -> list[RunRecord]:
+        """The most recent runs, newest first."""
+        ...
+
+
+class PlanSource(Protocol):
+    """The planner's inputs as stored."""
+
+    async def load_campaigns(self) -> Campaigns:
+        """Every campaign type and instance."""
+        ...
+
+    async def contact_count_with_email(self) -> int:
+        """N of the daily cap (SPEC 6): contacts with a non-empty email."""
+        ...
+
+    async def load_contacts(
+        self, ids: Iterable[int], *, since: date | None = None
+    ) -> list[ContactData]:
+        """The contacts ``ids`` with their targeting, engagement and history."""
+        ...
+
+    def iter_contact_chunks(
+        self, chunk_size: int, *, since: date | None = None
+    ) -> AsyncIterator[ContactChunk]:
+        """Every contact, in id order, in chunks."""
+        ...
+
+    def iter_loaded_chunks(
+        self, chunk_size: int, *, since: date | None = None
+    ) -> AsyncIterator[Loaded]:
+        """Every contact with its stored plan rows, in id order, in chunks."""
+        ...
+
+    async def load_chunk(
+        self,
+        after: int | None,
+        chunk_size: int,
+        *,
+        since: date | None = None,
+        engagement_since: date | None = None,
+        plan_rows: bool = True,
+    ) -> Loaded:
+        """Up to ``chunk_size`` contacts with ``id > after``."""
+        ...
+
+    async def load_scope(
+        self, scope: Scope, *, since: date | None = None, engagement_since: date | None = None
+    ) -> Loaded:
+        """The contacts of ``scope`` with their stored plan rows."""
+        ...
+
+
+class PlanWriter(Protocol):
+    """Writes plan rows by identity (SPEC 7) and the per-contact review dates."""
+
+    async def write_plans(
+        self, loaded: Loaded, plans: Iterable[ContactPlan], options: WriteOptions
+    ) -> WriteResult:
+        """Insert, update and delete plan rows so the stored plan of the
+        contacts in ``loaded`` becomes ``plans``; unchanged rows untouched."""
+        ...
+
+    async def clear_balance_gaps(self) -> None:
+        """Forget the days recorded as needing a rebalance."""
+        ...
+
+    async def set_review_dates(self, items: Iterable[tuple[int, date | None]]) -> None:
+        """Store each contact's review date (SPEC 5.11)."""
+        ...
+
+    async def due_contacts(self, today: date) -> list[int]:
+        """Contacts whose review date has come by ``today``."""
+        ...
+
+
+class BalanceStore(Protocol):
+    """What balancing needs from the stored plan (SPEC 6).
+
+    Every method reads or writes only non-skipped plan rows; none sees the
+    balancer's own updates before :meth:`save`, which the driver calls last
+    (windowed mode) or once per chunk of desired dates (global mode).
+    """
+
+    async def last_desired(self) -> date | None:
+        """The latest desired date; ``None`` when there is no row."""
+        ...
+
+    async def rows_by_desired(self, lo: date, hi: date) -> list[StoredRow]:
+        """Rows with ``lo <= desired date < hi``."""
+        ...
+
+    async def ed_rows_by_desired(self, days: Sequence[date]) -> list[StoredRow]:
+        """``effective_date`` rows whose desired date is one of ``days``."""
+        ...
+
+    async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
+        """How many rows have each step-1 date in ``[lo, hi)``."""
+        ...
+
+    async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
+        """Rows with ``lo <= step-1 date < hi``."""
+        ...
+
+    async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
+        """Rows sent on another day than their step-1 date that overlap the
+        days ``[lo, hi]``: step-1 date ``< hi``, scheduled date ``>= lo`` and
+        the two different. Few rows: those carried by the sweep, and those
+        whose step-1 date has passed."""
+        ...
+
+    async def save(self, updates: Sequence[Update]) -> None:
+        """Set the step-1 and scheduled dates of rows by identity (and
+        anything derived from the scheduled date). Only rows whose values
+        change are passed."""
+        ...
+
+
+class PlanReader(Protocol):
+    """The stored plan as the commands and the handlers read it."""
+
+    async def export_rows(self, contact_ids: Iterable[int] | None = None) -> list[ExportRow]:
+        """Stored plan rows sorted by (contact_id, email_type, event date)."""
+        ...
+
+    def iter_export_rows(self, batch: int = 20_000) -> AsyncIterator[ExportRow]:
+        """Like :meth:`export_rows` for every contact, streamed."""
+        ...
+
+    async def compare_plan(self, expected: Sequence[ExportRow]) -> DriftReport:
+        """The differences between the stored plan and ``expected``."""
+        ...
+
+    async def daily_load(self, start: date, end: date) -> list[tuple[date, str, int]]:
+        """Planned e-mails per scheduled day and type, ``start..end``."""
+        ...
+
+    async def campaign_type_targets_all(self, name: str) -> bool | None:
+        """The type's ``target_all_contacts`` flag; ``None`` if no such type."""
+        ...
+
+    async def contacts_of_campaign_instance(self, instance_id: int) -> set[int]:
+        """Contacts the instance targets or holds any row of."""
+        ...
+
+    async def contacts_of_campaign_type(self, name: str) -> set[int]:
+        """Contacts of every instance of the type, and of its rows."""
+        ...
+
+
+class Store(
+    Transactions,
+    EventQueue,
+    StateStore,
+    RunLog,
+    PlanSource,
+    PlanWriter,
+    BalanceStore,
+    PlanReader,
+    Protocol,
+):
+    """Everything mailplan asks of one organisation database."""
