@@ -72,6 +72,7 @@ class Settings:
     exclude_failed_underwriting_global: bool = False
     send_without_zipcode_for_universal: bool = True
     state_rules: Path | None = None
+    journal_retention_days: int = 400
     db: Path | None = None
     inbox: Path | None = None
 
@@ -124,7 +125,9 @@ class Settings:
         return digest.hexdigest()
 
 
-NON_PLANNING_KEYS = frozenset({"db", "inbox", "state_rules"})
+# journal_retention_days says how long the plan journal is kept (SPEC 7); it
+# never changes a plan, so it is not part of the planning fingerprint.
+NON_PLANNING_KEYS = frozenset({"db", "inbox", "state_rules", "journal_retention_days"})
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
 
 
@@ -285,6 +288,7 @@ CHECKS: dict[str, Check] = {
     "exclude_failed_underwriting_global": _bool,
     "send_without_zipcode_for_universal": _bool,
     "state_rules": _optional_path,
+    "journal_retention_days": _days(1),
     "db": _optional_path,
     "inbox": _optional_path,
 }

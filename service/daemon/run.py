@@ -126,7 +126,7 @@ class Daemon:
                                  self.request_stop)  # fmt: skip
             while not self._stopping:
                 try:
-                    async with open_store(self.db_path) as store:
+                    async with open_store(self.db_path, clock=self.clock.now) as store:
                         delay = first_delay
                         await self._serve(store, reported)
                         reported = None

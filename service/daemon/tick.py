@@ -16,13 +16,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import structlog
 
 from service import engine
 from service.engine import PlanContext
 from service.store import RunStats, Store
+from service.store.journal import PRUNE_BATCH
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,7 @@ async def tick_if_due(
         report.ms = (time.perf_counter() - started) * 1000.0
         report.stats.contacts_recomputed = report.contacts
         await store.finish_run(run_id, report.stats, duration_ms=report.ms)
+    await prune_journal(store, today - timedelta(days=ctx.journal_retention_days))
     log.info(
         "tick_done",
         today=today.isoformat(),
@@ -106,3 +108,18 @@ async def tick_if_due(
         ms=round(report.ms, 1),
     )
     return report
+
+
+async def prune_journal(store: Store, before: date) -> int:
+    """Delete journal entries older than ``before`` (SPEC 7), in short
+    transactions of bounded size; how many were deleted."""
+    total = 0
+    while True:
+        async with store.transaction():
+            deleted = await store.prune_journal(before)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            break
+    if total:
+        log.info("journal_pruned", before=before.isoformat(), entries=total)
+    return total

@@ -83,6 +83,7 @@ class PlanContext:
     send_in_contact_timezone: bool = False
     campaigns: Campaigns | None = None
     chunk_size: int = DEFAULT_CHUNK
+    journal_retention_days: int = 400
 
     @classmethod
     def from_settings(cls, settings: SettingsLike, **overrides: object) -> PlanContext:
@@ -97,6 +98,7 @@ class PlanContext:
             send_time=send_time,
             timezone=settings.timezone,
             send_in_contact_timezone=settings.send_in_contact_timezone,
+            journal_retention_days=getattr(settings, "journal_retention_days", 400),
         )
         return replace(ctx, **overrides) if overrides else ctx  # type: ignore[arg-type]
 

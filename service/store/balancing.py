@@ -16,7 +16,8 @@ from datetime import date
 from typing import Any
 
 from service.planning.balance import BalanceItem
-from service.store.base import StoreBase, utc_now_text
+from service.store.base import utc_now_text
+from service.store.journal import JournalMixin
 from service.store.types import StoredRow, Update
 
 FETCH_BATCH = 20_000
@@ -62,7 +63,7 @@ def _span(lo: date, hi: date) -> dict[str, str]:
     return {"lo": lo.isoformat(), "hi": hi.isoformat()}
 
 
-class BalanceMixin(StoreBase):
+class BalanceMixin(JournalMixin):
     """Implements :class:`service.store.interface.BalanceStore`."""
 
     async def _stored_rows(self, name: str, params: dict[str, str]) -> list[StoredRow]:
@@ -105,6 +106,11 @@ class BalanceMixin(StoreBase):
 
     async def save(self, updates: Sequence[Update]) -> None:
         now = utc_now_text()
+        # The plan journal (SPEC 7): the moves, before the rows are updated.
+        await self.journal_moves(
+            (day.isoformat(), cid, etype, ev.year, ev.month, ev.day)
+            for (cid, etype, ev), _, day in updates
+        )
         rows = [
             (s1.isoformat(), day.isoformat(), now, cid, etype, ev.year, ev.month, ev.day)
             for (cid, etype, ev), s1, day in updates

@@ -50,7 +50,8 @@ def parse_named(text: str) -> dict[str, str]:
 
 @cache
 def _raw_queries() -> dict[str, str]:
-    return parse_named(read_text("queries.sql"))
+    # queries.sql: planning and balancing; reports.sql: the journal and reports.
+    return {**parse_named(read_text("queries.sql")), **parse_named(read_text("reports.sql"))}
 
 
 @cache

@@ -18,6 +18,7 @@ from service.planning.dates import parse_date
 from service.store import schema
 from service.store.balancing import BalanceMixin
 from service.store.base import StoreBase, ids_param
+from service.store.journal import Clock
 from service.store.loaders import text
 from service.store.types import DriftReport, ExportRow
 from service.store.writer import WriterMixin
@@ -68,11 +69,13 @@ class SqliteStore(WriterMixin, BalanceMixin):
         create: bool = False,
         migrate: bool = False,
         readonly: bool = False,
+        clock: Clock | None = None,
     ) -> AsyncIterator[SqliteStore]:
         """Open ``path``; refuse a database whose schema is not current.
 
         ``create`` allows a new file; ``migrate`` upgrades the schema first
-        (what ``init-db`` does); ``readonly`` opens without write access.
+        (what ``init-db`` does); ``readonly`` opens without write access;
+        ``clock`` gives the times the plan journal writes.
         """
         path = Path(path)
         db = await StoreBase.connect(path, create=create, readonly=readonly)
@@ -86,6 +89,7 @@ class SqliteStore(WriterMixin, BalanceMixin):
                     f"{schema.latest_version()}; run `mailplan init-db --db {path}`"
                 )
             store = cls(db, path, await schema.carrier_column(db))
+            store.journal_clock = clock
         except BaseException:
             await db.close()
             raise

@@ -35,6 +35,7 @@ import structlog
 
 from service.planning.model import PRE_SCHEDULED, SKIPPED, ContactPlan, PlanRow
 from service.store.base import ids_param, iso, utc_now_text
+from service.store.journal import JournalInput, JournalMixin
 from service.store.loaders import Loaded, LoaderMixin, StoredPlanRow, stored_plan_row
 from service.store.types import WriteResult, WriteStats
 
@@ -237,7 +238,7 @@ def diff_plan(
     return diff
 
 
-class WriterMixin(LoaderMixin):
+class WriterMixin(LoaderMixin, JournalMixin):
     """The plan writer and the per-contact plan state."""
 
     async def write_plans(
@@ -273,6 +274,9 @@ class WriterMixin(LoaderMixin):
         diff = diff_plan(stored, selected, differ)
         diff.unchanged += unchanged
         inserted = await self._apply(diff)
+        # The plan journal (SPEC 7), in the same transaction.
+        journal = JournalInput(stored, diff.inserts, diff.updates, diff.deletes)
+        await self.journal_write(options.run_id, journal, inserted)
         await self._write_states(loaded, plans, prints)
         if loaded.gaps:
             for _, lo, hi in loaded.gaps:

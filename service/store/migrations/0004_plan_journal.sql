@@ -1,0 +1,27 @@
+-- The plan journal (SPEC 7): one row per insert, update, delete or balancing
+-- move of a plan row, appended in the transaction that made the change.
+-- Append-only; pruned only by age (journal_retention_days). It keeps what the
+-- plan said about a contact after the plan row itself is gone (a skipped row
+-- whose event has passed), and lets a sender follow changes without
+-- rescanning email_schedules. Event date is the identity's date; the "old_"
+-- columns are NULL for an insert, the "new_" columns for a delete.
+CREATE TABLE IF NOT EXISTS plan_journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER,
+    trigger TEXT,
+    at TEXT NOT NULL,
+    contact_id INTEGER NOT NULL,
+    email_type TEXT NOT NULL,
+    event_date TEXT,
+    op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete', 'move')),
+    old_desired TEXT,
+    old_scheduled TEXT,
+    old_status TEXT,
+    old_reason TEXT,
+    new_desired TEXT,
+    new_scheduled TEXT,
+    new_status TEXT,
+    new_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_plan_journal_contact ON plan_journal(contact_id, id);
+CREATE INDEX IF NOT EXISTS idx_plan_journal_at ON plan_journal(at);

@@ -1,0 +1,85 @@
+-- Named queries of the plan journal (SPEC 7) and of the reports that read it
+-- (explain --history, audit, status). Same conventions as queries.sql.
+
+-- name: journal_append
+-- Positional: run id, time (NULL: the database's clock), contact id, type,
+-- event date, operation, old desired/scheduled/status/reason, new
+-- desired/scheduled/status/reason. The run's trigger is copied from its run.
+INSERT INTO plan_journal (
+    run_id, trigger, at, contact_id, email_type, event_date, op,
+    old_desired, old_scheduled, old_status, old_reason,
+    new_desired, new_scheduled, new_status, new_reason
+) VALUES (
+    ?1, (SELECT trigger FROM scheduler_runs WHERE id = ?1),
+    COALESCE(?2, strftime('%Y-%m-%d %H:%M:%f', 'now')),
+    ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+);
+
+-- name: journal_move
+-- A balancing move: the row's scheduled date changes to ?3. Appended before
+-- the balancer's UPDATE, so the old date is still in the row; nothing is
+-- appended when the date stays. Positional: run id, time, new scheduled date,
+-- identity (contact, type, event year, month, day).
+INSERT INTO plan_journal (
+    run_id, trigger, at, contact_id, email_type, event_date, op,
+    old_desired, old_scheduled, old_status, old_reason,
+    new_desired, new_scheduled, new_status, new_reason
+)
+SELECT ?1, (SELECT trigger FROM scheduler_runs WHERE id = ?1),
+       COALESCE(?2, strftime('%Y-%m-%d %H:%M:%f', 'now')),
+       contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       'move', desired_date, scheduled_send_date, status, skip_reason,
+       desired_date, ?3, status, skip_reason
+FROM email_schedules
+WHERE contact_id = ?4 AND email_type = ?5 AND event_year = ?6 AND event_month = ?7
+  AND event_day = ?8 AND status = 'pre-scheduled' AND scheduled_send_date IS NOT ?3;
+
+-- name: plan_identity_exists
+SELECT 1 FROM email_schedules
+WHERE contact_id = ?1 AND email_type = ?2 AND event_year = ?3 AND event_month = ?4
+  AND event_day = ?5 AND status IN ('pre-scheduled', 'skipped') AND scheduler_run_id = ?6;
+
+-- name: journal_prune
+-- At most :limit of the oldest entries before :before, so one prune stays a
+-- short write transaction.
+DELETE FROM plan_journal WHERE id IN (
+    SELECT id FROM plan_journal WHERE at < :before ORDER BY id LIMIT :limit
+);
+
+-- name: journal_of_contact
+SELECT id, run_id, trigger, at, contact_id, email_type, event_date, op,
+       old_desired, old_scheduled, old_status, old_reason,
+       new_desired, new_scheduled, new_status, new_reason
+FROM plan_journal WHERE contact_id = :contact ORDER BY id;
+
+-- name: journal_of_identities
+-- The journal of every identity of history rows sent in a period (audit).
+SELECT j.id, j.run_id, j.trigger, j.at, j.contact_id, j.email_type, j.event_date, j.op,
+       j.old_desired, j.old_scheduled, j.old_status, j.old_reason,
+       j.new_desired, j.new_scheduled, j.new_status, j.new_reason
+FROM plan_journal AS j
+WHERE j.contact_id IN (SELECT value FROM json_each(:ids))
+ORDER BY j.contact_id, j.id;
+
+-- name: history_rows_of
+-- Every history row of some contacts (any status mailplan does not own), with
+-- the instants its send date is read from (SPEC 5.7).
+SELECT id, contact_id, email_type, status,
+       printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       actual_send_datetime, sent_at, scheduled_send_date, campaign_instance_id
+FROM email_schedules
+WHERE contact_id IN (SELECT value FROM json_each(:ids))
+  AND COALESCE(status, '') NOT IN ('pre-scheduled', 'skipped')
+ORDER BY contact_id, id;
+
+-- name: history_contacts_between
+-- Contacts with a history row whose send date may fall in :lo..:hi (the
+-- instants are compared by their first ten characters, the date).
+SELECT DISTINCT contact_id FROM email_schedules
+WHERE COALESCE(status, '') NOT IN ('pre-scheduled', 'skipped')
+  AND substr(COALESCE(actual_send_datetime, sent_at, scheduled_send_date), 1, 10)
+      BETWEEN :lo AND :hi
+ORDER BY contact_id;
+
+-- name: journal_summary
+SELECT count(*), min(at), max(at) FROM plan_journal;

@@ -1,0 +1,104 @@
+"""The plan journal (SPEC 7): one entry per insert, update, delete or move of
+a plan row, in the writing transaction; nothing for unchanged rows; pruned by age."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from service.daemon.tick import prune_journal
+from service.planning.balance import BalanceItem
+from service.planning.model import ContactPlan, PlanRow
+from service.store import Scope, Store, WriteOptions
+
+EVENT = date(2026, 6, 1)
+AT = datetime(2026, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
+
+
+def _row(status: str = "pre-scheduled", desired: date = date(2026, 5, 18)) -> PlanRow:
+    reason = None if status == "pre-scheduled" else "Birthday exclusion window for CA"
+    return PlanRow(7, "birthday", EVENT, desired, status, reason, 10, "birthday_template")  # type: ignore[arg-type]
+
+
+def _journal(path: Path) -> list[tuple[object, ...]]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(
+            "SELECT run_id, trigger, at, contact_id, email_type, event_date, op, old_desired,"
+            " old_scheduled, old_status, old_reason, new_desired, new_scheduled, new_status,"
+            " new_reason FROM plan_journal ORDER BY id"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+async def _write(store: Store, plan: ContactPlan, trigger: str) -> int:
+    async with store.transaction():
+        run = await store.start_run(trigger, date(2026, 5, 1))
+        loaded = await store.load_scope(Scope.of_ids([7]))
+        await store.write_plans(loaded, [plan], WriteOptions(run_id=str(run)))
+    return run
+
+
+async def test_insert_update_unchanged_delete_each_journalled(db_path: Path) -> None:
+    con = sqlite3.connect(db_path)
+    con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
+    con.commit()
+    con.close()
+    async with Store.open(db_path, clock=lambda: AT) as store:
+        r1 = await _write(store, ContactPlan(7, (_row(),), None), "events")
+        # The same plan again: nothing is written, nothing journalled (I6).
+        await _write(store, ContactPlan(7, (_row(),), None), "events")
+        r3 = await _write(store, ContactPlan(7, (_row("skipped"),), None), "tick")
+        r4 = await _write(store, ContactPlan(7, (), None), "fanout")
+    at = "2026-05-01 12:30:15.250"  # the caller's clock, in UTC, to the millisecond
+    assert _journal(db_path) == [
+        (r1, "events", at, 7, "birthday", "2026-06-01", "insert", None, None, None, None,
+         "2026-05-18", "2026-05-18", "pre-scheduled", None),
+        (r3, "tick", at, 7, "birthday", "2026-06-01", "update", "2026-05-18", "2026-05-18",
+         "pre-scheduled", None, "2026-05-18", "2026-05-18", "skipped",
+         "Birthday exclusion window for CA"),
+        (r4, "fanout", at, 7, "birthday", "2026-06-01", "delete", "2026-05-18", "2026-05-18",
+         "skipped", "Birthday exclusion window for CA", None, None, None, None),
+    ]  # fmt: skip
+
+
+async def test_balancing_move_is_journalled_once(db_path: Path) -> None:
+    con = sqlite3.connect(db_path)
+    con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
+    con.commit()
+    con.close()
+    async with Store.open(db_path, clock=lambda: AT) as store:
+        await _write(store, ContactPlan(7, (_row(),), None), "events")
+        item = BalanceItem((7, "birthday", EVENT), 10, date(2026, 5, 18), None, None)
+        async with store.transaction():
+            run = await store.start_run("tick", date(2026, 5, 1))
+            await store.save([(item.key, date(2026, 5, 18), date(2026, 5, 19))])
+            # Saving the same date again is no move.
+            await store.save([(item.key, date(2026, 5, 18), date(2026, 5, 19))])
+    moves = [r for r in _journal(db_path) if r[6] == "move"]
+    assert moves == [
+        (run, "tick", "2026-05-01 12:30:15.250", 7, "birthday", "2026-06-01", "move",
+         "2026-05-18", "2026-05-18", "pre-scheduled", None,
+         "2026-05-18", "2026-05-19", "pre-scheduled", None),
+    ]  # fmt: skip
+
+
+async def test_prune_by_age_only(db_path: Path) -> None:
+    con = sqlite3.connect(db_path)
+    con.executemany(
+        "INSERT INTO plan_journal (at, contact_id, email_type, op)"
+        " VALUES (?, 1, 'birthday', 'insert')",
+        [("2025-03-31 23:59:59.999",), ("2025-04-01 00:00:00.000",), ("2026-05-01 08:00:00.000",)],
+    )
+    con.commit()
+    con.close()
+    async with Store.open(db_path) as store:
+        # 400 days before 2026-05-06 is 2025-04-01 (365 to 2025-05-06, 35 more):
+        # older entries go, that day stays.
+        assert await prune_journal(store, date(2025, 4, 1)) == 1
+    assert [r[2] for r in _journal(db_path)] == [
+        "2025-04-01 00:00:00.000",
+        "2026-05-01 08:00:00.000",
+    ]
