@@ -26,7 +26,7 @@ import structlog
 import structlog.tracebacks
 
 from service import engine
-from service.commands import plot, report
+from service.commands import audit, plot, report
 from service.config import (
     ENV_LOG_FORMAT,
     ENV_LOG_LEVEL,
@@ -48,7 +48,7 @@ PROG = "mailplan"
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # `run` is not here: the daemon reports a missing database and retries (SPEC 13).
-NEEDS_EXISTING_DB = frozenset({"recompute", "export", "status", "explain", "plot"})
+NEEDS_EXISTING_DB = frozenset({"recompute", "export", "status", "explain", "plot", "audit"})
 
 
 def _iso_date(text: str) -> date:
@@ -163,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="an .html file")
     p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD")
     p.add_argument("--days", type=_positive_int, default=120, help="days to draw")
+
+    p = sub.add_parser("audit", parents=common, help="check what was sent against the rules")
+    p.add_argument("--from", dest="from_", type=_iso_date, metavar="YYYY-MM-DD",
+                   help="first send date checked (default: the day before --to)")  # fmt: skip
+    p.add_argument("--to", type=_iso_date, metavar="YYYY-MM-DD", help="last (default: today)")
+    p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     return parser
 
 
@@ -490,4 +497,5 @@ COMMANDS: dict[str, Handler] = {
     "status": cmd_status,
     "explain": cmd_explain,
     "plot": cmd_plot,
+    "audit": audit.command,
 }
