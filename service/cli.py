@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import logging
 import os
 import sqlite3
@@ -26,7 +27,7 @@ import structlog
 import structlog.tracebacks
 
 from service import engine
-from service.commands import audit, plot, report
+from service.commands import audit, logs, plot, report, status
 from service.config import (
     ENV_LOG_FORMAT,
     ENV_LOG_LEVEL,
@@ -36,7 +37,6 @@ from service.config import (
 )
 from service.errors import MailplanError, UsageError
 from service.planning.balance import capacity
-from service.planning.campaigns import campaign_config_errors
 from service.planning.contacts import resolve_contact
 from service.planning.plan import plan_contact
 from service.store import ExportRow, RunStats, Scope, Store, init_db, open_store
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="mailplan keeps email_schedules equal to a full recompute, incrementally.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("init-db", parents=common, help="create or upgrade the schema and triggers")
@@ -173,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed package's version (``mailplan --version``)."""
+    try:
+        return importlib.metadata.version("mailplan")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def configure_logging(fmt: str, level: str, stream: Any) -> None:
     """structlog for the whole process: JSON lines (default) or console lines."""
     renderer: Any
@@ -187,7 +196,7 @@ def configure_logging(fmt: str, level: str, stream: Any) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             _exceptions(fmt),
-            renderer,
+            logs.with_priority(renderer, stream),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
@@ -339,11 +348,15 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings, db: Path) -
 async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) -> int:
     ctx = engine.PlanContext.from_settings(settings)
     today: date = args.today
-    async with open_store(db, readonly=args.dry_run) as store:
+    async with open_store(db, readonly=args.dry_run, clock=wall_clock) as store:
         if args.verify:
             drift = await engine.verify(store, ctx, today, repair=not args.dry_run)
+            if not args.dry_run:
+                await status.record_verification(store, drift, today, wall_clock())
             _out(report.drift_text(drift, args.format))
-            return 1 if drift.drift and args.dry_run else 0
+            # Drift, even repaired, means something wrote the plan behind
+            # mailplan's back or a bug: exit 1 so the nightly timer alerts.
+            return 1 if drift.drift else 0
         if args.dry_run:
             rows = await engine.dry_run_plan(store, ctx, today)
             if args.contact:
@@ -403,41 +416,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings, db: Path) -> 
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings, db: Path) -> int:
-    today: date = args.today
-    async with open_store(db, readonly=True) as store:
-        summary = await store.events_summary()
-        snapshot = await store.capacity_snapshot(today)
-        contacts = snapshot if snapshot is not None else await store.contact_count_with_email()
-        cap = capacity(settings.balance_params(), contacts).cap
-        end = today + timedelta(days=args.days - 1)
-        per_day: dict[date, int] = dict.fromkeys(
-            (today + timedelta(days=k) for k in range(args.days)), 0
-        )
-        for day, _type, count in await store.daily_load(today, end):
-            per_day[day] = per_day.get(day, 0) + count
-        campaigns = await store.load_campaigns()
-        info = report.StatusReport(
-            db=str(db),
-            today=today,
-            pending_events=summary.pending,
-            oldest_event_at=(
-                summary.oldest_created_at.isoformat() if summary.oldest_created_at else None
-            ),
-            oldest_event_age_seconds=(
-                (wall_clock() - summary.oldest_created_at).total_seconds()
-                if summary.oldest_created_at
-                else None
-            ),
-            last_tick=_iso(await store.last_tick()),
-            cap=cap,
-            contacts=contacts,
-            runs=[report.run_dict(r) for r in await store.last_runs(5)],
-            load=[report.DayLoad(d, n, cap) for d, n in sorted(per_day.items())],
-            config_errors=campaign_config_errors(campaigns),
-            settings_fingerprint=settings.fingerprint(),
-        )
-    _out(report.status_json(info) if args.json else report.status_text(info))
-    return 0
+    return await status.command(args, settings, db, wall_clock())
 
 
 async def cmd_explain(args: argparse.Namespace, settings: Settings, db: Path) -> int:

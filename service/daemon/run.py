@@ -29,7 +29,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from service.config import Settings
-from service.daemon import wakers
+from service.daemon import heartbeat, wakers
 from service.daemon.clock import Clock
 from service.daemon.notify import Notifier
 from service.daemon.worker import DaemonOptions, DaemonStatus, Worker
@@ -124,6 +124,7 @@ class Daemon:
             if self.options.handle_signals:
                 outer.start_soon(wakers.handle_signals, lambda: self.wake("reload"),
                                  self.request_stop)  # fmt: skip
+            outer.start_soon(heartbeat.beat, self.db_path, self.clock.now, self._heartbeat_facts)
             while not self._stopping:
                 try:
                     async with open_store(self.db_path, clock=self.clock.now) as store:
@@ -147,6 +148,14 @@ class Daemon:
             raise failure
         log.info("daemon_stopped", exit_code=self.worker.exit_code)
         return self.worker.exit_code
+
+    def _heartbeat_facts(self) -> dict[str, object]:
+        """What ``mailplan status`` shows of this daemon (its heartbeat)."""
+        return {
+            "today": self.clock.today().isoformat(),
+            "status": self.status.line(),
+            "set_aside": sorted(self.worker.set_aside),
+        }
 
     async def _serve(self, store: Store, task_status: TaskStatus[Daemon] | None) -> None:
         self._leave = anyio.Event()

@@ -264,6 +264,11 @@ class Worker:
                 await self._pause(self.options.writer_gap)
                 working_since = time.monotonic()
 
+    @property
+    def set_aside(self) -> frozenset[int]:
+        """Ids of events set aside until the next start (they stay in the inbox)."""
+        return frozenset(self._quarantined)
+
     async def _on_bug(self, processor: Processor, exc: Exception, failures: int) -> None:
         """An unexpected error in one batch: find the event that causes it.
 

@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
@@ -269,6 +270,18 @@ async def _rebalance(
 
 # -- full recompute (the reference) ------------------------------------------------
 
+PROGRESS_KEY = "full_recompute_progress"
+"""State key of a full recompute in flight: its run and the last contact id done."""
+
+
+def progress_text(run_id: int, after: int) -> str:
+    return json.dumps({"run_id": run_id, "after": after})
+
+
+def _no_progress(after: int) -> None:
+    return None
+
+
 
 async def full_recompute(
     store: Store,
@@ -278,6 +291,7 @@ async def full_recompute(
     trigger: str = "full",
     consume_events: bool = True,
     trust_fingerprints: bool = True,
+    progress: Callable[[int], None] = _no_progress,
 ) -> RunStats:
     """Recompute every contact and rebalance globally; the run's statistics.
 
@@ -291,7 +305,9 @@ async def full_recompute(
     last write; without, every stored row is compared (what a repair needs
     when rows may have been edited behind mailplan's back).
     """
-    return await _full_recompute(store, ctx, today, trigger, consume_events, trust_fingerprints)
+    return await _full_recompute(
+        store, ctx, today, trigger, consume_events, trust_fingerprints, progress
+    )
 
 
 async def _full_recompute(
@@ -301,6 +317,7 @@ async def _full_recompute(
     trigger: str,
     consume_events: bool,
     trust_fingerprints: bool,
+    progress: Callable[[int], None],
 ) -> RunStats:
     started = time.perf_counter()
     async with store.transaction():
@@ -320,7 +337,10 @@ async def _full_recompute(
                 )
                 plans = _plan_all(ctx, campaigns, loaded.contacts, today)
                 chunk_stats, _ = await _write(store, ctx, loaded, plans, str(run_id), today)
+                # Progress for `mailplan status` and a terminal's progress bar.
+                await store.set_state(PROGRESS_KEY, progress_text(run_id, loaded.scope.hi))
             stats.add(chunk_stats)
+            progress(loaded.scope.hi)
             if loaded.scope.hi == MAX_ID:
                 break
             after = loaded.scope.hi
@@ -328,6 +348,7 @@ async def _full_recompute(
             stats.add(await rebalance_all(store, ctx, today))
             if consume_events:
                 stats.events_consumed = await store.delete_events_upto(covered)
+            await store.delete_state(PROGRESS_KEY)
             await store.finish_run(run_id, stats, duration_ms=_ms(started))
     except Exception as exc:
         await _record_failure(store, run_id, stats, started, exc)

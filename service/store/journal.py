@@ -193,3 +193,8 @@ class JournalMixin(StoreBase):
         """Number of journal entries, the oldest and the newest time."""
         row = await self.fetchone("journal_summary")
         return (0, None, None) if row is None else (int(row[0]), row[1], row[2])
+
+    async def contacts_done(self, after: int) -> tuple[int, int]:
+        """Contacts with an id up to ``after``, and all contacts (progress)."""
+        row = await self.fetchone("contacts_upto", {"after": after})
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))

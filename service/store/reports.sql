@@ -83,3 +83,8 @@ ORDER BY contact_id;
 
 -- name: journal_summary
 SELECT count(*), min(at), max(at) FROM plan_journal;
+
+-- name: contacts_upto
+-- How many contacts have an id up to :after, and how many there are (the
+-- progress of a pass over every contact in id order).
+SELECT (SELECT count(*) FROM contacts WHERE id <= :after), (SELECT count(*) FROM contacts);

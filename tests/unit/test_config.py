@@ -48,6 +48,8 @@ SPEC_DEFAULTS = {
     "exclude_failed_underwriting_global": False,
     "send_without_zipcode_for_universal": True,
     "state_rules": None,
+    # SPEC 7: the plan journal is kept 400 days by default.
+    "journal_retention_days": 400,
 }
 
 
@@ -61,6 +63,15 @@ def test_defaults_are_the_spec_table() -> None:
 
 def test_every_key_has_a_check() -> None:
     assert set(config.CHECKS) == set(KEYS)
+
+
+def test_journal_retention_is_not_a_planning_key() -> None:
+    # It does not change the plan (SPEC 7), so it must not change the fingerprint.
+    base = load_settings(None, {}, {})
+    kept = load_settings(None, {}, {"journal_retention_days": 30})
+    assert kept.journal_retention_days == 30
+    assert kept.fingerprint() == base.fingerprint()
+    assert "journal_retention_days" not in kept.planning_values()
 
 
 # (key, value as the TOML file gives it, value as an env string, typed result)
