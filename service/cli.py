@@ -353,6 +353,9 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) 
             drift = await engine.verify(store, ctx, today, repair=not args.dry_run)
             if not args.dry_run:
                 await status.record_verification(store, drift, today, wall_clock())
+            if drift.repaired:
+                log.warning("plan_drift_repaired", drift=drift.drift, missing=drift.missing,
+                            extra=drift.extra, changed=drift.changed)  # fmt: skip
             _out(report.drift_text(drift, args.format))
             # Drift, even repaired, means something wrote the plan behind
             # mailplan's back or a bug: exit 1 so the nightly timer alerts.

@@ -188,7 +188,10 @@ class DriftReport:
         else:
             self.changed += 1
         if len(self.samples) < 20:
-            self.samples.append(f"{kind}: {row}" + (f" -> {new}" if new else ""))
+            self.samples.append(
+                f"{kind}: {_row_words(row)}"
+                + (f"; a full recompute gives {_row_words(new, contact=False)}" if new else "")
+            )
 
 
 class StoredRow(NamedTuple):
@@ -205,3 +208,17 @@ class StoredRow(NamedTuple):
 
 Update = tuple[RowKey, date, date]
 """(row key, new step-1 date, new scheduled date)."""
+
+
+def _row_words(row: ExportRow, *, contact: bool = True) -> str:
+    """A plan row in words for drift samples (not a Python repr)."""
+    who = (
+        f"contact {row.contact_id} {row.email_type} for {row.event_date.isoformat()}: "
+        if contact
+        else ""
+    )
+    reason = f" ({row.skip_reason})" if row.skip_reason else ""
+    return (
+        f"{who}{row.status}{reason}, desired {row.desired_date.isoformat()}, "
+        f"scheduled {row.scheduled_date.isoformat()}"
+    )

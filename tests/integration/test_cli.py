@@ -272,8 +272,17 @@ def test_verify_reports_and_repairs_drift(cli_db_copy: Path) -> None:
                       "--today", TODAY)  # fmt: skip
     assert report.returncode == 1
     assert "DRIFT of 1 rows (0 missing, 0 extra, 1 changed)" in report.stdout
-    assert "repaired" in ok("recompute", "--db", cli_db_copy, "--all", "--verify",
-                            "--today", TODAY)  # fmt: skip
+    # A repair alerts: exit 1 and a warning line (the nightly timer's unit fails).
+    repaired = mailplan("recompute", "--db", cli_db_copy, "--all", "--verify", "--today", TODAY)
+    assert repaired.returncode == 1
+    assert "repaired by a full recompute" in repaired.stdout
+    assert '"event": "plan_drift_repaired"' in repaired.stderr
+    assert '"level": "warning"' in repaired.stderr
+    # Samples are words, not Python reprs.
+    assert "changed: contact " in report.stdout and "ExportRow(" not in report.stdout
+    info = json.loads(ok("status", "--db", cli_db_copy, "--today", TODAY, "--json"))
+    assert info["last_verification"]["drift"] == 1
+    assert info["last_verification"]["repaired"] is True
     assert "no drift" in ok("recompute", "--db", cli_db_copy, "--all", "--verify",
                             "--dry-run", "--today", TODAY)  # fmt: skip
 
