@@ -27,7 +27,7 @@ import structlog
 import structlog.tracebacks
 
 from service import engine
-from service.commands import audit, logs, plot, report, status
+from service.commands import audit, explain, logs, plot, report, status
 from service.config import (
     ENV_LOG_FORMAT,
     ENV_LOG_LEVEL,
@@ -37,9 +37,7 @@ from service.config import (
 )
 from service.errors import MailplanError, UsageError
 from service.planning.balance import capacity
-from service.planning.contacts import resolve_contact
-from service.planning.plan import plan_contact
-from service.store import ExportRow, RunStats, Scope, Store, init_db, open_store
+from service.store import ExportRow, RunStats, Store, init_db, open_store
 from service.tools import generate
 
 log = structlog.get_logger(__name__)
@@ -159,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", parents=common, help="every planning decision for a contact")
     p.add_argument("--contact", type=int, required=True, metavar="ID")
     p.add_argument("--today", type=_iso_date, metavar="YYYY-MM-DD")
+    p.add_argument("--history", action="store_true", help="also the plan journal and sends")
+    p.add_argument("--json", action="store_true", help="for machines")
 
     p = sub.add_parser("plot", parents=common, help="daily volume by type against the cap")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="an .html file")
@@ -423,29 +423,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings, db: Path) -> 
 
 
 async def cmd_explain(args: argparse.Namespace, settings: Settings, db: Path) -> int:
-    ctx = engine.PlanContext.from_settings(settings)
-    today: date = args.today
-    async with open_store(db, readonly=True) as store, store.snapshot():
-        loaded = await store.load_scope(
-            Scope.of_ids([args.contact]), since=ctx.history_since(today)
-        )
-        campaigns = await store.load_campaigns()
-        stored = {report.sort_key(r): r for r in await store.export_rows([args.contact])}
-    data = loaded.contacts[0] if loaded.contacts else None
-    plan = plan_contact(data, campaigns, ctx.rules, ctx.plan, today) if data else None
-    resolved = resolve_contact(data.contact, today) if data else None
-    _out(
-        report.explain_text(
-            data.contact if data else None,
-            args.contact,
-            resolved,
-            plan,
-            stored,
-            today,
-            loaded.history_keys,
-        )
-    )
-    return 0
+    return await explain.command(args, settings, db)
 
 
 async def cmd_plot(args: argparse.Namespace, settings: Settings, db: Path) -> int:

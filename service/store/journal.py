@@ -198,3 +198,9 @@ class JournalMixin(StoreBase):
         """Contacts with an id up to ``after``, and all contacts (progress)."""
         row = await self.fetchone("contacts_upto", {"after": after})
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def wanted_on(self, day: date) -> tuple[int, int]:
+        """Non-skipped plan rows whose desired date is ``day``, and how many
+        of them are effective-date emails."""
+        row = await self.fetchone("wanted_on", {"day": day.isoformat()})
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))

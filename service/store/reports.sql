@@ -88,3 +88,9 @@ SELECT count(*), min(at), max(at) FROM plan_journal;
 -- How many contacts have an id up to :after, and how many there are (the
 -- progress of a pass over every contact in id order).
 SELECT (SELECT count(*) FROM contacts WHERE id <= :after), (SELECT count(*) FROM contacts);
+
+-- name: wanted_on
+-- Non-skipped plan rows that want one day, and how many of them are
+-- effective-date emails (why explain says a row was moved).
+SELECT count(*), COALESCE(sum(email_type = 'effective_date'), 0)
+FROM email_schedules WHERE status = 'pre-scheduled' AND desired_date = :day;
