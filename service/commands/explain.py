@@ -91,7 +91,7 @@ def age_on(birth: date | None, anchor: date) -> int | None:
 def _rule_words(rule: StateRule | None) -> str:
     if rule is None:
         return "no rule"
-    note = f" (source: {rule.note})" if rule.note else ""
+    note = f" (source: {rule.note})" if rule.note else " (no source note in the rules file)"
     return f"{rule.describe()}{note}"
 
 

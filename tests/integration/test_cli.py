@@ -295,8 +295,9 @@ def test_explain(cli_planned_db: Path) -> None:
     assert text.startswith("Contact 1, planned as of 2026-11-29")
     assert "resolved state: CA, from the state column" in text
     assert "skipped: Birthday exclusion window for CA" in text
-    missing = ok("explain", "--db", cli_planned_db, "--contact", "999999", "--today", TODAY)
-    assert "No such contact" in missing
+    missing = mailplan("explain", "--db", cli_planned_db, "--contact", "999999", "--today", TODAY)
+    assert missing.returncode == 1
+    assert "No such contact" in missing.stdout
 
 
 def test_status(cli_planned_db: Path) -> None:
