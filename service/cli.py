@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +28,7 @@ import structlog
 import structlog.tracebacks
 
 from service import engine
-from service.commands import audit, explain, logs, plot, report, status
+from service.commands import audit, explain, logs, plot, progress, report, status
 from service.config import (
     ENV_LOG_FORMAT,
     ENV_LOG_LEVEL,
@@ -242,6 +243,11 @@ def _database(args: argparse.Namespace, settings: Settings) -> Path:
             f"`mailplan {args.command}` needs a database: pass --db PATH, "
             'set MAILPLAN_DB or put db = "PATH" in the configuration file'
         )
+    if settings.db.is_dir():
+        raise UsageError(
+            f"database {settings.db} is a directory; pass the database file inside it, "
+            "e.g. --db /var/lib/mailplan/mailplan.sqlite3"
+        )
     folder = settings.db.parent
     if args.command in ("init-db", "generate") and not folder.is_dir():
         raise UsageError(
@@ -256,6 +262,18 @@ def _database(args: argparse.Namespace, settings: Settings) -> Path:
     return settings.db
 
 
+def _thread_exception(hook: threading.ExceptHookArgs) -> None:
+    """A background thread's uncaught exception: one log line, no traceback.
+
+    aiosqlite's connection thread can fail after its event loop closed
+    (when opening the database failed); the command has already reported why.
+    """
+    if isinstance(hook.exc_value, RuntimeError) and "Event loop is closed" in str(hook.exc_value):
+        return
+    log.error("thread_failed", thread=getattr(hook.thread, "name", None),
+              error=repr(hook.exc_value))  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailplan`` console script; returns the exit code."""
     parser = build_parser()
@@ -266,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{ENV_LOG_FORMAT}={log_format!r}: use one of {', '.join(LOG_FORMATS)}")
     if log_level not in LOG_LEVELS:
         parser.error(f"{ENV_LOG_LEVEL}={log_level!r}: use one of {', '.join(LOG_LEVELS)}")
+    # A driver thread that outlives a failed open must not print a traceback.
+    threading.excepthook = _thread_exception
     # The daemon's log is its output (journald); commands keep stdout for results.
     configure_logging(log_format, log_level, sys.stdout if args.command == "run" else sys.stderr)
     try:
@@ -333,9 +353,11 @@ async def cmd_init_db(args: argparse.Namespace, settings: Settings, db: Path) ->
 
 async def cmd_generate(args: argparse.Namespace, settings: Settings, db: Path) -> int:
     await init_db(db)
+    bar = progress.Progress("generate", args.contacts)
     summary = await anyio.to_thread.run_sync(
-        generate.generate, db, args.contacts, args.seed, args.today
+        generate.generate, db, args.contacts, args.seed, args.today, bar.update
     )
+    bar.close()
     _out(
         f"{db}: {summary.contacts} contacts (seed {args.seed}, around {args.today}), "
         f"{summary.history} history emails, {summary.clicks} clicks, "
@@ -368,7 +390,10 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) 
             report.write_rows(rows, args.format, sys.stdout)
             return 0
         if args.all:
-            stats = await engine.full_recompute(store, ctx, today, trigger="cli")
+            bar = progress.Progress("recompute", await store.max_contact_id())
+            stats = await engine.full_recompute(store, ctx, today, trigger="cli",
+                                                progress=bar.update)  # fmt: skip
+            bar.close()
         else:
             stats = await _recompute_some(store, ctx, args.contact, today)
     _out(report.stats_text(stats, args.format))

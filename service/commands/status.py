@@ -162,8 +162,8 @@ async def gather(args: Any, settings: Any, db: Path, now: datetime) -> Status:
         summary = await store.events_summary()
         snapshot = await store.capacity_snapshot(today)
         contacts = snapshot if snapshot is not None else await store.contact_count_with_email()
-        cap = capacity(params, contacts).cap
-        threshold = math.floor(cap * settings.overage_threshold)
+        day_capacity = capacity(params, contacts)
+        cap, threshold = day_capacity.cap, day_capacity.threshold
         per_day = dict.fromkeys((today + timedelta(days=k) for k in range(args.days)), 0)
         for day, _type, count in await store.daily_load(today, today + timedelta(args.days - 1)):
             per_day[day] = per_day.get(day, 0) + count

@@ -198,6 +198,9 @@ class Worker:
             self._tick_failures = 0
             return
         self._tick_failures += 1
+        if self.options.once:
+            # A one-shot run that could not tick has failed (SPEC 10: exit 1).
+            self.exit_code = 1
         delay = min(2.0**self._tick_failures, self.options.max_backoff)
         self._tick_retry_at = time.monotonic() + delay
 

@@ -204,3 +204,8 @@ class JournalMixin(StoreBase):
         of them are effective-date emails."""
         row = await self.fetchone("wanted_on", {"day": day.isoformat()})
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def max_contact_id(self) -> int:
+        """The highest contact id (the end of a pass over every contact)."""
+        row = await self.fetchone("max_contact_id")
+        return 0 if row is None else int(row[0])

@@ -94,3 +94,6 @@ SELECT (SELECT count(*) FROM contacts WHERE id <= :after), (SELECT count(*) FROM
 -- effective-date emails (why explain says a row was moved).
 SELECT count(*), COALESCE(sum(email_type = 'effective_date'), 0)
 FROM email_schedules WHERE status = 'pre-scheduled' AND desired_date = :day;
+
+-- name: max_contact_id
+SELECT COALESCE(max(id), 0) FROM contacts;

@@ -20,7 +20,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
@@ -393,7 +393,13 @@ def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
         start = stop
 
 
-def _load(load: BulkLoader, contacts: int, seed: int, today: date) -> GenerateSummary:
+def _load(
+    load: BulkLoader,
+    contacts: int,
+    seed: int,
+    today: date,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerateSummary:
     # One thread on purpose: SQLite releases the GIL for every row it steps, and a
     # drawing thread would then make each of the million re-acquisitions wait.
     stamp = f"{today.isoformat()} 00:00:00"
@@ -409,6 +415,8 @@ def _load(load: BulkLoader, contacts: int, seed: int, today: date) -> GenerateSu
             apply_showcase(rows, cases, columns.zips)
         load.contacts(rows)
         history.extend(_history_rows(history_rng, today, rows, next_schedule + len(history)))
+        if progress is not None:
+            progress(stop - 1, contacts)
     load.history(history)
     # Engagement and campaigns draw from their own generator, seeded from the seed.
     rng = random.Random(seed * 1_000_003 + 7)
@@ -427,7 +435,13 @@ def _load(load: BulkLoader, contacts: int, seed: int, today: date) -> GenerateSu
     )
 
 
-def generate(db_path: Path, contacts: int, seed: int, today: date) -> GenerateSummary:
+def generate(
+    db_path: Path,
+    contacts: int,
+    seed: int,
+    today: date,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerateSummary:
     """Fill an empty, migrated database with ``contacts`` synthetic contacts (ids 1..N).
 
     The data is a function of ``seed`` and ``today`` only. Everything is written
@@ -439,7 +453,7 @@ def generate(db_path: Path, contacts: int, seed: int, today: date) -> GenerateSu
         raise InputError(f"--contacts {contacts}: must be at least 1")
     started = time.perf_counter()
     with bulk_load(db_path) as load:
-        summary = _load(load, contacts, seed, today)
+        summary = _load(load, contacts, seed, today, progress)
     summary = dataclasses.replace(summary, seconds=time.perf_counter() - started)
     log.info(
         "generated",
