@@ -282,7 +282,6 @@ def _no_progress(after: int) -> None:
     return None
 
 
-
 async def full_recompute(
     store: Store,
     ctx: PlanContext,
