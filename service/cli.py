@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ from service.config import (
     parse_assignment,
 )
 from service.errors import MailplanError, UsageError
-from service.planning.balance import capacity
 from service.store import ExportRow, RunStats, Store, init_db, open_store
 from service.tools import generate
 
@@ -452,21 +451,7 @@ async def cmd_explain(args: argparse.Namespace, settings: Settings, db: Path) ->
 
 
 async def cmd_plot(args: argparse.Namespace, settings: Settings, db: Path) -> int:
-    today: date = args.today
-    async with open_store(db, readonly=True) as store:
-        volumes = await store.daily_load(
-            today - timedelta(days=7), today + timedelta(days=args.days)
-        )
-        snapshot = await store.capacity_snapshot(today)
-        contacts = snapshot if snapshot is not None else await store.contact_count_with_email()
-    cap = capacity(settings.balance_params(), contacts).cap
-    page = plot.render_html(volumes, cap, f"mailplan: daily volume of {db.name}", today)
-    try:
-        args.out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.out}: {exc.strerror}; choose another --out") from None
-    _out(f"wrote {args.out} ({len(volumes)} day/type counts, cap {cap})\n")
-    return 0
+    return await plot.command(args, settings, db)
 
 
 def _iso(d: date | None) -> str | None:

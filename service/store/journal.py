@@ -209,3 +209,24 @@ class JournalMixin(StoreBase):
         """The highest contact id (the end of a pass over every contact)."""
         row = await self.fetchone("max_contact_id")
         return 0 if row is None else int(row[0])
+
+    async def skipped_load(self, start: date, end: date) -> dict[date, int]:
+        """Skipped plan rows per desired day, ``start..end``."""
+        rows = await self.fetchall("skipped_load", _span(start, end))
+        return {d: int(n) for t, n in rows if (d := _day(t)) is not None}
+
+    async def sent_load(self, start: date, end: date) -> dict[date, int]:
+        """History rows per send date, ``start..end``."""
+        rows = await self.fetchall("sent_load", _span(start, end))
+        return {d: int(n) for t, n in rows if (d := _day(t)) is not None}
+
+
+def _span(start: date, end: date) -> dict[str, str]:
+    return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def _day(value: object) -> date | None:
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None

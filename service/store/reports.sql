@@ -97,3 +97,19 @@ FROM email_schedules WHERE status = 'pre-scheduled' AND desired_date = :day;
 
 -- name: max_contact_id
 SELECT COALESCE(max(id), 0) FROM contacts;
+
+-- name: skipped_load
+-- Skipped plan rows per desired day (they are never sent; the plot shows them).
+SELECT desired_date, count(*) FROM email_schedules
+WHERE status = 'skipped' AND desired_date BETWEEN :start AND :end
+GROUP BY desired_date ORDER BY desired_date;
+
+-- name: sent_load
+-- History rows per send date (SPEC 5.7's date), for days before today.
+SELECT substr(COALESCE(actual_send_datetime, sent_at, scheduled_send_date), 1, 10) AS day,
+       count(*)
+FROM email_schedules
+WHERE COALESCE(status, '') NOT IN ('pre-scheduled', 'skipped')
+  AND substr(COALESCE(actual_send_datetime, sent_at, scheduled_send_date), 1, 10)
+      BETWEEN :start AND :end
+GROUP BY day ORDER BY day;

@@ -319,6 +319,12 @@ def test_plot(cli_planned_db: Path, tmp_path: Path) -> None:
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert "<svg" in page and "stroke-dasharray" in page
+    # Axis titles, the threshold beside the cap, today and the horizon (today + 60
+    # days = 2027-01-28), a week of history before today, a chart that scales.
+    for text in ("scheduled send date", "emails per day", ">threshold ", ">cap ",
+                 ">today 2026-11-29<", ">horizon 2027-01-28<", "from 2026-11-22 to ",
+                 'viewBox="0 0 ', "svg { width: 100%", "skipped (never sent)"):  # fmt: skip
+        assert text in page, text
 
 
 def test_export_into_a_closed_pipe(cli_planned_db: Path) -> None:
@@ -405,7 +411,8 @@ def test_plot_groups(email_type: str, group: str) -> None:
 def test_plot_renders_cap_and_bars() -> None:
     d = date(2026, 12, 1)
     page = plot.render_html([(d, "birthday", 5), (d, "campaign_aep_1", 3)], 4, "t", d)
-    assert "8 planned emails over 1 days" in page
+    # From a week before today (2026-11-24) to the last planned day.
+    assert "8 planned emails from 2026-11-24 to 2026-12-01" in page
     assert page.count("<rect") == 2
     assert plot.render_html([], None, "t", d).count("No planned emails") == 1
 
