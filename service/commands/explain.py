@@ -265,8 +265,9 @@ def explain_row(
         d = _base(row, PRE_SCHEDULED, f"planned for {row.desired_date}")
         rule = f.rules.rule_on(rc.state or "", row.desired_date)
         if row.email_type != POST_WINDOW and rc.state is not None:
+            ruled = f"rule {_rule_words(rule)}" if rule else f"{rc.state} has no rule in force"
             d.details.append(f"no exclusion window of {rc.state} covers {row.desired_date} "
-                             f"(rule {_rule_words(rule)})")  # fmt: skip
+                             f"({ruled})")  # fmt: skip
         _balancing(row, f.stored.get(row.key), f, d)
         lower = row.desired_date if row.email_type != EFFECTIVE_DATE else row.allowed_from
         upper = row.allowed_to.isoformat() if row.allowed_to else "no end date"
