@@ -3,14 +3,19 @@ a plan row, in the writing transaction; nothing for unchanged rows; pruned by ag
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.daemon.tick import prune_journal
 from service.planning.balance import BalanceItem
 from service.planning.model import ContactPlan, PlanRow
-from service.store import Scope, Store, WriteOptions
+from service.store import Scope, Store, WriteOptions, init_db
 
 EVENT = date(2026, 6, 1)
 AT = datetime(2026, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
@@ -102,3 +107,91 @@ async def test_prune_by_age_only(db_path: Path) -> None:
         "2025-04-01 00:00:00.000",
         "2026-05-01 08:00:00.000",
     ]
+
+
+# --- property: the journal replays to the stored plan ------------------------------------
+
+EVENTS = [date(2026, 6, 1), date(2026, 7, 1), date(2026, 8, 1)]
+TYPES = ["birthday", "effective_date"]
+
+_row_spec = st.tuples(
+    st.sampled_from(TYPES),
+    st.sampled_from(EVENTS),
+    st.integers(min_value=1, max_value=20),  # days before the event
+    st.sampled_from(["pre-scheduled", "skipped"]),
+)
+
+
+def _plan_of(specs: list[tuple[str, date, int, str]]) -> ContactPlan:
+    seen: dict[tuple[str, date], PlanRow] = {}
+    for etype, event, before, status in specs:
+        desired = event - timedelta(days=before)
+        reason = None if status == "pre-scheduled" else "Year-round exclusion for NY"
+        seen[(etype, event)] = PlanRow(7, etype, event, desired, status, reason, 10, None)  # type: ignore[arg-type]
+    return ContactPlan(7, tuple(seen.values()), None)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    writes=st.lists(st.lists(_row_spec, max_size=5), min_size=1, max_size=5),
+    moves=st.lists(st.integers(min_value=0, max_value=5), max_size=5),
+)
+def test_replaying_the_journal_gives_the_stored_plan(
+    tmp_path_factory: pytest.TempPathFactory,
+    writes: list[list[tuple[str, date, int, str]]],
+    moves: list[int],
+) -> None:
+    """After any sequence of writes and balancing moves, the last journal entry of
+    every identity is the stored row (or a delete when there is none), and each
+    write journals exactly the rows it inserted, updated or deleted."""
+    path = tmp_path_factory.mktemp("journal") / "org.sqlite3"
+
+    async def scenario() -> None:
+        await init_db(path)
+        con = sqlite3.connect(path)
+        con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
+        con.commit()
+        con.close()
+        async with Store.open(path, clock=lambda: AT) as store:
+            for k, specs in enumerate(writes):
+                before = len(_journal(path))
+                async with store.transaction():
+                    run = await store.start_run("events", date(2026, 5, 1))
+                    loaded = await store.load_scope(Scope.of_ids([7]))
+                    result = await store.write_plans(
+                        loaded, [_plan_of(specs)], WriteOptions(run_id=str(run))
+                    )
+                    w = result.stats
+                    if k < len(moves):
+                        rows = await store.export_rows([7])
+                        shift = [(( r.contact_id, r.email_type, r.event_date), r.desired_date,
+                                  r.scheduled_date + timedelta(days=moves[k]))
+                                 for r in rows if r.status == "pre-scheduled"]  # fmt: skip
+                        await store.save(shift)
+                        moved = sum(1 for r in shift if moves[k])
+                    else:
+                        moved = 0
+                assert len(_journal(path)) - before == w.inserted + w.updated + w.deleted + moved
+
+    asyncio.run(scenario())
+    last: dict[tuple[object, object], tuple[object, ...]] = {}
+    for entry in _journal(path):
+        last[(entry[4], entry[5])] = entry
+    con = sqlite3.connect(path)
+    stored = {
+        (t, ev): (d, s, st_, r)
+        for t, ev, d, s, st_, r in con.execute(
+            "SELECT email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),"
+            " desired_date, scheduled_send_date, status, skip_reason FROM email_schedules"
+        )
+    }
+    con.close()
+    for key, entry in last.items():
+        if key in stored:
+            assert entry[6] != "delete"
+            assert tuple(entry[11:15]) == stored[key], (entry, stored[key])
+        else:
+            assert entry[6] == "delete"
+    assert set(stored) <= set(last)
