@@ -145,7 +145,9 @@ class JournalMixin(StoreBase):
         if inserted != len(write.inserts):
             rows = [r for r in rows if r[5] != "insert" or await self._inserted(r, run_id)]
         if rows:
-            await self.executemany("journal_append", rows)
+            found = await self.fetchone("run_trigger", (run_id,))
+            trigger = None if found is None else found[0]
+            await self.executemany("journal_append", [(*r, trigger) for r in rows])
 
     async def _inserted(self, row: JournalParams, run_id: object) -> bool:
         event = row[4]

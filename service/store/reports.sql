@@ -4,16 +4,18 @@
 -- name: journal_append
 -- Positional: run id, time (NULL: the database's clock), contact id, type,
 -- event date, operation, old desired/scheduled/status/reason, new
--- desired/scheduled/status/reason. The run's trigger is copied from its run.
+-- desired/scheduled/status/reason, the run's trigger.
 INSERT INTO plan_journal (
     run_id, trigger, at, contact_id, email_type, event_date, op,
     old_desired, old_scheduled, old_status, old_reason,
     new_desired, new_scheduled, new_status, new_reason
 ) VALUES (
-    ?1, (SELECT trigger FROM scheduler_runs WHERE id = ?1),
-    COALESCE(?2, strftime('%Y-%m-%d %H:%M:%f', 'now')),
+    ?1, ?15, COALESCE(?2, strftime('%Y-%m-%d %H:%M:%f', 'now')),
     ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
 );
+
+-- name: run_trigger
+SELECT trigger FROM scheduler_runs WHERE id = ?;
 
 -- name: journal_move
 -- A balancing move: the row's scheduled date changes to ?3. Appended before
@@ -40,10 +42,12 @@ WHERE contact_id = ?1 AND email_type = ?2 AND event_year = ?3 AND event_month = 
   AND event_day = ?5 AND status IN ('pre-scheduled', 'skipped') AND scheduler_run_id = ?6;
 
 -- name: journal_prune
--- At most :limit of the oldest entries before :before, so one prune stays a
--- short write transaction.
+-- Those of the :limit oldest entries (by id, which follows time) written
+-- before :before: one prune is a short write transaction and reads no more
+-- than :limit rows, without an index on the time.
 DELETE FROM plan_journal WHERE id IN (
-    SELECT id FROM plan_journal WHERE at < :before ORDER BY id LIMIT :limit
+    SELECT id FROM (SELECT id, at FROM plan_journal ORDER BY id LIMIT :limit)
+    WHERE at < :before
 );
 
 -- name: journal_of_contact

@@ -23,5 +23,6 @@ CREATE TABLE IF NOT EXISTS plan_journal (
     new_status TEXT,
     new_reason TEXT
 );
+-- One index only (each costs every append): a contact's entries, for explain
+-- --history and the audit. Pruning reads the oldest entries by id.
 CREATE INDEX IF NOT EXISTS idx_plan_journal_contact ON plan_journal(contact_id, id);
-CREATE INDEX IF NOT EXISTS idx_plan_journal_at ON plan_journal(at);
