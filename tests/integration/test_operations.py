@@ -141,3 +141,21 @@ def test_status_sees_the_daemon_heartbeat(tmp_path: Path) -> None:
     assert "  today: 2026-11-29 (America/Chicago)\n" in after.stdout
     assert "  daemon: not running (last heartbeat " in after.stdout
     assert "; it stopped)" in after.stdout
+
+
+def test_audit_and_reconcile_units_alert() -> None:
+    units = ROOT / "systemd"
+    for suffix, db in (("", "mailplan"), ("@", "%i")):
+        service = (units / f"mailplan-audit{suffix}.service").read_text()
+        assert f"ExecStart=/usr/local/bin/mailplan audit --db /var/lib/mailplan/{db}.sqlite3\n" in (
+            service
+        )
+        assert "Type=oneshot" in service and "ProtectHome=yes" in service
+        timer = (units / f"mailplan-audit{suffix}.timer").read_text()
+        target = "mailplan-audit@%i.service" if suffix else "mailplan-audit.service"
+        assert f"Unit={target}" in timer
+        assert "OnCalendar=*-*-* 04:30:00" in timer and "Persistent=true" in timer
+        # The audit runs after the 03:30 reconciliation.
+        assert (
+            "OnCalendar=*-*-* 03:30:00" in (units / f"mailplan-reconcile{suffix}.timer").read_text()
+        )
