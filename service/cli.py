@@ -454,10 +454,6 @@ async def cmd_plot(args: argparse.Namespace, settings: Settings, db: Path) -> in
     return await plot.command(args, settings, db)
 
 
-def _iso(d: date | None) -> str | None:
-    return None if d is None else d.isoformat()
-
-
 COMMANDS: dict[str, Handler] = {
     "init-db": cmd_init_db,
     "generate": cmd_generate,

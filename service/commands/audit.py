@@ -35,7 +35,7 @@ from service.planning.exclusion import check_exclusion
 from service.planning.model import CAMPAIGN_PREFIX, Campaigns, Contact
 from service.planning.params import PlanParams
 from service.planning.rules import RuleBook
-from service.store import Store
+from service.store import Store, open_store
 from service.store.journal import JournalEntry
 from service.store.loaders import send_date_of, text
 
@@ -297,7 +297,7 @@ async def command(args: Any, settings: Any, db: Any) -> int:
     if start > end:
         raise UsageError(f"--from {start} is after --to {end}; give a period that runs forward")
     params = AuditParams(settings.max_emails_per_period, settings.period_days)
-    async with Store.open(db, readonly=True) as store:
+    async with open_store(db, readonly=True) as store:
         findings, checked = await run_audit(
             store, rules=settings.rules(), plan_params=settings.plan_params(), params=params,
             start=start, end=end,

@@ -47,7 +47,7 @@ from service.planning.model import (
 from service.planning.params import PlanParams
 from service.planning.plan import plan_contact
 from service.planning.rules import RuleBook, StateRule
-from service.store import Scope, Store
+from service.store import Scope, open_store
 from service.store.journal import JournalEntry
 from service.store.types import ExportRow
 
@@ -472,7 +472,7 @@ async def command(args: Any, settings: Any, db: Path) -> int:
     ctx = engine.PlanContext.from_settings(settings)
     today: date = args.today
     cid: int = args.contact
-    async with Store.open(db, readonly=True) as store, store.snapshot():
+    async with open_store(db, readonly=True) as store, store.snapshot():
         loaded = await store.load_scope(Scope.of_ids([cid]), since=ctx.history_since(today))
         campaigns = await store.load_campaigns()
         stored = {(r.contact_id, r.email_type, r.event_date): r

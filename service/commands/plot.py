@@ -20,7 +20,7 @@ from typing import Any
 
 from service import engine
 from service.errors import UsageError
-from service.store import Store
+from service.store import open_store
 
 GROUPS = ("birthday", "effective_date", "post_window", "campaign", "followup")
 COLOURS = {
@@ -229,7 +229,7 @@ async def command(args: Any, settings: Any, db: Any) -> int:
     today: date = args.today
     start, end = today - timedelta(days=PAST_DAYS), today + timedelta(days=args.days)
     ctx = engine.PlanContext.from_settings(settings)
-    async with Store.open(db, readonly=True) as store:
+    async with open_store(db, readonly=True) as store:
         capacity = await engine.capacity_for(store, ctx, today, save=False)
         volumes = await store.daily_load(today, end)
         skipped = await store.skipped_load(start, end)

@@ -1,4 +1,4 @@
-"""What the command line prints: plan rows (table, csv, json), ``explain`` and ``status``.
+"""What the command line prints: plan rows (table, csv, json), runs and recompute summaries.
 
 Pure formatting: callers hand in rows and facts, these functions write text.
 The csv form is a contract (SPEC 10): ``export --format csv`` and
@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import date
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, TextIO
 
-from service.planning.contacts import ResolvedContact
-from service.planning.model import Contact, ContactPlan, PlanRow, RowKey
+from service.planning.model import RowKey
 from service.store.types import ExportRow, RunRecord, RunStats
 
 CSV_COLUMNS = (
@@ -116,213 +113,10 @@ def _table_line(values: Sequence[str]) -> str:
     return f"{head}  {values[-1]}".rstrip() + "\n"
 
 
-# --- explain --------------------------------------------------------------------------------
+# --- runs (status) ---------------------------------------------------------------------------
 
 
-def explain_text(
-    contact: Contact | None,
-    contact_id: int,
-    resolved: ResolvedContact | None,
-    plan: ContactPlan | None,
-    stored: Mapping[RowKey, ExportRow],
-    today: date,
-    history_keys: Collection[tuple[int, str, int | None, int | None, int | None]] = (),
-) -> str:
-    """Every planning decision for one contact, in words (``mailplan explain``).
-
-    ``history_keys`` are the identities of the contact's history rows: a
-    planned email whose identity is among them was sent (or claimed) already
-    and is not written again (SPEC 5.10).
-    """
-    lines = [f"Contact {contact_id}, planned as of {today.isoformat()}"]
-    if contact is None or plan is None:
-        lines.append(
-            "  No such contact. Stored plan rows for this id: "
-            f"{len(stored)} (they are removed at the next recompute)."
-        )
-        return "\n".join(lines) + "\n"
-    lines += _explain_contact(contact, resolved, set(plan.notes))
-    if plan.invalid:
-        lines.append(f"No email is planned: {plan.invalid}.")
-    if plan.notes:
-        lines.append("Decisions:")
-        lines += [f"  - {note}" for note in plan.notes]
-    lines.append(f"Plan rows ({len(plan.rows)}):" if plan.rows else "Plan rows: none.")
-    sent = {
-        row.key
-        for row in plan.rows
-        if (
-            row.contact_id,
-            row.email_type,
-            row.event_date.year,
-            row.event_date.month,
-            row.event_date.day,
-        )
-        in history_keys
-    }
-    for row in plan.rows:
-        if row.key in sent:
-            lines.append(
-                f"  * {row.email_type} for the event of {row.event_date.isoformat()}: "
-                "already in the sender's history (sent or claimed), not planned again"
-            )
-        else:
-            lines += _explain_row(row, stored.get(row.key))
-    lines += _explain_drift(plan, stored, sent)
-    if plan.review_date is None:
-        lines.append("Review: nothing in this plan changes with time alone.")
-    else:
-        lines.append(
-            f"Review: the plan can next change by time alone on "
-            f"{plan.review_date.isoformat()}; the daily tick recomputes it then."
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _explain_contact(contact: Contact, rc: ResolvedContact | None, notes: set[str]) -> list[str]:
-    lines = [
-        f"  email {contact.email!r}, birth date {contact.birth_date!r}, "
-        f"effective date {contact.effective_date!r}",
-        f"  state {contact.state!r}, ZIP {contact.zip_code!r}, carrier {contact.carrier!r}, "
-        f"failed underwriting: {'yes' if contact.failed_underwriting else 'no'}",
-    ]
-    if rc is None:
-        return lines
-    if rc.state is None:
-        where = "unknown (no valid state and no known ZIP): no state rule applies"
-    elif rc.state_source == "zip":
-        where = f"{rc.state}, derived from the ZIP code"
-    else:
-        where = f"{rc.state}, from the state column"
-    lines.append(f"  resolved state: {where}")
-    # Problems the planner noted are listed with its decisions below.
-    lines += [f"  problem: {p}" for p in rc.problems if p not in notes]
-    return lines
-
-
-def _explain_row(row: PlanRow, stored: ExportRow | None) -> list[str]:
-    head = (
-        f"  * {row.email_type} for the event of {row.event_date.isoformat()} "
-        f"(priority {row.priority}): desired {row.desired_date.isoformat()}"
-    )
-    lines = [head]
-    if row.status == "skipped":
-        lines.append(f"      skipped: {row.skip_reason}")
-    else:
-        span = f"{_day(row.allowed_from, 'today')} .. {_day(row.allowed_to, 'open end')}"
-        lines.append(f"      pre-scheduled; load balancing may send it on {span}")
-        if stored is None:
-            lines.append("      not in the stored plan yet (recompute to write it)")
-        elif stored.scheduled_date != row.desired_date:
-            lines.append(
-                f"      stored scheduled date {stored.scheduled_date.isoformat()} "
-                "(moved by load balancing)"
-            )
-        else:
-            lines.append(f"      stored scheduled date {stored.scheduled_date.isoformat()}")
-    if row.catchup_note:
-        lines.append(f"      catch-up: {row.catchup_note}")
-    if row.template:
-        lines.append(f"      template {row.template}")
-    return lines
-
-
-def _explain_drift(
-    plan: ContactPlan, stored: Mapping[RowKey, ExportRow], sent: set[RowKey]
-) -> list[str]:
-    planned = {row.key for row in plan.rows if row.key not in sent}
-    extra = sorted(k for k in stored if k not in planned)
-    changed = [
-        row.key
-        for row in plan.rows
-        if row.key in stored
-        and row.key in planned
-        and (
-            stored[row.key].status != row.status
-            or stored[row.key].desired_date != row.desired_date
-            or (stored[row.key].skip_reason or None) != row.skip_reason
-        )
-    ]
-    if not extra and not changed:
-        return []
-    lines = ["Stored plan differs from this plan (a recompute will fix it):"]
-    lines += [f"  - stored row {k[1]} {k[2].isoformat()} is no longer planned" for k in extra]
-    lines += [f"  - stored row {k[1]} {k[2].isoformat()} has other content" for k in changed]
-    return lines
-
-
-def _day(d: date | None, none: str) -> str:
-    return none if d is None else d.isoformat()
-
-
-# --- status ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DayLoad:
-    """Planned emails on one day against the cap."""
-
-    day: date
-    planned: int
-    cap: int | None
-
-
-@dataclass(slots=True)
-class StatusReport:
-    """Facts ``mailplan status`` shows; filled by the command line from the store."""
-
-    db: str
-    today: date
-    pending_events: int = 0
-    oldest_event_at: str | None = None
-    oldest_event_age_seconds: float | None = None
-    last_tick: str | None = None
-    cap: int | None = None
-    contacts: int | None = None
-    runs: list[dict[str, object]] = field(default_factory=list)
-    load: list[DayLoad] = field(default_factory=list)
-    config_errors: list[str] = field(default_factory=list)
-    settings_fingerprint: str | None = None
-
-
-def status_json(report: StatusReport) -> str:
-    data = asdict(report)
-    data["today"] = report.today.isoformat()
-    data["load"] = [
-        {"day": d.day.isoformat(), "planned": d.planned, "cap": d.cap} for d in report.load
-    ]
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-
-def status_text(report: StatusReport) -> str:
-    out = [f"mailplan status of {report.db} (today {report.today.isoformat()})"]
-    out.append(f"  contacts with an email: {_num(report.contacts)}; daily cap: {_num(report.cap)}")
-    if report.pending_events:
-        age = _age(report.oldest_event_age_seconds)
-        out.append(
-            f"  pending events: {report.pending_events}; oldest from "
-            f"{report.oldest_event_at} ({age} ago)"
-        )
-    else:
-        out.append("  pending events: none")
-    out.append(f"  last daily tick: {report.last_tick or 'never'}")
-    out.append("  last runs:" if report.runs else "  last runs: none")
-    for run in report.runs:
-        out.append("    " + _run_line(run))
-    if report.load:
-        out.append("  daily load (planned / cap):")
-        for d in report.load:
-            flag = "  OVER CAP" if d.cap is not None and d.planned > d.cap else ""
-            out.append(f"    {d.day.isoformat()}  {d.planned:>8} / {_num(d.cap)}{flag}")
-    if report.config_errors:
-        out.append("  configuration errors (these campaign instances plan nothing):")
-        out += [f"    - {e}" for e in report.config_errors]
-    else:
-        out.append("  configuration errors: none")
-    return "\n".join(out) + "\n"
-
-
-def _run_line(run: Mapping[str, object]) -> str:
+def run_line(run: Mapping[str, object]) -> str:
     keys = (
         "id",
         "trigger",
@@ -344,7 +138,7 @@ def _num(value: int | None) -> str:
     return "unknown" if value is None else str(value)
 
 
-def _age(seconds: float | None) -> str:
+def age_text(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
     if seconds < 120:

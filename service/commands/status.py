@@ -23,7 +23,7 @@ from service.daemon.processing import FANOUT_KEY, FanOut
 from service.engine.core import PROGRESS_KEY
 from service.planning.balance import capacity
 from service.planning.campaigns import campaign_config_errors
-from service.store import DriftReport, Store
+from service.store import DriftReport, Store, open_store
 
 VERIFY_KEY = "last_verification"
 FINGERPRINT_KEY = "planning_fingerprint"
@@ -158,7 +158,7 @@ def _grouped_runs(runs: list[dict[str, object]], limit: int = 5) -> list[dict[st
 async def gather(args: Any, settings: Any, db: Path, now: datetime) -> Status:
     today: date = args.today
     params = settings.balance_params()
-    async with Store.open(db, readonly=True) as store:
+    async with open_store(db, readonly=True) as store:
         summary = await store.events_summary()
         snapshot = await store.capacity_snapshot(today)
         contacts = snapshot if snapshot is not None else await store.contact_count_with_email()
@@ -209,7 +209,7 @@ def to_json(s: Status) -> str:
 def _daemon_line(d: dict[str, Any] | None) -> str:
     if d is None:
         return "daemon: not running (no heartbeat has ever been written next to this database)"
-    age = report._age(d.get("age_seconds"))
+    age = report.age_text(d.get("age_seconds"))
     if d["running"]:
         return f"daemon: running, pid {d.get('pid')}, heartbeat {age} ago; {d.get('status')}"
     why = "it stopped" if d.get("stopped") else "stale: the daemon died or hangs"
@@ -221,7 +221,7 @@ def to_text(s: Status) -> str:
     out.append("  " + _daemon_line(s.daemon))
     if s.pending_events:
         out.append(f"  pending events: {s.pending_events}; oldest from {s.oldest_event_at} "
-                   f"({report._age(s.oldest_event_age_seconds)} ago)")  # fmt: skip
+                   f"({report.age_text(s.oldest_event_age_seconds)} ago)")  # fmt: skip
     else:
         out.append("  pending events: none")
     out += [f"  in flight: {line}" for line in s.in_flight] or ["  in flight: nothing"]
@@ -259,7 +259,7 @@ def to_text(s: Status) -> str:
     out.append("  last runs:" if s.runs else "  last runs: none")
     for run in s.runs:
         chunks = f" chunks={run['chunks']}" if "chunks" in run else ""
-        out.append("    " + report._run_line(run) + chunks)
+        out.append("    " + report.run_line(run) + chunks)
     out.append("  daily load (planned / cap / threshold):")
     for d in s.load:
         flag = "  OVER CAP" if d.over else ""

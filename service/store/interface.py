@@ -19,6 +19,9 @@ Each Protocol is one role, so a component states which part it needs:
 * :class:`PlanWriter` — the diffing plan writer and per-contact review dates;
 * :class:`BalanceStore` — the stored balancer state (SPEC 6);
 * :class:`PlanReader` — the stored plan as exported, compared and charted;
+* :class:`PlanJournal` — the plan journal (SPEC 7): pruning and reading it;
+* :class:`ReportReader` — the other reads of ``status``, ``audit``,
+  ``explain`` and ``plot``;
 * ``TargetLookup`` (in :mod:`handlers.base`) — the campaign handlers' questions.
 """
 
@@ -28,9 +31,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.planning.model import Campaigns, ContactData, ContactPlan
+from service.store.journal import JournalEntry
 from service.store.loaders import Loaded
 from service.store.types import (
     ContactChunk,
@@ -318,6 +322,59 @@ class PlanReader(Protocol):
         ...
 
 
+class PlanJournal(Protocol):
+    """The plan journal (SPEC 7); the plan writer and ``save`` append to it."""
+
+    async def prune_journal(self, before: date, limit: int = ...) -> int:
+        """Delete up to ``limit`` of the oldest entries written before ``before``."""
+        ...
+
+    async def journal_of(self, contact_id: int) -> list[JournalEntry]:
+        """A contact's journal, oldest first."""
+        ...
+
+    async def journal_of_contacts(self, ids: Iterable[int]) -> list[JournalEntry]:
+        """The journal of several contacts, by contact then oldest first."""
+        ...
+
+    async def journal_summary(self) -> tuple[int, str | None, str | None]:
+        """Number of entries, the oldest and the newest time."""
+        ...
+
+
+class ReportReader(Protocol):
+    """What the reporting commands read besides the plan rows."""
+
+    async def history_contacts_between(self, start: date, end: date) -> list[int]:
+        """Contacts with a history row whose send date may be in ``start..end``."""
+        ...
+
+    async def history_rows_of(self, ids: Iterable[int]) -> list[tuple[Any, ...]]:
+        """History rows of some contacts (id, contact, type, status, event
+        date, actual send time, ``sent_at``, scheduled date, campaign instance)."""
+        ...
+
+    async def contacts_done(self, after: int) -> tuple[int, int]:
+        """Contacts with an id up to ``after``, and all contacts."""
+        ...
+
+    async def wanted_on(self, day: date) -> tuple[int, int]:
+        """Non-skipped plan rows desired on ``day``, and how many are effective-date ones."""
+        ...
+
+    async def max_contact_id(self) -> int:
+        """The highest contact id."""
+        ...
+
+    async def skipped_load(self, start: date, end: date) -> dict[date, int]:
+        """Skipped plan rows per desired day."""
+        ...
+
+    async def sent_load(self, start: date, end: date) -> dict[date, int]:
+        """History rows per send date."""
+        ...
+
+
 class Store(
     Transactions,
     EventQueue,
@@ -327,6 +384,8 @@ class Store(
     PlanWriter,
     BalanceStore,
     PlanReader,
+    PlanJournal,
+    ReportReader,
     Protocol,
 ):
     """Everything mailplan asks of one organisation database."""

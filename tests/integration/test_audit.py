@@ -10,7 +10,7 @@ from pathlib import Path
 
 from service.commands.audit import AuditParams, run_audit
 from service.config import Settings
-from service.store import Store
+from service.store import open_store
 from tests.integration.test_cli import mailplan
 
 CONTACTS = [
@@ -78,7 +78,7 @@ def build(path: Path) -> None:
 async def test_each_finding_with_its_words(db_path: Path) -> None:
     build(db_path)
     s = Settings()
-    async with Store.open(db_path, readonly=True) as store:
+    async with open_store(db_path, readonly=True) as store:
         findings, checked = await run_audit(
             store, rules=s.rules(), plan_params=s.plan_params(), params=AuditParams(3, 30),
             start=date(2026, 5, 1), end=date(2026, 5, 31),

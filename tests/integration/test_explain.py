@@ -68,7 +68,7 @@ def explain(db: Path, contact: int, *extra: str) -> dict[str, Any]:
 
 
 def row(doc: dict[str, Any], email_type: str) -> dict[str, Any]:
-    found = [r for r in doc["rows"] if r["email_type"] == email_type]
+    found: list[dict[str, Any]] = [r for r in doc["rows"] if r["email_type"] == email_type]
     assert len(found) == 1, doc["rows"]
     return found[0]
 

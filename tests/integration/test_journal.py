@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from service.daemon.tick import prune_journal
 from service.planning.balance import BalanceItem
 from service.planning.model import ContactPlan, PlanRow
-from service.store import Scope, Store, WriteOptions, init_db
+from service.store import Scope, Store, WriteOptions, init_db, open_store
 
 EVENT = date(2026, 6, 1)
 AT = datetime(2026, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
@@ -51,7 +51,7 @@ async def test_insert_update_unchanged_delete_each_journalled(db_path: Path) -> 
     con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
     con.commit()
     con.close()
-    async with Store.open(db_path, clock=lambda: AT) as store:
+    async with open_store(db_path, clock=lambda: AT) as store:
         r1 = await _write(store, ContactPlan(7, (_row(),), None), "events")
         # The same plan again: nothing is written, nothing journalled (I6).
         await _write(store, ContactPlan(7, (_row(),), None), "events")
@@ -74,7 +74,7 @@ async def test_balancing_move_is_journalled_once(db_path: Path) -> None:
     con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
     con.commit()
     con.close()
-    async with Store.open(db_path, clock=lambda: AT) as store:
+    async with open_store(db_path, clock=lambda: AT) as store:
         await _write(store, ContactPlan(7, (_row(),), None), "events")
         item = BalanceItem((7, "birthday", EVENT), 10, date(2026, 5, 18), None, None)
         async with store.transaction():
@@ -99,7 +99,7 @@ async def test_prune_by_age_only(db_path: Path) -> None:
     )
     con.commit()
     con.close()
-    async with Store.open(db_path) as store:
+    async with open_store(db_path) as store:
         # 400 days before 2026-05-06 is 2025-04-01 (365 to 2025-05-06, 35 more):
         # older entries go, that day stays.
         assert await prune_journal(store, date(2025, 4, 1)) == 1
@@ -154,7 +154,7 @@ def test_replaying_the_journal_gives_the_stored_plan(
         con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
         con.commit()
         con.close()
-        async with Store.open(path, clock=lambda: AT) as store:
+        async with open_store(path, clock=lambda: AT) as store:
             for k, specs in enumerate(writes):
                 before = len(_journal(path))
                 async with store.transaction():
