@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+import structlog
+
 from service.errors import UsageError
 from service.planning.contacts import is_valid_email, resolve_contact
 from service.planning.exclusion import check_exclusion
@@ -38,6 +40,8 @@ from service.planning.rules import RuleBook
 from service.store import Store, open_store
 from service.store.journal import JournalEntry
 from service.store.loaders import send_date_of, text
+
+log = structlog.get_logger(__name__)
 
 EXCLUSION = "exclusion_window"
 FREQUENCY = "frequency_limit"
@@ -303,4 +307,8 @@ async def command(args: Any, settings: Any, db: Any) -> int:
             start=start, end=end,
         )  # fmt: skip
     sys.stdout.write(render(findings, checked, start, end, args.format))
+    if findings:
+        kinds = sorted({f.kind for f in findings})
+        log.warning("audit_findings", findings=len(findings), kinds=kinds,
+                    start=start.isoformat(), end=end.isoformat())  # fmt: skip
     return 1 if findings else 0

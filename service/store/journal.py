@@ -142,6 +142,13 @@ class JournalMixin(StoreBase):
         journalled.
         """
         rows = journal_rows(run_id, self._journal_time(), write)
+        if write.deletes:
+            # Plan rows of a contact that no longer exists were journalled by
+            # the deletion trigger (mailplan_journal_contact_gone).
+            gone = {r[2] for r in rows if r[5] == "delete" and isinstance(r[2], int)}
+            existing = await self.fetchall("existing_contacts", {"ids": ids_param(gone)})
+            gone -= {e[0] for e in existing}
+            rows = [r for r in rows if r[5] != "delete" or r[2] not in gone]
         if inserted != len(write.inserts):
             rows = [r for r in rows if r[5] != "insert" or await self._inserted(r, run_id)]
         if rows:

@@ -117,3 +117,6 @@ WHERE COALESCE(status, '') NOT IN ('pre-scheduled', 'skipped')
   AND substr(COALESCE(actual_send_datetime, sent_at, scheduled_send_date), 1, 10)
       BETWEEN :start AND :end
 GROUP BY day ORDER BY day;
+
+-- name: existing_contacts
+SELECT id FROM contacts WHERE id IN (SELECT value FROM json_each(:ids));

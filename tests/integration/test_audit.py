@@ -119,6 +119,13 @@ def test_cli_exit_codes_and_formats(tmp_path: Path) -> None:
     found = mailplan("audit", "--db", db, "--from", "2026-05-01", "--to", "2026-05-31",
                      "--format", "json")  # fmt: skip
     assert found.returncode == 1, found.stderr
+    # A warning line for the journal (journalctl -p warning) besides the report.
+    warning = json.loads(found.stderr.splitlines()[-1])
+    assert (warning["event"], warning["level"], warning["findings"]) == (
+        "audit_findings",
+        "warning",
+        6,
+    )
     doc = json.loads(found.stdout)
     assert doc["sends_checked"] == 10
     assert sorted(f["kind"] for f in doc["findings"]) == [

@@ -195,3 +195,41 @@ def test_replaying_the_journal_gives_the_stored_plan(
         else:
             assert entry[6] == "delete"
     assert set(stored) <= set(last)
+
+
+async def test_rows_deleted_with_their_contact_are_journalled_once(db_path: Path) -> None:
+    con = sqlite3.connect(db_path)
+    con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
+    con.commit()
+    con.close()
+    async with open_store(db_path, clock=lambda: AT) as store:
+        await _write(store, ContactPlan(7, (_row(),), None), "events")
+        # Upstream deletes the contact: the foreign key's cascade takes the plan row.
+        con = sqlite3.connect(db_path)
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("DELETE FROM contacts WHERE id = 7")
+        con.commit()
+        con.close()
+        # The next recompute of the contact finds nothing left to delete.
+        await _write(store, ContactPlan(7, (), None), "events")
+    ops = [(r[1], r[6], r[9]) for r in _journal(db_path)]
+    assert ops == [("events", "insert", None), ("contact deleted", "delete", "pre-scheduled")]
+
+
+async def test_an_orphan_removed_by_the_writer_is_journalled_once(db_path: Path) -> None:
+    con = sqlite3.connect(db_path)
+    con.execute("INSERT INTO contacts (id, email) VALUES (7, 'a@example.com')")
+    con.commit()
+    con.close()
+    async with open_store(db_path, clock=lambda: AT) as store:
+        await _write(store, ContactPlan(7, (_row(),), None), "events")
+        # Without the cascade (an upstream database whose foreign keys are off),
+        # the row stays behind its deleted contact until the writer removes it.
+        con = sqlite3.connect(db_path)
+        con.execute("PRAGMA foreign_keys = OFF")
+        con.execute("DELETE FROM contacts WHERE id = 7")
+        con.commit()
+        con.close()
+        await _write(store, ContactPlan(7, (), None), "events")
+    ops = [(r[1], r[6]) for r in _journal(db_path)]
+    assert ops == [("events", "insert"), ("contact deleted", "delete")]
