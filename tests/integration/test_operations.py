@@ -4,17 +4,23 @@ daemon's heartbeat in ``status``."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
+from service.commands import status
 from service.commands.logs import is_journal
 from service.commands.progress import Progress
+from service.config import load_settings
+from service.store import init_db
 from tests.integration.test_cli import ROOT, mailplan
 
 TODAY = "2026-11-29"
@@ -131,16 +137,19 @@ def test_progress_only_on_a_terminal() -> None:
 
 def test_status_sees_the_daemon_heartbeat(tmp_path: Path) -> None:
     db = tmp_path / "org.sqlite3"
-    assert mailplan("init-db", "--db", db).returncode == 0
-    none = json.loads(mailplan("status", "--db", db, "--today", TODAY, "--json").stdout)
-    assert none["daemon"] is None
-    assert none["today"] == TODAY and none["timezone"] == "America/Chicago"
-    # The daemon's last heartbeat, written when it stopped.
+    asyncio.run(init_db(db))
+    settings = load_settings(None, {}, {})
+    args = argparse.Namespace(today=date(2026, 11, 29), days=1, json=False)
+    now = datetime.now(UTC)
+    none = asyncio.run(status.gather(args, settings, db, now))
+    assert none.daemon is None
+    assert none.today == date(2026, 11, 29) and none.timezone == "America/Chicago"
+    # A real daemon process writes its heartbeat, and a last one when it stops.
     assert mailplan("run", "--db", db, "--once", "--today", TODAY).returncode == 0
-    after = mailplan("status", "--db", db, "--today", TODAY)
-    assert "  today: 2026-11-29 (America/Chicago)\n" in after.stdout
-    assert "  daemon: not running (last heartbeat " in after.stdout
-    assert "; it stopped)" in after.stdout
+    text = status.to_text(asyncio.run(status.gather(args, settings, db, datetime.now(UTC))))
+    assert "  today: 2026-11-29 (America/Chicago)\n" in text
+    assert "  daemon: not running (last heartbeat " in text
+    assert "; it stopped)" in text
 
 
 def test_audit_and_reconcile_units_alert() -> None:
