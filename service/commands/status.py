@@ -236,6 +236,10 @@ def to_text(s: Status) -> str:
     else:
         out.append(f"  last verification: {v['at']} for {v['today']}: no drift")
     out.append("  events set aside: " + (", ".join(map(str, s.set_aside_events)) or "none"))
+    if s.daemon is not None:
+        n = s.daemon.get("malformed_events", 0)
+        out.append(f"  malformed events consumed since the daemon started: {n}"
+                   + (" (each logged as event_malformed)" if n else ""))  # fmt: skip
     if s.inbox is None:
         out.append("  inbox: not configured")
     elif s.inbox_rejects is None:

@@ -155,6 +155,7 @@ class Daemon:
             "today": self.clock.today().isoformat(),
             "status": self.status.line(),
             "set_aside": sorted(self.worker.set_aside),
+            "malformed_events": self.status.malformed,
         }
 
     async def _serve(self, store: Store, task_status: TaskStatus[Daemon] | None) -> None:

@@ -70,6 +70,8 @@ class DaemonStatus:
     steps: int = 0
     events: int = 0
     failures: int = 0
+    malformed: int = 0
+    """Malformed events consumed (and logged) since start, for ``status``."""
     last_step: StepReport | None = None
     last_tick: TickReport | None = None
 
@@ -291,6 +293,7 @@ class Worker:
     def _on_step(self, report: StepReport) -> None:
         self.status.steps += 1
         self.status.events += report.events
+        self.status.malformed += report.rejected
         self.status.last_step = report
         stats = report.stats
         log.info(

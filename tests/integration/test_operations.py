@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -144,12 +145,23 @@ def test_status_sees_the_daemon_heartbeat(tmp_path: Path) -> None:
     none = asyncio.run(status.gather(args, settings, db, now))
     assert none.daemon is None
     assert none.today == date(2026, 11, 29) and none.timezone == "America/Chicago"
+    # An event whose contact id is not an id: consumed as malformed (on a day
+    # already ticked, so that no first-tick fan-out covers it unread).
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO scheduler_state (key, value) VALUES ('last_tick', '2026-11-29')")
+    con.execute("DELETE FROM scheduler_events")  # init-db's own (the aep type)
+    con.execute("INSERT INTO scheduler_events (kind, contact_id) VALUES ('recompute_contact', 'x')")
+    con.commit()
+    con.close()
     # A real daemon process writes its heartbeat, and a last one when it stops.
     assert mailplan("run", "--db", db, "--once", "--today", TODAY).returncode == 0
     text = status.to_text(asyncio.run(status.gather(args, settings, db, datetime.now(UTC))))
     assert "  today: 2026-11-29 (America/Chicago)\n" in text
     assert "  daemon: not running (last heartbeat " in text
     assert "; it stopped)" in text
+    assert (
+        "  malformed events consumed since the daemon started: 1 (each logged as event_malformed)"
+    ) in text
 
 
 def test_audit_and_reconcile_units_alert() -> None:

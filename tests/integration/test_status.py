@@ -59,7 +59,7 @@ async def test_status_in_words(db_path: Path, tmp_path: Path) -> None:
     (inbox / "rejected" / "b.ndjson").write_text('{"line": 7}\n')
     heartbeat.write(heartbeat.heartbeat_path(db_path), {
         "pid": 4242, "at": (NOW - timedelta(seconds=12)).isoformat(), "running": True,
-        "status": "0 pending events; no batch yet", "set_aside": [17, 18],
+        "status": "0 pending events; no batch yet", "set_aside": [17, 18], "malformed_events": 3,
     })  # fmt: skip
     settings = load_settings(None, {}, {"daily_cap": 10, "inbox": inbox})
     text = status.to_text(await status.gather(_args(), settings, db_path, NOW))
@@ -81,6 +81,9 @@ async def test_status_in_words(db_path: Path, tmp_path: Path) -> None:
         "(1 missing, 0 extra, 1 changed), repaired"
     ) in lines
     assert "  events set aside: 17, 18" in lines
+    assert (
+        "  malformed events consumed since the daemon started: 3 (each logged as event_malformed)"
+    ) in lines
     assert f"  inbox {inbox}: 3 rejected records in 2 files under rejected/" in lines
     # Cap 10, threshold floor(10 x 1.2) = 12: 11 is above the cap but within the
     # threshold (the balancer leaves it alone), 13 is over.
