@@ -29,13 +29,15 @@ def heartbeat_path(db: Path) -> Path:
     return db.with_name(db.name + ".heartbeat")
 
 
-def write(path: Path, facts: Mapping[str, object]) -> None:
+def write(path: Path, facts: Mapping[str, object]) -> str | None:
+    """Write the heartbeat by rename; the error, if it could not be written."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(json.dumps(dict(facts), sort_keys=True, default=str), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        log.warning("heartbeat_not_written", path=str(path), error=str(exc))
+        return str(exc)
+    return None
 
 
 def read(path: Path) -> dict[str, object] | None:
@@ -56,9 +58,18 @@ async def beat(
     """Write the heartbeat every ``interval`` seconds until cancelled; then
     a last one that says the daemon stopped."""
     path = heartbeat_path(db)
+    reported: str | None = None
     try:
         while True:
-            write(path, {**facts(), "pid": os.getpid(), "at": now().isoformat(), "running": True})
+            error = write(path, {**facts(), "pid": os.getpid(), "at": now().isoformat(),
+                                 "running": True})  # fmt: skip
+            if error != reported:
+                # Once per change, not every beat: a read-only folder is one problem.
+                if error is None:
+                    log.info("heartbeat_written_again", path=str(path))
+                else:
+                    log.warning("heartbeat_not_written", path=str(path), error=error)
+                reported = error
             await anyio.sleep(interval)
     finally:
         write(path, {**facts(), "pid": os.getpid(), "at": now().isoformat(), "running": False})

@@ -10,6 +10,9 @@ import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import anyio
+from structlog.testing import capture_logs
+
 from service.commands import status
 from service.config import load_settings
 from service.daemon import heartbeat
@@ -119,3 +122,12 @@ async def test_stale_heartbeat_and_fingerprints(db_path: Path) -> None:
         status.to_text(s)
     )
     assert json.loads(status.to_json(s))["fingerprint_matches"] is False
+
+
+async def test_a_heartbeat_that_cannot_be_written_is_reported_once(tmp_path: Path) -> None:
+    db = tmp_path / "no-such-folder" / "org.sqlite3"
+    with capture_logs() as logs, anyio.move_on_after(0.3):
+        await heartbeat.beat(db, lambda: NOW, dict, interval=0.01)
+    events = [e["event"] for e in logs]
+    assert events == ["heartbeat_not_written"], events
+    assert logs[0]["log_level"] == "warning"
