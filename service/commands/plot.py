@@ -124,7 +124,9 @@ def _day_range(chart: Chart, days: int | None) -> list[date]:
 
 def _svg(days: list[date], c: Chart) -> str:
     n = len(days)
-    bar = 12
+    # Narrower bars for long ranges keep the chart about 1,200 units wide, so its
+    # text stays readable when the page scales it to the window.
+    bar = max(4, min(12, 1000 // max(n, 1)))
     plot_w = bar * n
     width = LEFT + plot_w + RIGHT
     heights = [sum(c.planned.get(d, {}).values()) + c.sent.get(d, 0) for d in days]
@@ -148,7 +150,7 @@ def _svg(days: list[date], c: Chart) -> str:
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value}</text>')
     for i, day in enumerate(days):
         parts += _bars(LEFT + i * bar, bar, day, c, y_of)
-        if day.day in (1, 15) or i == 0:
+        if day.day in (1, 15) or (i == 0 and _room_for_label(day)):
             parts.append(
                 f'<line x1="{LEFT + i * bar}" x2="{LEFT + i * bar}" y1="{base}" '
                 f'y2="{base + 4}" stroke="#888"/>'
@@ -181,6 +183,11 @@ def _svg(days: list[date], c: Chart) -> str:
     )
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def _room_for_label(first: date) -> bool:
+    """Whether the first day's date label clears the next 1st or 15th."""
+    return all((first + timedelta(days=k)).day not in (1, 15) for k in range(1, 9))
 
 
 def _bars(x: int, bar: int, day: date, c: Chart, y_of: Any) -> list[str]:

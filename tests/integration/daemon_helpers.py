@@ -30,8 +30,15 @@ SQLITE3 = shutil.which("sqlite3")
 def upstream(db_path: Path, script: str) -> None:
     """Run SQL in a separate process, as a CRM or importer would.
 
-    Uses the ``sqlite3`` shell; without it, a separate Python process.
+    Uses the ``sqlite3`` shell; without it, a separate Python process. A
+    script without its own transaction runs in one ``BEGIN IMMEDIATE``: an
+    autocommit statement reads first and then needs the write lock, and
+    SQLite answers that upgrade with SQLITE_BUSY at once, without waiting,
+    when another connection committed in between (as the daemon does all
+    the time). Real upstream writers should do the same (README).
     """
+    if "BEGIN" not in script.upper():
+        script = f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;\n"
     if SQLITE3 is not None:
         proc = subprocess.run(
             [SQLITE3, "-bail", "-cmd", ".timeout 10000", str(db_path)],
