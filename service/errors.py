@@ -40,5 +40,16 @@ class StoreBusy(StoreError):
     """The database stayed locked by another writer after every retry."""
 
 
+class StoreUnavailable(StoreError):
+    """The database file is missing, read-only, unreadable or its disk is full.
+
+    The daemon waits for it to come back (SPEC 13); a command exits 1.
+    """
+
+
+class RecordRefused(StoreError):
+    """The database refused one record (a constraint); the record is rejected."""
+
+
 class InputError(MailplanError):
     """An upstream record (inbox file, event) is malformed; it is rejected, not lost."""

@@ -9,7 +9,6 @@ one transaction that commits or rolls back as a whole.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -175,7 +174,7 @@ class Worker:
         self.busy_since = time.monotonic()
         try:
             return await work()
-        except (MailplanError, sqlite3.Error, OSError) as exc:
+        except (MailplanError, OSError) as exc:
             self.status.failures += 1
             log.error(f"{what}_failed", error=str(exc), kind=type(exc).__name__)
             return None
@@ -241,7 +240,7 @@ class Worker:
             self.busy_since = time.monotonic()
             try:
                 report = await processor.step(self.clock.today())
-            except (MailplanError, sqlite3.Error, OSError) as exc:
+            except (MailplanError, OSError) as exc:
                 failures += 1
                 self.status.failures += 1
                 delay = min(0.1 * 2 ** (failures - 1), self.options.max_backoff)

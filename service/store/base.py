@@ -22,7 +22,7 @@ import aiosqlite
 import anyio
 import structlog
 
-from service.errors import StoreBusy, StoreError
+from service.errors import RecordRefused, StoreBusy, StoreError, StoreUnavailable
 from service.store import sql
 from service.store.types import Event, EventsSummary, RunRecord, RunStats
 
@@ -43,11 +43,40 @@ PRAGMAS = (
 )
 
 
+_UNAVAILABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL",
+                "SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_PERM")  # fmt: skip
+"""Result codes (and their extended forms) of a database that is not usable
+as it is now: waited for by the daemon rather than treated as a bug."""
+
+
 def _is_busy(exc: BaseException) -> bool:
     if not isinstance(exc, sqlite3.OperationalError):
         return False
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return True
     text = str(exc).lower()
     return "locked" in text or "busy" in text
+
+
+def translate(exc: sqlite3.Error, path: Path, what: str) -> StoreError:
+    """The driver's error as one of mailplan's own (``service.errors``).
+
+    Only the store sees ``sqlite3`` exceptions; everything above it handles
+    :class:`StoreBusy` (retry soon), :class:`StoreUnavailable` (wait for the
+    database), :class:`RecordRefused` (reject one record) or :class:`StoreError`.
+    """
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if _is_busy(exc):
+        return StoreBusy(f"database {path} is locked by another writer ({what}); retried later")
+    if name.startswith(_UNAVAILABLE) or "readonly" in str(exc).lower():
+        return StoreUnavailable(
+            f"database {path} is not usable ({what}: {exc}); check that the file exists, "
+            "is writable and its disk has room"
+        )
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+        return RecordRefused(f"the database refused the record: {exc}")
+    return StoreError(f"database {path}: {what} failed: {exc}")
 
 
 def _is_decode_error(exc: BaseException) -> bool:
@@ -73,7 +102,7 @@ def _utc_send_instant(day: object, clock: object, zone: object) -> str | None:
 
 def _database_uri(path: Path, *, create: bool, readonly: bool) -> str:
     if not create and not path.exists():
-        raise StoreError(
+        raise StoreUnavailable(
             f"database {path} does not exist; create it with `mailplan init-db --db {path}`"
         )
     mode = "ro" if readonly else ("rwc" if create else "rw")
@@ -116,7 +145,7 @@ class StoreBase:
         try:
             db = await aiosqlite.connect(uri, uri=True, isolation_level=None, cached_statements=256)
         except sqlite3.Error as exc:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"cannot open database {path}: {exc}; check the path and its permissions"
             ) from exc
         try:
@@ -127,59 +156,95 @@ class StoreBase:
             await db.create_function("mailplan_utc", 3, _utc_send_instant, deterministic=True)
         except sqlite3.Error as exc:
             await db.close()
-            raise StoreError(f"cannot set up database {path}: {exc}") from exc
+            raise translate(exc, path, "opening") from exc
         return db
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            await self._db.close()
+        except sqlite3.Error as exc:
+            log.warning("database_close_failed", path=str(self.path), error=str(exc))
+
+    async def check_writable(self) -> None:
+        """Raise :class:`StoreUnavailable` unless a write transaction can start
+        (a read-only file or folder is found at start, not at the first batch)."""
+        await self._begin("BEGIN IMMEDIATE")
+        await self._rollback_quietly()
 
     # -- query helpers ---------------------------------------------------
 
     def query(self, name: str) -> str:
         return self._q[name]
 
+    async def _rows(self, sql_text: str, params: Params) -> list[tuple[Any, ...]]:
+        # The cursor is closed on every path: a failed fetch that left its
+        # statement open would hold a read snapshot for good (no commit of
+        # another connection would ever be seen, WAL checkpoints would stop).
+        async with self._db.execute(sql_text, params) as cursor:
+            return list(await cursor.fetchall())  # type: ignore[arg-type]
+
     async def fetchall(self, name: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Run a named query and return its rows as tuples.
 
         Text that is not valid UTF-8 (upstream wrote bytes) is read with
-        replacement characters instead of failing the whole load (SPEC 13).
+        replacement characters instead of failing the whole load, and the
+        rows holding it are logged as malformed data (SPEC 13).
         """
         sql_text = self._q[name]
         try:
-            rows = await self._db.execute_fetchall(sql_text, params)
-        except sqlite3.OperationalError as exc:
-            if not _is_decode_error(exc):
-                raise
-            log.warning("invalid_utf8_in_database", query=name)
+            try:
+                return await self._rows(sql_text, params)
+            except sqlite3.OperationalError as exc:
+                if not _is_decode_error(exc):
+                    raise
             self._db.text_factory = _lenient_text
             try:
-                rows = await self._db.execute_fetchall(sql_text, params)
+                rows = await self._rows(sql_text, params)
             finally:
                 self._db.text_factory = str
-        return list(rows)  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, f"query {name}") from exc
+        bad = [r[0] for r in rows if any(isinstance(v, str) and "\ufffd" in v for v in r)]
+        log.warning(
+            "malformed_data_invalid_utf8", query=name, rows=len(bad), first_keys=bad[:20],
+            action="read with replacement characters",
+        )  # fmt: skip
+        return rows
 
     async def fetchone(self, name: str, params: Params = ()) -> tuple[Any, ...] | None:
         rows = await self.fetchall(name, params)
         return rows[0] if rows else None
 
+    async def run_sql(self, sql_text: str, params: Params = (), *, what: str) -> int:
+        """Run one statement text built by the store itself; rows changed."""
+        try:
+            async with self._db.execute(sql_text, params) as cursor:
+                return cursor.rowcount
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, what) from exc
+
+    async def run_many(self, sql_text: str, rows: Iterable[Params], *, what: str) -> int:
+        """Run one statement text once per parameter set; total rows changed."""
+        try:
+            async with self._db.executemany(sql_text, rows) as cursor:
+                return max(cursor.rowcount, 0)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, what) from exc
+
     async def execute(self, name: str, params: Params = ()) -> int:
         """Run a named statement; the number of rows it changed."""
-        cursor = await self._db.execute(self._q[name], params)
-        count = cursor.rowcount
-        await cursor.close()
-        return count
+        return await self.run_sql(self._q[name], params, what=f"statement {name}")
 
     async def executemany(self, name: str, rows: Iterable[Params]) -> int:
         """Run a named statement once per parameter set; total rows changed."""
-        cursor = await self._db.executemany(self._q[name], rows)
-        count = cursor.rowcount
-        await cursor.close()
-        return max(count, 0)
+        return await self.run_many(self._q[name], rows, what=f"statement {name}")
 
     async def execute_insert(self, name: str, params: Params = ()) -> int:
-        cursor = await self._db.execute(self._q[name], params)
-        rowid = cursor.lastrowid
-        await cursor.close()
+        try:
+            async with self._db.execute(self._q[name], params) as cursor:
+                rowid = cursor.lastrowid
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, f"statement {name}") from exc
         if rowid is None:
             raise StoreError(f"insert {name} returned no row id")
         return rowid
@@ -196,21 +261,22 @@ class StoreBase:
             try:
                 await self._db.execute(statement)
                 return
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.BEGIN_ATTEMPTS:
                     if _is_busy(exc):
                         raise StoreBusy(
                             f"database {self.path} stayed locked by another writer "
                             f"({attempt} attempts); it will be retried"
                         ) from exc
-                    raise StoreError(f"cannot start a transaction on {self.path}: {exc}") from exc
+                    raise translate(exc, self.path, "starting a transaction") from exc
                 log.info("database_busy_retry", attempt=attempt, delay_s=delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
     async def _end(self, statement: str) -> None:
         with anyio.CancelScope(shield=True):
-            await self._db.execute(statement)
+            async with self._db.execute(statement):
+                pass
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -229,15 +295,14 @@ class StoreBase:
         except BaseException as exc:
             await self._rollback_quietly()
             if isinstance(exc, sqlite3.Error):
-                kind = StoreBusy if _is_busy(exc) else StoreError
-                raise kind(f"database {self.path}: {exc}; the transaction was rolled back") from exc
+                raise translate(exc, self.path, "a transaction (rolled back)") from exc
             raise
         else:
             try:
                 await self._end("COMMIT")
             except sqlite3.Error as exc:
                 await self._rollback_quietly()
-                raise StoreError(f"database {self.path}: commit failed: {exc}") from exc
+                raise translate(exc, self.path, "commit") from exc
         finally:
             self._in_tx = False
 
@@ -258,14 +323,17 @@ class StoreBase:
     async def _rollback_quietly(self) -> None:
         try:
             await self._end("ROLLBACK")
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.Error, ValueError) as exc:
             # Nothing to roll back (SQLite already did, e.g. after SQLITE_FULL).
             log.debug("rollback_skipped", reason=str(exc))
 
     async def data_version(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
-        rows = await self._db.execute_fetchall("PRAGMA data_version")
-        return int(next(iter(rows))[0])
+        try:
+            rows = await self._rows("PRAGMA data_version", ())
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, "reading data_version") from exc
+        return int(rows[0][0])
 
     # -- events inbox (SPEC 8) -------------------------------------------
 
