@@ -135,12 +135,17 @@ def is_candidate(path: Path) -> bool:
 
 
 def pending_files(directory: Path) -> list[Path]:
-    """Finished files waiting in the inbox, in name order."""
+    """Finished entries waiting in the inbox, in name order.
+
+    Entries of a supported name that are not regular files (directories,
+    symbolic links, dangling ones too) are listed as well: the inbox rejects
+    them with a reason instead of leaving them there silently.
+    """
     try:
         entries = list(directory.iterdir())
     except FileNotFoundError:
         return []
-    return sorted(p for p in entries if is_candidate(p) and p.is_file())
+    return sorted(p for p in entries if is_candidate(p))
 
 
 def sha256_of(path: Path) -> str:
@@ -183,9 +188,22 @@ def _json_value(column: Column, value: object) -> object:
         if not INT64_MIN <= value <= INT64_MAX:
             raise _Invalid(f"column {column.name!r}: {value} is outside the 64-bit range")
         return value
-    if isinstance(value, float | str):
+    if isinstance(value, str):
+        if not _is_unicode(value):
+            raise _Invalid(f"column {column.name!r}: text with a lone surrogate ({value!a})")
+        return value
+    if isinstance(value, float):
         return value
     raise _Invalid(f"column {column.name!r}: nested values are not allowed")
+
+
+def _is_unicode(text: str) -> bool:
+    """Text SQLite can store: no lone surrogate (JSON allows ``"\udcff"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _contact_record(
@@ -195,6 +213,8 @@ def _contact_record(
     values: dict[str, object] = {}
     unknown: list[str] = []
     for key, value in raw.items():
+        if not _is_unicode(key):
+            raise _Invalid(f"column name {key!a} holds a lone surrogate")
         column = columns.lookup(key)
         if column is None:
             unknown.append(key)
@@ -225,6 +245,8 @@ def _ndjson_record(text: str, columns: ContactColumns, line: int) -> Operation:
         record = json.loads(text, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, ValueError) as exc:
         raise _Invalid(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise _Invalid("JSON nested too deeply (a contact record is one flat object)") from None
     if not isinstance(record, dict):
         raise _Invalid("a line must be a JSON object")
     op = record.get("op")

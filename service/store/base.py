@@ -222,6 +222,8 @@ class StoreBase:
                 return cursor.rowcount
         except sqlite3.Error as exc:
             raise translate(exc, self.path, what) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise RecordRefused(f"the database cannot store the value: {exc}") from exc
 
     async def run_many(self, sql_text: str, rows: Iterable[Params], *, what: str) -> int:
         """Run one statement text once per parameter set; total rows changed."""
@@ -230,6 +232,8 @@ class StoreBase:
                 return max(cursor.rowcount, 0)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, what) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise RecordRefused(f"the database cannot store the value: {exc}") from exc
 
     async def execute(self, name: str, params: Params = ()) -> int:
         """Run a named statement; the number of rows it changed."""

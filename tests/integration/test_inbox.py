@@ -379,15 +379,15 @@ async def test_crash_after_commit_does_not_apply_twice(
         inbox_dir, "f.ndjson", (b'{"op":"upsert","contact":{"id":1,"email":"a@x.com"}}\ngarbage\n')
     )
 
-    async def die(name: str) -> None:
+    async def die(name: str, digest: str) -> None:
         raise Crash
 
     monkeypatch.setattr(inbox, "_finish", die)
     with pytest.raises(Crash):
         await inbox.process_pending()
-    # Committed: the contact is in, the file is still in the inbox.
+    # Committed: the contact is in, the file is still claimed in the inbox.
     assert sql(db_path, "SELECT email FROM contacts") == [("a@x.com",)]
-    assert (inbox_dir / "f.ndjson").exists()
+    assert (inbox_dir / ".processing" / "f.ndjson").exists()
     # Upstream changes the contact before the daemon comes back.
     sql(db_path, "UPDATE contacts SET email = 'upstream@x.com' WHERE id = 1")
     events_before = sql(db_path, "SELECT count(*) FROM scheduler_events")
@@ -419,10 +419,13 @@ async def test_crash_before_commit_applies_nothing(
     assert sql(db_path, "SELECT count(*) FROM contacts") == [(0,)]
     assert sql(db_path, "SELECT count(*) FROM scheduler_events") == [(0,)]
 
+    # The file stayed claimed; the restart applies it from there.
+    assert (inbox_dir / ".processing" / "f.ndjson").exists()
     restarted = Inbox(inbox_dir, store)
     await restarted.recover()
-    [outcome] = await restarted.process_pending()
-    assert (outcome.applied, outcome.rejected) == (1, 1)
+    assert await restarted.process_pending() == []
+    assert sql(db_path, "SELECT email FROM contacts") == [("a@x.com",)]
+    assert (inbox_dir / "done" / "f.ndjson").exists()
     assert sql(db_path, "SELECT count(*) FROM scheduler_events") == [(1,)]
     assert [e["line"] for e in rejected_lines(inbox_dir, "f.ndjson.ndjson")] == [2]
 
