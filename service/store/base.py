@@ -35,7 +35,11 @@ BUSY_TIMEOUT_MS = 5000
 
 PRAGMAS = (
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
-    "PRAGMA foreign_keys = ON",
+    # Off, as on every upstream connection by default: the original schema's
+    # ON DELETE CASCADE from contacts to email_schedules would otherwise make a
+    # contact deleted through mailplan (an inbox file) delete the sender's
+    # history with it (I4). mailplan removes a deleted contact's plan rows itself.
+    "PRAGMA foreign_keys = OFF",
     # Safe with WAL: a power loss may drop the last commits, never corrupt.
     "PRAGMA synchronous = NORMAL",
     "PRAGMA temp_store = MEMORY",
