@@ -259,9 +259,7 @@ class Inbox:
             os.rename(path, target)
         except FileNotFoundError:
             return None
-        _write_rejections(
-            _unique(self.rejected / f"{name}.ndjson"), name, [Rejection(0, reason)]
-        )
+        _write_rejections(_unique(self.rejected / f"{name}.ndjson"), name, [Rejection(0, reason)])
         _fsync_dir(self.rejected)
         log.error("inbox_file_rejected", file=name, reason=reason, moved_to=str(target))
         return FileOutcome(name, 0, 0, 1, quarantined=True)
@@ -285,9 +283,7 @@ class Inbox:
             parsed = (
                 too_large(os.stat(work).st_size, self.limits)
                 if data is None
-                else await anyio.to_thread.run_sync(
-                    parse_bytes, name, data, columns, self.limits
-                )
+                else await anyio.to_thread.run_sync(parse_bytes, name, data, columns, self.limits)
             )
         except Exception as exc:  # a file no rule foresaw: rejected, never blocking
             log.exception("inbox_file_unreadable", file=name, error=str(exc))

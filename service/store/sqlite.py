@@ -17,8 +17,8 @@ from service.errors import StoreError
 from service.planning.dates import parse_date
 from service.store import schema
 from service.store.balancing import BalanceMixin
-from service.store.contacts_in import ContactsInMixin
 from service.store.base import StoreBase, ids_param
+from service.store.contacts_in import ContactsInMixin
 from service.store.journal import Clock
 from service.store.loaders import text
 from service.store.types import DriftReport, ExportRow

@@ -47,9 +47,7 @@ async def inbox(store: Store, tmp_path: Path) -> Inbox:
     return box
 
 
-async def test_an_inbox_delete_keeps_the_senders_history(
-    inbox: Inbox, db_path: Path
-) -> None:
+async def test_an_inbox_delete_keeps_the_senders_history(inbox: Inbox, db_path: Path) -> None:
     """I4: the original schema cascades contacts -> email_schedules; a contact
     deleted through the inbox must not take its sent e-mails with it."""
     sql(db_path, """
