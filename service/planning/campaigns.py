@@ -23,6 +23,8 @@ TYPE_SKIPS_FAILED_UNDERWRITING = "Failed underwriting (the campaign type skips i
 """Skip reason from a type's ``skip_failed_underwriting`` (SPEC 5.6)."""
 
 PENDING = "pending"
+MAX_DAYS_BEFORE_EVENT = 36_600
+"""A campaign type's ``days_before_event`` beyond a century either way plans nothing."""
 
 
 def campaign_email_type(type_name: str, instance_id: int) -> str:
@@ -199,7 +201,9 @@ def desired_date(
     ``spread_evenly`` with both spread dates: ``spread_start + (contact_id mod
     span_days)`` with ``span_days = (spread_end - spread_start).days + 1``
     (None when the end precedes the start); else targeted: ``trigger_date -
-    days_before_event``; else ``active_start_date``. None: no date.
+    days_before_event``; else ``active_start_date``. None: no date (also for a
+    ``days_before_event`` beyond ``MAX_DAYS_BEFORE_EVENT``, which no calendar
+    can hold).
     """
     start, end = inst.spread_start_date, inst.spread_end_date
     if ctype.spread_evenly and start is not None and end is not None:
@@ -208,7 +212,9 @@ def desired_date(
             return None
         return start + timedelta(days=contact_id % span)
     if targeted:
-        return None if trigger is None else trigger - timedelta(days=ctype.days_before_event)
+        if trigger is None or abs(ctype.days_before_event) > MAX_DAYS_BEFORE_EVENT:
+            return None
+        return trigger - timedelta(days=ctype.days_before_event)
     return inst.active_start_date
 
 

@@ -10,13 +10,23 @@ from datetime import date, time
 
 _DIGITS = frozenset("0123456789")
 
+PLANNING_MIN_YEAR = 1200
+PLANNING_MAX_YEAR = 2800
+"""Years a parsed date is kept within. Upstream writes ``9999-12-31`` ("no
+end") or ``0001-01-01`` ("unknown"), where one more year of arithmetic leaves
+Python's calendar. Every rule looks a bounded number of years around *today*,
+so a year beyond these bounds plans exactly as the bound does; the month and
+day are kept (both bounds are leap years, so Feb 29 stays Feb 29)."""
+
 
 def parse_date(text: str | None) -> date | None:
     """Parse an upstream date column (SPEC 5.1).
 
     Accepts ``YYYY-MM-DD``, optionally followed by a time part separated by a
     space or ``T`` (``HH:MM[:SS[.ffffff]]`` with an optional ``Z`` or UTC
-    offset). Surrounding whitespace is ignored. Returns ``None`` for empty
+    offset). Surrounding whitespace is ignored. A year outside
+    ``PLANNING_MIN_YEAR..PLANNING_MAX_YEAR`` is read as the nearest bound.
+    Returns ``None`` for empty
     text, anything else, and dates that do not exist (``2023-02-29``): an
     invalid date makes the contact invalid for that email, it is never fatal.
     """
@@ -32,6 +42,9 @@ def parse_date(text: str | None) -> date | None:
         parsed = date.fromisoformat(head)
     except ValueError:
         return None
+    if not PLANNING_MIN_YEAR <= parsed.year <= PLANNING_MAX_YEAR:
+        year = min(max(parsed.year, PLANNING_MIN_YEAR), PLANNING_MAX_YEAR)
+        parsed = parsed.replace(year=year)
     if len(s) == 10:
         return parsed
     sep, rest = s[10], s[11:]

@@ -75,3 +75,39 @@ async def test_dry_run_plans_with_invalid_utf8(db_path: Path) -> None:
     async with Store.open(db_path) as store:
         rows = await dry_run_plan(store, CTX, TODAY)
     assert {r.contact_id for r in rows} >= {2, 3}
+
+
+OUT_OF_RANGE = [
+    "UPDATE contacts SET effective_date = '9999-12-31' WHERE id = 1",
+    "UPDATE contacts SET birth_date = '9999-12-31' WHERE id = 2",
+    "UPDATE contacts SET birth_date = '0001-01-01', effective_date = '0001-01-01' WHERE id = 3",
+    "UPDATE campaign_instances SET active_end_date = '9999-12-31'",
+    "UPDATE campaign_instances SET active_start_date = '0001-01-01'",
+    "UPDATE contact_campaigns SET trigger_date = '9999-12-31' WHERE contact_id = 1",
+    "UPDATE contact_campaigns SET trigger_date = '0001-01-01' WHERE contact_id = 3",
+    "UPDATE campaign_types SET days_before_event = 1000000000000",
+    "UPDATE campaign_types SET days_before_event = -1000000000000",
+]
+
+
+@pytest.mark.parametrize("change", OUT_OF_RANGE)
+async def test_values_out_of_range_never_stop_planning(db_path: Path, change: str) -> None:
+    """'9999-12-31' (a common "no end") and absurd day counts: the full
+    recompute and the daemon's batches plan every contact, the others as
+    before the change."""
+    _write(db_path, SEED_SQL)
+    async with Store.open(db_path) as store:
+        before = await dry_run_plan(store, CTX, TODAY)
+    _write(db_path, change + ";")
+    async with Store.open(db_path) as store:
+        after = await dry_run_plan(store, CTX, TODAY)
+        processor = Processor(store, CTX)
+        while await processor.step(TODAY) is not None:
+            pass
+        assert await store.export_rows() == after
+    # Contacts 4..8 are untouched by every change above (none is targeted).
+    untouched = {4, 5, 6, 7, 8}
+    assert [r for r in after if r.contact_id in untouched] == [
+        r for r in before if r.contact_id in untouched
+    ]
+    assert query(db_path, "SELECT count(*) FROM scheduler_events") == [(0,)]

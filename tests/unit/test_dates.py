@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.planning.dates import age_on, anniversary, is_leap, months_between, parse_date
+from service.planning.dates import (
+    PLANNING_MAX_YEAR,
+    PLANNING_MIN_YEAR,
+    age_on,
+    anniversary,
+    is_leap,
+    months_between,
+    parse_date,
+)
 
 
 @pytest.mark.parametrize(
@@ -109,8 +117,21 @@ def test_is_leap(year: int, leap: bool) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)))
 def test_parse_date_roundtrip(d: date) -> None:
-    assert parse_date(d.isoformat()) == d
-    assert parse_date(f"{d.isoformat()} 12:34:56") == d
+    # Within the planning years a date reads back as itself; beyond them, the
+    # year is the nearest bound and month and day are kept (1200 and 2800
+    # are both leap years, so a Feb 29 stays one).
+    year = min(max(d.year, PLANNING_MIN_YEAR), PLANNING_MAX_YEAR)
+    expected = d.replace(year=year)
+    assert parse_date(d.isoformat()) == expected
+    assert parse_date(f"{d.isoformat()} 12:34:56") == expected
+
+
+def test_parse_date_keeps_far_dates_computable() -> None:
+    assert parse_date("9999-12-31") == date(2800, 12, 31)
+    assert parse_date("0001-01-01") == date(1200, 1, 1)
+    assert parse_date("0004-02-29") == date(1200, 2, 29)
+    assert parse_date("2800-12-31") == date(2800, 12, 31)
+    assert parse_date("1200-01-01") == date(1200, 1, 1)
 
 
 @settings(max_examples=200, deadline=None)
