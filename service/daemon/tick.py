@@ -59,12 +59,17 @@ async def tick_if_due(
 
     On a database that has never had a tick, nothing is known to be planned
     yet: a ``recompute_all`` event is queued so every contact gets its plan.
+    The same when *today* is before the last tick's date (a clock set back).
     """
     previous = await store.last_tick()
     if previous == today:
         return None
-    if previous is not None and previous > today:
-        log.warning("clock_moved_back", last_tick=previous.isoformat(), today=today.isoformat())
+    moved_back = previous is not None and previous > today
+    if moved_back:
+        # Rows were caught up and review dates passed for a later day than
+        # today: only a full recompute for today gives back the plan of today.
+        log.warning("clock_moved_back", last_tick=str(previous), today=today.isoformat(),
+                    action="full recompute queued")  # fmt: skip
     started = time.perf_counter()
     report = TickReport(today=today, previous=previous, contacts=0)
     async with store.transaction():
@@ -74,7 +79,7 @@ async def tick_if_due(
         # the end covers them); until then the stored balance is not global.
         await engine.invalidate_balance(store)
         due = await store.due_contacts(today)
-        if previous is None:
+        if previous is None or moved_back:
             await store.enqueue_event("recompute_all")
             report.full_recompute_queued = True
     for start in range(0, len(due), chunk):
