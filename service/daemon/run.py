@@ -30,10 +30,13 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from service.config import Settings
 from service.daemon import heartbeat, wakers
+from service.daemon.backoff import Backoff, Leave
 from service.daemon.clock import Clock
+from service.daemon.early import stop_requested_early
 from service.daemon.notify import Notifier
 from service.daemon.worker import DaemonOptions, DaemonStatus, Worker
-from service.errors import StoreError
+from service.errors import StoreBusy, StoreError, StoreUnavailable
+from service.inbox.ingest import check_inbox_path
 from service.store import Store, open_store
 
 __all__ = ["Daemon", "DaemonOptions", "DaemonStatus", "run_daemon"]
@@ -58,14 +61,18 @@ class Daemon:
         self.options = options or DaemonOptions()
         self.clock = clock or Clock(settings.tz)
         self.notifier = notifier or Notifier()
-        self.worker = Worker(
-            settings, self.clock, self.notifier, self.options, reload_settings,
-            leaving=lambda: self._leave.is_set(), pause=self._pause,
-        )  # fmt: skip
+        self.worker = Worker(settings, self.clock, self.notifier, self.options, reload_settings)
         self._wake = anyio.Event()
         self._reasons: set[str] = set()
-        self._leave = anyio.Event()
+        self._stop = Leave()
+        """Set once, when the process is asked to stop."""
+        self._leave = Leave()
+        """Set to leave the open database (stop, or the file is gone); one per open."""
         self._stopping = False
+        self._store: Store | None = None
+        self._unreported: TaskStatus[Daemon] | None = None
+        self._reopen = Backoff(first=min(0.5, self.options.max_backoff),
+                               ceiling=self.options.max_backoff)  # fmt: skip
         self._watch_stops: list[anyio.Event] = []
         self._passes_started = 0
         self._passes_done = 0
@@ -94,6 +101,7 @@ class Daemon:
             return
         self._stopping = True
         self.notifier.stopping()
+        self._stop.set()
         self._leave.set()
         self._wake.set()
 
@@ -112,35 +120,41 @@ class Daemon:
     async def run(self, *, task_status: TaskStatus[Daemon] = anyio.TASK_STATUS_IGNORED) -> int:
         """Serve until stopped; the exit code.
 
-        A database that cannot be opened at start is an error (raised, the
-        process exits 1). One that goes away later is reported and opened
-        again with backoff until it is back.
+        A database that is missing, read-only, locked or otherwise not usable
+        (at start or later) is reported in the log and the STATUS line and
+        opened again with backoff until it is back (SPEC 13); the daemon tells
+        systemd it is ready meanwhile, so the unit does not fail. With
+        ``once`` it is an error instead (raised, the process exits 1), as is a
+        database with another schema.
         """
-        reported: TaskStatus[Daemon] | None = task_status
+        self._unreported = task_status
         failure: StoreError | None = None
-        first_delay = min(0.5, self.options.max_backoff)
-        delay = first_delay
         async with anyio.create_task_group() as outer:
             if self.options.handle_signals:
-                outer.start_soon(wakers.handle_signals, lambda: self.wake("reload"),
-                                 self.request_stop)  # fmt: skip
+                await outer.start(wakers.handle_signals, lambda: self.wake("reload"),
+                                  self.request_stop)  # fmt: skip
+                if stop_requested_early():
+                    self.request_stop()
             outer.start_soon(heartbeat.beat, self.db_path, self.clock.now, self._heartbeat_facts)
+            if self.notifier.watchdog_interval:
+                outer.start_soon(wakers.watchdog_pings, self.notifier,
+                                 self.notifier.watchdog_interval,
+                                 lambda: self.worker.busy_since)  # fmt: skip
             while not self._stopping:
                 try:
                     async with open_store(self.db_path, clock=self.clock.now) as store:
-                        delay = first_delay
-                        await self._serve(store, reported)
-                        reported = None
-                except StoreError as exc:
-                    if reported is not None or self.options.once:
+                        self._store = store
+                        await self._serve(store)
+                except (StoreUnavailable, StoreBusy) as exc:
+                    if self.options.once:
                         failure = exc
                         break
-                    log.error("database_unavailable", path=str(self.db_path), error=str(exc),
-                              retry_s=delay)  # fmt: skip
-                    self.notifier.status(f"database unavailable, retrying: {exc}")
-                    await self._pause(delay)
-                    delay = min(delay * 2, self.options.max_backoff)
+                    await self._wait_for_database(exc)
+                except StoreError as exc:
+                    failure = exc
+                    break
                 finally:
+                    self._store = None
                     self.worker.detach()
             outer.cancel_scope.cancel()
         self.notifier.close()
@@ -158,41 +172,71 @@ class Daemon:
             "malformed_events": self.status.malformed,
         }
 
-    async def _serve(self, store: Store, task_status: TaskStatus[Daemon] | None) -> None:
-        self._leave = anyio.Event()
+    def _report_started(self) -> None:
+        if self._unreported is not None:
+            self._unreported.started(self)
+            self._unreported = None
+
+    async def _wait_for_database(self, exc: StoreError) -> None:
+        """One wait of the backoff before the database is opened again."""
+        delay = self._reopen.next_delay()
+        log.error("database_unavailable", path=str(self.db_path), error=str(exc),
+                  attempt=self._reopen.failures, retry_s=delay)  # fmt: skip
+        status = f"waiting for database {self.db_path} (retry in {delay:.0f}s): {exc}"
+        # Started, though not planning: systemd must not fail the unit.
+        self.notifier.ready(status)
+        self._report_started()
+        await self._stop.pause(delay)
+
+    async def _serve(self, store: Store) -> None:
+        """Work on one open database until leaving it (stop, or it is gone)."""
+        self._leave = Leave()
         self._watch_stops = []
         if self._stopping:
             self._leave.set()
-        await self.worker.attach(store)
+        await self.worker.attach(store, self._leave)
+        lost: list[StoreUnavailable] = []
         self._db_identity = wakers.file_identity(self.db_path)
         log.info("daemon_started", db=str(self.db_path), today=self.clock.today().isoformat(),
                  inbox=str(self.options.inbox) if self.options.inbox else None)  # fmt: skip
         async with anyio.create_task_group() as tg:
             worker_done = anyio.Event()
             tg.start_soon(self._stopper, tg.cancel_scope, worker_done)
-            await self.worker.startup()
-            self.notifier.ready(self.status.line())
-            if task_status is not None:
-                task_status.started(self)
-            tg.start_soon(self._work, worker_done)
-            if not self.options.once:
-                self._start_wakers(tg)
+            try:
+                await self.worker.startup()
+            except StoreUnavailable as exc:
+                lost.append(exc)
+                worker_done.set()
+                self._leave.set()
+            else:
+                self._reopen.reset()
+                self.notifier.ready(self.status.line())
+                self._report_started()
+                tg.start_soon(self._work, worker_done, lost)
+                if not self.options.once:
+                    self._start_wakers(tg)
+        if lost:
+            raise lost[0]
 
     async def _stopper(self, scope: anyio.CancelScope, worker_done: anyio.Event) -> None:
         await self._leave.wait()
         for stop in self._watch_stops:
             stop.set()
+        # The current transaction may finish; a wait for another writer's
+        # lock is given up at once (nothing of ours is in flight then).
         with anyio.move_on_after(self.options.stop_timeout):
-            await worker_done.wait()
+            while not worker_done.is_set():
+                store = self._store
+                if store is not None and store.waiting_for_lock:
+                    log.info("stop_while_waiting_for_lock")
+                    break
+                with anyio.move_on_after(0.05):
+                    await worker_done.wait()
         if not worker_done.is_set():
             log.warning("stop_timeout", seconds=self.options.stop_timeout)
         scope.cancel()
 
-    async def _pause(self, seconds: float) -> None:
-        with anyio.move_on_after(seconds):
-            await self._leave.wait()
-
-    async def _work(self, done: anyio.Event) -> None:
+    async def _work(self, done: anyio.Event, lost: list[StoreUnavailable]) -> None:
         """The worker task: a pass, then sleep until woken."""
         reasons = {"start"}
         try:
@@ -209,6 +253,11 @@ class Daemon:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 reasons, self._reasons = self._reasons, set()
+        except StoreUnavailable as exc:
+            # Read-only, deleted, disk full...: this connection cannot go on;
+            # the database is opened again (with backoff) by ``run``.
+            lost.append(exc)
+            self._leave.set()
         finally:
             done.set()
 
@@ -224,9 +273,6 @@ class Daemon:
                 folder = self.options.inbox
                 self._watch(tg, folder, wakers.inbox_filter(folder), "inbox",
                             wakers.INBOX_STEP_MS)  # fmt: skip
-        if self.notifier.watchdog_interval:
-            tg.start_soon(wakers.watchdog_pings, self.notifier, self.notifier.watchdog_interval,
-                          lambda: self.worker.busy_since)  # fmt: skip
 
     def _watch(
         self, tg: TaskGroup, folder: Path, keep: wakers.Filter, reason: str, step_ms: int
@@ -265,6 +311,9 @@ async def run_daemon(
     ``today`` pins the clock's date (tests, what-if runs); ``reload_settings``
     is called on SIGHUP to re-read the configuration.
     """
+    if inbox is not None:
+        # An inbox the daemon cannot use is a configuration error (exit 2).
+        await anyio.to_thread.run_sync(check_inbox_path, inbox)
     if clock is None:
         clock = Clock(settings.tz, pinned=today)
     elif today is not None:

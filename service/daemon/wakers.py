@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 from watchfiles import Change, awatch
 
 from service.daemon.clock import Clock
@@ -106,9 +107,15 @@ async def watchdog_pings(
         await anyio.sleep(interval)
 
 
-async def handle_signals(on_reload: Callable[[], None], on_stop: Callable[[], None]) -> None:
+async def handle_signals(
+    on_reload: Callable[[], None],
+    on_stop: Callable[[], None],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     """SIGHUP reloads; SIGTERM and SIGINT stop."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("reload_requested")

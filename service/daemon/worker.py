@@ -20,12 +20,13 @@ import anyio
 import structlog
 
 from service.config import Settings
+from service.daemon.backoff import Backoff, Leave
 from service.daemon.clock import Clock
 from service.daemon.notify import Notifier
 from service.daemon.processing import BatchLimits, Processor, StepReport
 from service.daemon.tick import TickReport, tick_if_due
 from service.engine import PlanContext
-from service.errors import ConfigError, MailplanError
+from service.errors import ConfigError, MailplanError, StoreUnavailable
 from service.inbox.ingest import Inbox
 from service.inbox.records import InboxLimits
 from service.planning.contacts import zip_lookup
@@ -88,8 +89,10 @@ class Worker:
     """Does the daemon's database work, one guarded piece at a time.
 
     Created once per daemon; :meth:`attach` gives it the store of each
-    (re)opened database. ``leaving`` tells long work to stop at the next
-    transaction boundary; ``pause`` sleeps unless the daemon is leaving.
+    (re)opened database and the :class:`Leave` token that tells its long work
+    to stop at the next transaction boundary. A database that is not usable
+    (:class:`StoreUnavailable`: read-only, deleted, disk full) is not retried
+    here: it is raised, for the daemon to open the database again.
     """
 
     def __init__(
@@ -99,8 +102,6 @@ class Worker:
         notifier: Notifier,
         options: DaemonOptions,
         reload_settings: Callable[[], Settings] | None,
-        leaving: Callable[[], bool],
-        pause: Callable[[float], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.ctx = PlanContext.from_settings(settings)
@@ -111,11 +112,11 @@ class Worker:
         self.status = DaemonStatus()
         self.exit_code = 0
         self.busy_since: float | None = None
-        self._leaving = leaving
-        self._pause = pause
+        self._leave = Leave()
         self._ticked_for: date | None = None
-        self._tick_failures = 0
+        self._tick_backoff = Backoff(first=1.0, ceiling=options.max_backoff)
         self._tick_retry_at = 0.0
+        self._batch_backoff = Backoff(first=0.1, ceiling=options.max_backoff)
         self._seen_version = -1
         self._last_status = 0.0
         self._quarantined: set[int] = set()
@@ -129,9 +130,13 @@ class Worker:
             raise RuntimeError("the worker has no open store")
         return self._store
 
-    async def attach(self, store: Store) -> None:
-        """Work on ``store`` from now on (a database opened or re-opened)."""
+    async def attach(self, store: Store, leave: Leave) -> None:
+        """Work on ``store`` from now on (a database opened or re-opened),
+        until ``leave`` is set."""
+        await store.use_short_lock_waits()
+        await store.check_writable()
         self._store = store
+        self._leave = leave
         self._processor = Processor(store, self.ctx, self.options.limits)
         self._processor.skip = set(self._quarantined)
         self._seen_version = await store.data_version()
@@ -174,6 +179,8 @@ class Worker:
         self.busy_since = time.monotonic()
         try:
             return await work()
+        except StoreUnavailable:
+            raise
         except (MailplanError, OSError) as exc:
             self.status.failures += 1
             log.error(f"{what}_failed", error=str(exc), kind=type(exc).__name__)
@@ -196,14 +203,12 @@ class Worker:
         if self.clock.today() == self._ticked_for or time.monotonic() < self._tick_retry_at:
             return
         if await self._guarded("tick", self._maybe_tick):
-            self._tick_failures = 0
+            self._tick_backoff.reset()
             return
-        self._tick_failures += 1
         if self.options.once:
             # A one-shot run that could not tick has failed (SPEC 10: exit 1).
             self.exit_code = 1
-        delay = min(2.0**self._tick_failures, self.options.max_backoff)
-        self._tick_retry_at = time.monotonic() + delay
+        self._tick_retry_at = time.monotonic() + self._tick_backoff.next_delay()
 
     async def _maybe_tick(self) -> bool:
         today = self.clock.today()
@@ -211,7 +216,7 @@ class Worker:
             return True
         report = await tick_if_due(
             self.store, self.ctx, today, chunk=self.options.limits.chunk_contacts,
-            should_stop=lambda: self._leaving(),
+            should_stop=self._leave.is_set,
         )  # fmt: skip
         if report is None or report.finished:
             self._ticked_for = today
@@ -227,9 +232,11 @@ class Worker:
     async def _drain(self) -> None:
         processor = self._processor
         assert processor is not None
-        failures = 0
+        backoff = self._batch_backoff
+        backoff.reset()
         working_since = time.monotonic()
-        while not self._leaving():
+        while not self._leave.is_set():
+            failures = backoff.failures
             if self.options.once and failures >= ONCE_ATTEMPTS:
                 # A one-shot run reports the failure instead of retrying forever.
                 log.error("once_gave_up", attempts=failures)
@@ -240,32 +247,33 @@ class Worker:
             self.busy_since = time.monotonic()
             try:
                 report = await processor.step(self.clock.today())
+            except StoreUnavailable:
+                raise
             except (MailplanError, OSError) as exc:
-                failures += 1
+                delay = backoff.next_delay()
                 self.status.failures += 1
-                delay = min(0.1 * 2 ** (failures - 1), self.options.max_backoff)
                 log.error("batch_failed", error=str(exc), kind=type(exc).__name__,
-                          attempt=failures, retry_s=delay)  # fmt: skip
+                          attempt=backoff.failures, retry_s=delay)  # fmt: skip
                 self.notifier.status(f"error, retrying in {delay:.1f}s: {exc}")
-                await self._pause(delay)
+                await self._leave.pause(delay)
                 continue
             except Exception as exc:  # the per-batch boundary (STYLE 5)
-                failures += 1
+                delay = backoff.next_delay()
                 self.status.failures += 1
-                await self._on_bug(processor, exc, failures)
+                await self._on_bug(processor, exc, backoff.failures, delay)
                 continue
             finally:
                 self.busy_since = None
             if report is None:
                 processor.isolate = False
                 return
-            failures = 0
+            backoff.reset()
             self._on_step(report)
             await self._report_status(every=STATUS_EVERY_S)
             if time.monotonic() - working_since >= self.options.writer_gap_every:
                 # SQLite's lock is not fair: a writer polling in its busy
                 # handler can miss every gap between our transactions.
-                await self._pause(self.options.writer_gap)
+                await self._leave.pause(self.options.writer_gap)
                 working_since = time.monotonic()
 
     @property
@@ -273,21 +281,22 @@ class Worker:
         """Ids of events set aside until the next start (they stay in the inbox)."""
         return frozenset(self._quarantined)
 
-    async def _on_bug(self, processor: Processor, exc: Exception, failures: int) -> None:
+    async def _on_bug(
+        self, processor: Processor, exc: Exception, failures: int, delay: float
+    ) -> None:
         """An unexpected error in one batch: find the event that causes it.
 
         Batches shrink to one event; an event that keeps failing on its own is
         set aside until the next start (it stays in the inbox, nothing is
         lost) so the events behind it are not held up.
         """
-        delay = min(0.1 * 2 ** (failures - 1), self.options.max_backoff)
         log.exception("batch_crashed", error=str(exc), kind=type(exc).__name__, attempt=failures)
         if processor.isolate and failures >= 3 and processor.attempted:
             self._quarantined.update(processor.attempted)
             processor.skip = set(self._quarantined)
             log.error("event_set_aside", event_ids=sorted(processor.attempted))
         processor.isolate = True
-        await self._pause(delay)
+        await self._leave.pause(delay)
 
     def _on_step(self, report: StepReport) -> None:
         self.status.steps += 1

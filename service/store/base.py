@@ -33,6 +33,9 @@ Params = Sequence[Any] | Mapping[str, Any]
 BUSY_TIMEOUT_MS = 5000
 """How long SQLite itself waits for a lock before reporting SQLITE_BUSY."""
 
+SHORT_BUSY_TIMEOUT = "PRAGMA busy_timeout = 100"
+"""The daemon's step of waiting for a lock (see ``use_short_lock_waits``)."""
+
 PRAGMAS = (
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
     # Off, as on every upstream connection by default: the original schema's
@@ -139,6 +142,8 @@ class StoreBase:
         self.carrier_column = carrier
         self._q = sql.queries(carrier)
         self._in_tx = False
+        self._short_waits = False
+        self._waiting_for_lock = False
 
     # -- connection ------------------------------------------------------
 
@@ -263,12 +268,55 @@ class StoreBase:
     def in_transaction(self) -> bool:
         return self._in_tx
 
+    async def use_short_lock_waits(self) -> None:
+        """Wait for another writer's lock in short steps (the daemon).
+
+        SQLite's busy handler cannot be interrupted: a stop request would
+        wait out the whole busy timeout. With short steps the same total wait
+        is spent in cancellable sleeps between attempts.
+        """
+        await self.run_sql(SHORT_BUSY_TIMEOUT, what="busy timeout")
+        self._short_waits = True
+
+    @property
+    def waiting_for_lock(self) -> bool:
+        """A transaction is waiting for another writer's lock (nothing of ours is open)."""
+        return self._waiting_for_lock
+
     async def _begin(self, statement: str) -> None:
+        self._waiting_for_lock = True
+        try:
+            if self._short_waits:
+                await self._begin_in_steps(statement)
+            else:
+                await self._begin_in_attempts(statement)
+        finally:
+            self._waiting_for_lock = False
+
+    async def _begin_in_steps(self, statement: str) -> None:
+        deadline = anyio.current_time() + BUSY_TIMEOUT_MS / 1000
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._db.execute(statement):
+                    return
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise translate(exc, self.path, "starting a transaction") from exc
+                if anyio.current_time() >= deadline:
+                    raise StoreBusy(
+                        f"database {self.path} stayed locked by another writer for "
+                        f"{BUSY_TIMEOUT_MS} ms ({attempt} attempts); it will be retried"
+                    ) from exc
+            await anyio.sleep(0.002)
+
+    async def _begin_in_attempts(self, statement: str) -> None:
         delay = self.BEGIN_BACKOFF_S
         for attempt in range(1, self.BEGIN_ATTEMPTS + 1):
             try:
-                await self._db.execute(statement)
-                return
+                async with self._db.execute(statement):
+                    return
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.BEGIN_ATTEMPTS:
                     if _is_busy(exc):

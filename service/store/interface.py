@@ -79,6 +79,20 @@ class Transactions(Protocol):
         """A number that changes when another connection commits."""
         ...
 
+    async def check_writable(self) -> None:
+        """Raise :class:`~service.errors.StoreUnavailable` unless a write
+        transaction can start (a read-only or vanished database)."""
+        ...
+
+    async def use_short_lock_waits(self) -> None:
+        """Wait for another writer's lock in short, cancellable steps (the daemon)."""
+        ...
+
+    @property
+    def waiting_for_lock(self) -> bool:
+        """A transaction is waiting for another writer's lock (nothing of ours is open)."""
+        ...
+
     async def close(self) -> None:
         """Release the connection."""
         ...
