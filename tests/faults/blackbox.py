@@ -49,6 +49,9 @@ class Notifications:
             pass
         return self.seen
 
+    def readies(self) -> int:
+        return sum(1 for m in self.drain() if m.get("READY") == "1")
+
     def statuses(self) -> list[str]:
         return [m["STATUS"] for m in self.drain() if "STATUS" in m]
 
@@ -120,6 +123,8 @@ class DaemonProcess:
 
     def logs(self) -> list[dict[str, object]]:
         out = []
+        if not self.log_path.exists():
+            return out
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
                 entry = json.loads(line)

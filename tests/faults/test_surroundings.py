@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from service.store import init_db
@@ -43,14 +44,22 @@ CFG = settings()
 pytestmark = pytest.mark.timeout(90)
 
 
-async def _seeded(path: Path) -> Path:
-    await init_db(path)
+def _seeded(path: Path) -> Path:
+    anyio.run(init_db, path)
     upstream(path, SEED_SQL)
     return path
 
 
+def _plan_ok(db: Path) -> None:
+    anyio.run(assert_plan_is_full_recompute, db, CFG, TODAY)
+
+
 def _drained(daemon: DaemonProcess, db: Path, timeout: float = 30) -> None:
     wait_for(lambda: pending_events(db) == 0, timeout, "the daemon to drain the events")
+
+
+def _wait_for_count(daemon: DaemonProcess, event: str, count: int) -> None:
+    wait_for(lambda: len(daemon.events(event)) >= count, 20, f"{count} x {event}")
 
 
 def _stop(daemon: DaemonProcess) -> None:
@@ -60,7 +69,7 @@ def _stop(daemon: DaemonProcess) -> None:
     assert no_traceback(daemon.stderr())
 
 
-async def test_missing_database_at_start_is_waited_for(tmp_path: Path) -> None:
+def test_missing_database_at_start_is_waited_for(tmp_path: Path) -> None:
     db = tmp_path / "org.sqlite3"
     with daemon_process(db, tmp_path) as daemon:
         wait_for(lambda: bool(daemon.events("database_unavailable")), 20, "a report")
@@ -73,16 +82,16 @@ async def test_missing_database_at_start_is_waited_for(tmp_path: Path) -> None:
         # Backoff, not a flood: 0.5 s, 1 s, 2 s ... between attempts.
         assert len(daemon.events("database_unavailable")) <= 4
         # The operator creates it (built beside it, renamed into place).
-        staged = await _seeded(tmp_path / "staged.sqlite3")
+        staged = _seeded(tmp_path / "staged.sqlite3")
         staged.rename(db)
         wait_for(lambda: bool(daemon.events("daemon_started")), 30, "the daemon to open it")
         _drained(daemon, db)
         _stop(daemon)
-    await assert_plan_is_full_recompute(db, CFG, TODAY)
+    _plan_ok(db)
 
 
-async def test_database_moved_away_and_back(tmp_path: Path) -> None:
-    db = await _seeded(tmp_path / "org.sqlite3")
+def test_database_moved_away_and_back(tmp_path: Path) -> None:
+    db = _seeded(tmp_path / "org.sqlite3")
     away = tmp_path / "away"
     away.mkdir()
     with daemon_process(db, tmp_path) as daemon:
@@ -104,7 +113,7 @@ async def test_database_moved_away_and_back(tmp_path: Path) -> None:
         wait_for(lambda: len(daemon.events("daemon_started")) >= 2, 40, "the re-open")
         _drained(daemon, db)
         _stop(daemon)
-    await assert_plan_is_full_recompute(db, CFG, TODAY)
+    _plan_ok(db)
 
 
 @pytest.fixture
@@ -126,10 +135,8 @@ def _remount(mount: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(mount)], check=True)
 
 
-async def test_read_only_database_at_start_recovers_when_writable(
-    small_fs: Path, tmp_path: Path
-) -> None:
-    db = await _seeded(small_fs / "org.sqlite3")
+def test_read_only_database_at_start_recovers_when_writable(small_fs: Path, tmp_path: Path) -> None:
+    db = _seeded(small_fs / "org.sqlite3")
     _remount(small_fs, "ro")
     with daemon_process(db, tmp_path) as daemon:
         wait_for(lambda: bool(daemon.events("database_unavailable")), 20, "a report")
@@ -139,11 +146,11 @@ async def test_read_only_database_at_start_recovers_when_writable(
         _remount(small_fs, "rw")
         _drained(daemon, db, timeout=40)
         _stop(daemon)
-    await assert_plan_is_full_recompute(db, CFG, TODAY)
+    _plan_ok(db)
 
 
-async def test_full_disk_is_waited_for_and_nothing_is_lost(small_fs: Path, tmp_path: Path) -> None:
-    db = await _seeded(small_fs / "org.sqlite3")
+def test_full_disk_is_waited_for_and_nothing_is_lost(small_fs: Path, tmp_path: Path) -> None:
+    db = _seeded(small_fs / "org.sqlite3")
     with daemon_process(db, tmp_path) as daemon:
         _drained(daemon, db)
         os.kill(daemon.pid, signal.SIGSTOP)
@@ -168,7 +175,7 @@ async def test_full_disk_is_waited_for_and_nothing_is_lost(small_fs: Path, tmp_p
         filler.unlink()
         _drained(daemon, db, timeout=60)
         _stop(daemon)
-    await assert_plan_is_full_recompute(db, CFG, TODAY)
+    _plan_ok(db)
 
 
 LOCK_HOLDER = """
@@ -183,10 +190,10 @@ con.execute("ROLLBACK")
 """
 
 
-async def test_locked_past_busy_timeout_and_sigterm_while_waiting(tmp_path: Path) -> None:
+def test_locked_past_busy_timeout_and_sigterm_while_waiting(tmp_path: Path) -> None:
     """A writer holds the lock for 30 s: the daemon reports and retries;
     SIGTERM while it waits ends it within 5 s; restarted, it drains."""
-    db = await _seeded(tmp_path / "org.sqlite3")
+    db = _seeded(tmp_path / "org.sqlite3")
     with daemon_process(db, tmp_path) as daemon:
         _drained(daemon, db)
         holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(db), "30"],
@@ -212,12 +219,12 @@ async def test_locked_past_busy_timeout_and_sigterm_while_waiting(tmp_path: Path
         daemon.start()
         _drained(daemon, db)
         _stop(daemon)
-    await assert_plan_is_full_recompute(db, CFG, TODAY)
+    _plan_ok(db)
 
 
 @pytest.mark.parametrize("delay", [0.2, 0.35, 0.5, 0.7, 0.9])
-async def test_sigterm_during_the_first_second_exits_cleanly(tmp_path: Path, delay: float) -> None:
-    db = await _seeded(tmp_path / "org.sqlite3")
+def test_sigterm_during_the_first_second_exits_cleanly(tmp_path: Path, delay: float) -> None:
+    db = _seeded(tmp_path / "org.sqlite3")
     daemon = DaemonProcess(db, tmp_path)
     daemon.start()
     try:
@@ -237,8 +244,8 @@ BROKEN_CONFIGS = [
 ]
 
 
-async def test_broken_configuration_on_sighup_keeps_serving(tmp_path: Path) -> None:
-    db = await _seeded(tmp_path / "org.sqlite3")
+def test_broken_configuration_on_sighup_keeps_serving(tmp_path: Path) -> None:
+    db = _seeded(tmp_path / "org.sqlite3")
     config = tmp_path / "mailplan.toml"
     config.write_text('timezone = "America/Chicago"\ndaily_cap = 3\n')
     env = {"MAILPLAN_CONFIG": str(config), "MAILPLAN_TIMEZONE": "", "MAILPLAN_DAILY_CAP": ""}
@@ -247,17 +254,17 @@ async def test_broken_configuration_on_sighup_keeps_serving(tmp_path: Path) -> N
         for n, text in enumerate(BROKEN_CONFIGS, start=1):
             config.write_text(text)
             os.kill(daemon.pid, signal.SIGHUP)
-            wait_for(lambda: len(daemon.events("reload_failed")) >= n, 20, "reload_failed")
+            _wait_for_count(daemon, "reload_failed", n)
             upstream(db, f"UPDATE contacts SET state = 'MO' WHERE id = {n};")
             _drained(daemon, db)
         assert daemon.alive()
         _stop(daemon)
-    await assert_plan_is_full_recompute(db, CFG, TODAY)
+    _plan_ok(db)
 
 
 @pytest.mark.parametrize("kind", ["a file", "under a file"])
-async def test_unusable_inbox_is_a_configuration_error(tmp_path: Path, kind: str) -> None:
-    db = await _seeded(tmp_path / "org.sqlite3")
+def test_unusable_inbox_is_a_configuration_error(tmp_path: Path, kind: str) -> None:
+    db = _seeded(tmp_path / "org.sqlite3")
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     inbox = plain if kind == "a file" else plain / "inbox"
