@@ -185,7 +185,9 @@ class Processor:
     async def _batch(self, batch: _Batch, today: date, started: float) -> StepReport:
         store = self.store
         run_id = await store.start_run("events", today)
-        stats = await engine.recompute_contacts(store, self.ctx, batch.contacts, today, run_id)
+        stats = await engine.recompute_contacts(
+            store, self.ctx, batch.contacts, today, run_id, report_malformed=True
+        )
         stats.events_consumed = await store.delete_events(e.id for e in batch.events)
         ms = _ms(started)
         await store.finish_run(run_id, stats, duration_ms=ms)

@@ -23,7 +23,7 @@ import structlog
 
 from service.engine.rebalance import rebalance
 from service.planning.balance import BalanceItem, Capacity, balance, capacity
-from service.planning.contacts import zip_lookup
+from service.planning.contacts import resolve_contact, zip_lookup
 from service.planning.model import (
     PRE_SCHEDULED,
     Campaigns,
@@ -145,6 +145,13 @@ def _plan_all(
     return [plan_contact(d, campaigns, rules, params, today) for d in contacts]
 
 
+def _log_malformed(contacts: Iterable[ContactData], today: date) -> None:
+    for d in contacts:
+        problems = resolve_contact(d.contact, today).problems
+        if problems:
+            log.warning("malformed_contact_data", contact_id=d.contact.id, problems=list(problems))
+
+
 async def _load_chunk(
     store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, plan_rows: bool
 ) -> Loaded:
@@ -188,11 +195,13 @@ async def recompute_contacts(
     run_id: int | str,
     *,
     rebalance_windows: bool = True,
+    report_malformed: bool = False,
 ) -> RunStats:
     """Recompute the given contacts, write their plans, rebalance the touched
-    windows (SPEC 8.3). Runs inside the caller's transaction, which also
-    consumes the events and records the run. Ids of contacts that no longer
-    exist lose their plan rows.
+    windows (SPEC 8.3). ``report_malformed`` logs one line per contact whose
+    data has problems (SPEC 13: the daemon's batches of upstream changes).
+    Runs inside the caller's transaction, which also consumes the events and
+    records the run. Ids of contacts that no longer exist lose their plan rows.
 
     ``rebalance_windows=False`` leaves balancing to a global rebalance the
     caller runs afterwards (the tick); the caller must first have invalidated
@@ -210,6 +219,8 @@ async def recompute_contacts(
         engagement_since=ctx.engagement_since(today),
     )
     plans = _plan_all(ctx, campaigns, loaded.contacts, today)
+    if report_malformed:
+        _log_malformed(loaded.contacts, today)
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
     if touched and rebalance_windows:
