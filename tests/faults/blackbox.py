@@ -173,8 +173,10 @@ def no_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" not in text
 
 
-def mailplan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **ENV}
+def mailplan(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **ENV, **(env or {})}
     env.pop("MAILPLAN_DB", None)
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
