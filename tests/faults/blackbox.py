@@ -122,7 +122,7 @@ class DaemonProcess:
         return code, time.monotonic() - started
 
     def logs(self) -> list[dict[str, object]]:
-        out = []
+        out: list[dict[str, object]] = []
         if not self.log_path.exists():
             return out
         for line in self.log_path.read_text(errors="replace").splitlines():

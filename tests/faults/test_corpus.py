@@ -456,10 +456,10 @@ def test_the_bad_input_corpus(tmp_path: Path) -> None:
         os.kill(daemon.pid, signal.SIGSTOP)
         for case in DB_CASES:
             _run_sql(db, case.statements)
-        for case in FILE_CASES:
-            tmp = inbox / f".{case.name}.tmp"
-            tmp.write_bytes(case.content)
-            tmp.rename(inbox / case.name)
+        for file_case in FILE_CASES:
+            tmp = inbox / f".{file_case.name}.tmp"
+            tmp.write_bytes(file_case.content)
+            tmp.rename(inbox / file_case.name)
         (inbox / "big.ndjson").write_bytes(b" " * BIG)
         (inbox / "link.ndjson").symlink_to(db)
         (inbox / "folder.csv").mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -13,7 +14,7 @@ from structlog.testing import capture_logs
 
 from service.inbox import ingest
 from service.inbox.ingest import APPLIED_KEY, Inbox
-from service.store import Store
+from service.store import SqliteStore
 from tests.integration.daemon_helpers import query
 
 
@@ -41,7 +42,7 @@ def upsert(cid: int, email: str) -> bytes:
 
 
 @pytest.fixture
-async def inbox(store: Store, tmp_path: Path) -> Inbox:
+async def inbox(store: SqliteStore, tmp_path: Path) -> Inbox:
     box = Inbox(tmp_path / "inbox", store)
     box.prepare()
     return box
@@ -163,7 +164,7 @@ async def test_a_symlink_is_rejected_and_never_read(inbox: Inbox, tmp_path: Path
 
 
 async def test_a_claimed_file_left_by_a_crash_is_applied_once(
-    inbox: Inbox, store: Store, db_path: Path
+    inbox: Inbox, store: SqliteStore, db_path: Path
 ) -> None:
     """A crash after the claim and before the commit: applied on restart;
     a crash after the commit: moved on restart, not applied again."""
@@ -172,7 +173,7 @@ async def test_a_claimed_file_left_by_a_crash_is_applied_once(
     assert query(db_path, "SELECT email FROM contacts") == [("a@x.com",)]
     applied_content = upsert(2, "b@x.com")
     (inbox.processing / "y.ndjson").write_bytes(applied_content)
-    digest = ingest.hashlib.sha256(applied_content).hexdigest()
+    digest = hashlib.sha256(applied_content).hexdigest()
     async with store.transaction():
         await store.set_state(APPLIED_KEY, json.dumps({"y.ndjson": digest}))
     await Inbox(inbox.directory, store).recover()

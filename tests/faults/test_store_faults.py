@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from service.daemon.processing import Processor
 from service.engine import PlanContext, dry_run_plan
 from service.errors import StoreUnavailable
-from service.store import Store
+from service.store import open_store
 from tests.integration.daemon_helpers import SEED_SQL, TODAY, query, settings
 
 CFG = settings()
@@ -47,7 +47,7 @@ async def test_invalid_utf8_leaves_the_connection_listening(db_path: Path, bad: 
     if "target_carriers" in bad and "target_carriers" not in columns:
         pytest.skip("this schema has no target_carriers column")
     _write(db_path, bad + ";")
-    async with Store.open(db_path) as store:
+    async with open_store(db_path) as store:
         processor = Processor(store, CTX)
         with capture_logs() as logs:
             while await processor.step(TODAY) is not None:
@@ -65,14 +65,14 @@ async def test_invalid_utf8_leaves_the_connection_listening(db_path: Path, bad: 
 
 async def test_a_missing_database_is_unavailable_not_a_bug(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="does not exist"):
-        async with Store.open(tmp_path / "nowhere.sqlite3"):
+        async with open_store(tmp_path / "nowhere.sqlite3"):
             pass
 
 
 async def test_dry_run_plans_with_invalid_utf8(db_path: Path) -> None:
     _write(db_path, SEED_SQL)
     _write(db_path, BAD_COLUMNS[0] + ";")
-    async with Store.open(db_path) as store:
+    async with open_store(db_path) as store:
         rows = await dry_run_plan(store, CTX, TODAY)
     assert {r.contact_id for r in rows} >= {2, 3}
 
@@ -96,10 +96,10 @@ async def test_values_out_of_range_never_stop_planning(db_path: Path, change: st
     recompute and the daemon's batches plan every contact, the others as
     before the change."""
     _write(db_path, SEED_SQL)
-    async with Store.open(db_path) as store:
+    async with open_store(db_path) as store:
         before = await dry_run_plan(store, CTX, TODAY)
     _write(db_path, change + ";")
-    async with Store.open(db_path) as store:
+    async with open_store(db_path) as store:
         after = await dry_run_plan(store, CTX, TODAY)
         processor = Processor(store, CTX)
         while await processor.step(TODAY) is not None:
