@@ -239,10 +239,12 @@ async def test_an_event_that_keeps_failing_is_set_aside(
 
     real = engine.recompute_contacts
 
-    async def fragile(store: object, ctx: object, ids: object, *args: object) -> object:
+    async def fragile(
+        store: object, ctx: object, ids: object, *args: object, **kwargs: object
+    ) -> object:
         if 3 in set(ids):  # type: ignore[call-overload]
             raise RuntimeError("planner bug on contact 3")
-        return await real(store, ctx, ids, *args)  # type: ignore[arg-type]
+        return await real(store, ctx, ids, *args, **kwargs)  # type: ignore[arg-type]
 
     async with running_daemon(db_path, CFG) as run:
         await run.settle()
