@@ -33,8 +33,18 @@ Params = Sequence[Any] | Mapping[str, Any]
 BUSY_TIMEOUT_MS = 5000
 """How long SQLite itself waits for a lock before reporting SQLITE_BUSY."""
 
-SHORT_BUSY_TIMEOUT = "PRAGMA busy_timeout = 100"
-"""The daemon's step of waiting for a lock (see ``use_short_lock_waits``)."""
+WRITER_GAP_EVERY_S = 0.1
+WRITER_GAP_S = 0.12
+"""At most 0.1 s of back-to-back write transactions, then 0.12 s without the
+lock: longer than the 100 ms between polls of a writer that has waited a while
+in SQLite's busy handler, so it gets in (see ``StoreBase._writer_gap``)."""
+
+SHORT_BUSY_TIMEOUT = "PRAGMA busy_timeout = 0"
+"""The daemon does not wait inside SQLite (see ``use_short_lock_waits``)."""
+LOCK_POLL_S = 0.05
+"""How often the daemon tries again for a lock another writer holds: no
+more eagerly than a waiting upstream writer polls, so the gaps of other
+mailplan writers go to upstream as often as to the daemon."""
 
 PRAGMAS = (
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
@@ -144,6 +154,8 @@ class StoreBase:
         self._in_tx = False
         self._short_waits = False
         self._waiting_for_lock = False
+        self._last_write_end = float("-inf")
+        self._streak_start = float("-inf")
 
     # -- connection ------------------------------------------------------
 
@@ -269,11 +281,11 @@ class StoreBase:
         return self._in_tx
 
     async def use_short_lock_waits(self) -> None:
-        """Wait for another writer's lock in short steps (the daemon).
+        """Wait for another writer's lock in cancellable steps (the daemon).
 
         SQLite's busy handler cannot be interrupted: a stop request would
-        wait out the whole busy timeout. With short steps the same total wait
-        is spent in cancellable sleeps between attempts.
+        wait out the whole busy timeout. Here the same total wait is spent in
+        cancellable sleeps between attempts that do not wait in SQLite.
         """
         await self.run_sql(SHORT_BUSY_TIMEOUT, what="busy timeout")
         self._short_waits = True
@@ -309,7 +321,7 @@ class StoreBase:
                         f"database {self.path} stayed locked by another writer for "
                         f"{BUSY_TIMEOUT_MS} ms ({attempt} attempts); it will be retried"
                     ) from exc
-            await anyio.sleep(0.002)
+            await anyio.sleep(LOCK_POLL_S)
 
     async def _begin_in_attempts(self, statement: str) -> None:
         delay = self.BEGIN_BACKOFF_S
@@ -344,6 +356,7 @@ class StoreBase:
         """
         if self._in_tx:
             raise StoreError("a transaction is already open on this store")
+        await self._writer_gap()
         await self._begin("BEGIN IMMEDIATE")
         self._in_tx = True
         try:
@@ -361,6 +374,27 @@ class StoreBase:
                 raise translate(exc, self.path, "commit") from exc
         finally:
             self._in_tx = False
+            self._last_write_end = anyio.current_time()
+
+    async def _writer_gap(self) -> None:
+        """Leave upstream writers a gap in a run of back-to-back transactions.
+
+        SQLite's lock is not fair: a writer waiting in its busy handler polls
+        (every 50-100 ms once it has waited a while) and can miss every gap
+        between our transactions until its busy timeout refuses it. Once our
+        transactions have followed each other for ``WRITER_GAP_EVERY_S``, the
+        next one starts only after ``WRITER_GAP_S`` without the lock. Every
+        writer of mailplan (the daemon's batches and chunks, ``recompute``,
+        the tick) goes through here.
+        """
+        now = anyio.current_time()
+        idle = now - self._last_write_end
+        if idle >= WRITER_GAP_S:
+            self._streak_start = now
+            return
+        if now - self._streak_start >= WRITER_GAP_EVERY_S:
+            await anyio.sleep(WRITER_GAP_S - idle)
+            self._streak_start = anyio.current_time()
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[None]:
