@@ -30,6 +30,7 @@ import structlog
 from handlers import EVERYONE, MalformedEvent, affected_by
 from service import engine
 from service.engine import PlanContext
+from service.engine.pacing import ChunkSizer
 from service.store import Event, RunStats, Store
 from service.store.loaders import MAX_ID
 
@@ -120,6 +121,8 @@ class Processor:
         self.attempted: list[int] = []
         """Event ids of the batch being attempted (to set a failing one aside)."""
         self._chunk_turn = False
+        self._sizer = ChunkSizer(self.limits.chunk_contacts)
+        """Contacts per fan-out chunk, adjusted to keep each transaction short."""
 
     async def step(self, today: date) -> StepReport | None:
         """Do one unit of work in one transaction; ``None`` when there is nothing to do."""
@@ -228,6 +231,7 @@ class Processor:
             await store.set_state(FANOUT_KEY, FanOut(fan.upto, fan.everyone, after).dumps())
         ms = _ms(started)
         await store.finish_run(run_id, stats, duration_ms=ms)
+        self._sizer.record(stats.contacts_recomputed, ms / 1000.0)
         return StepReport(
             "fanout",
             run_id,
@@ -243,7 +247,7 @@ class Processor:
         self, after: int | None, today: date, run_id: int
     ) -> tuple[RunStats, int | None]:
         stats, hi = await engine.recompute_range(
-            self.store, self.ctx, after, self.limits.chunk_contacts, today, run_id
+            self.store, self.ctx, after, self._sizer.size, today, run_id
         )
         return stats, None if hi == MAX_ID else hi
 
@@ -263,7 +267,7 @@ class Processor:
                 continue
             ids.update(targets)
         todo = sorted(i for i in ids if fan.after is None or i > fan.after)
-        chunk = todo[: self.limits.chunk_contacts]
+        chunk = todo[: self._sizer.size]
         stats = await engine.recompute_contacts(self.store, self.ctx, chunk, today, run_id)
         if len(todo) <= len(chunk):
             return stats, None

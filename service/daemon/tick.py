@@ -22,6 +22,7 @@ import structlog
 
 from service import engine
 from service.engine import PlanContext
+from service.engine.pacing import ChunkSizer
 from service.store import RunStats, Store
 from service.store.journal import PRUNE_BATCH
 
@@ -82,20 +83,25 @@ async def tick_if_due(
         if previous is None or moved_back:
             await store.enqueue_event("recompute_all")
             report.full_recompute_queued = True
-    for start in range(0, len(due), chunk):
+    sizer = ChunkSizer(chunk)
+    start = 0
+    while start < len(due):
         if should_stop():
             # The date is not stored: the next start repeats the tick for the
             # contacts that are still due.
             report.finished = False
             log.info("tick_interrupted", today=today.isoformat(), done=report.contacts)
             return report
-        ids = due[start : start + chunk]
+        ids = due[start : start + sizer.size]
+        chunk_started = time.perf_counter()
         async with store.transaction():
             report.stats.add(
                 await engine.recompute_contacts(
                     store, ctx, ids, today, run_id, rebalance_windows=False
                 )
             )
+        sizer.record(len(ids), time.perf_counter() - chunk_started)
+        start += len(ids)
         report.contacts += len(ids)
     async with store.transaction():
         report.stats.add(await engine.rebalance_all(store, ctx, today))

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import structlog
 
+from service.engine.pacing import ChunkSizer
 from service.engine.rebalance import rebalance
 from service.planning.balance import BalanceItem, Capacity, balance, capacity
 from service.planning.contacts import resolve_contact, zip_lookup
@@ -338,17 +339,21 @@ async def _full_recompute(
         await store.delete_state(BALANCE_BASIS)
         campaigns = ctx.campaigns or await store.load_campaigns()
     stats = RunStats()
+    sizer = ChunkSizer(ctx.chunk_size)
     try:
         after: int | None = None
         while True:
+            chunk_started = time.perf_counter()
             async with store.transaction():
                 loaded = await _load_chunk(
-                    store, ctx, after, ctx.chunk_size, today, plan_rows=not trust_fingerprints
+                    store, ctx, after, sizer.size, today, plan_rows=not trust_fingerprints
                 )
                 plans = _plan_all(ctx, campaigns, loaded.contacts, today)
                 chunk_stats, _ = await _write(store, ctx, loaded, plans, str(run_id), today)
                 # Progress for `mailplan status` and a terminal's progress bar.
                 await store.set_state(PROGRESS_KEY, progress_text(run_id, loaded.scope.hi))
+            # Short transactions whatever the machine's load: upstream waits.
+            sizer.record(len(loaded.contacts), time.perf_counter() - chunk_started)
             stats.add(chunk_stats)
             progress(loaded.scope.hi)
             if loaded.scope.hi == MAX_ID:
