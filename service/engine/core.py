@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
 
+import anyio
+import anyio.to_thread
 import structlog
 
 from service.engine.pacing import ChunkSizer
@@ -331,6 +333,9 @@ async def _full_recompute(
     progress: Callable[[int], None],
 ) -> RunStats:
     started = time.perf_counter()
+    # The ZIP directory is built on first use: not while holding the write
+    # lock (seconds on a loaded machine, and every upstream writer waits).
+    await anyio.to_thread.run_sync(zip_lookup, "10001")
     async with store.transaction():
         covered = await store.max_event_id()
         run_id = await store.start_run(trigger, today)

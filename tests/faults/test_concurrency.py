@@ -5,7 +5,7 @@ ordinary 5 s busy timeout while the daemon (a process) starts up, runs its
 calendar tick, drains a burst, and while ``mailplan recompute --all`` runs
 beside it. No writer may ever get "database is locked"; the longest wait is
 printed (``-s``); afterwards the plan equals a full recompute.
-``MAILPLAN_CONCURRENCY_SECONDS`` and ``MAILPLAN_CONCURRENCY_CONTACTS`` scale
+``FAULTS_CONCURRENCY_SECONDS`` and ``FAULTS_CONCURRENCY_CONTACTS`` scale
 it; the ``slow`` variant runs 60 s on 20,000 contacts.
 """
 
@@ -100,8 +100,8 @@ def run_concurrency(tmp_path: Path, seconds: float, contacts: int) -> list[dict[
 
 
 def test_writers_are_never_refused(tmp_path: Path) -> None:
-    seconds = float(os.environ.get("MAILPLAN_CONCURRENCY_SECONDS") or 12)
-    contacts = int(os.environ.get("MAILPLAN_CONCURRENCY_CONTACTS") or 2000)
+    seconds = float(os.environ.get("FAULTS_CONCURRENCY_SECONDS") or 12)
+    contacts = int(os.environ.get("FAULTS_CONCURRENCY_CONTACTS") or 2000)
     run_concurrency(tmp_path, seconds, contacts)
 
 
