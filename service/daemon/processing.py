@@ -126,6 +126,10 @@ class Processor:
 
     async def step(self, today: date) -> StepReport | None:
         """Do one unit of work in one transaction; ``None`` when there is nothing to do."""
+        if not await self._has_work():
+            # No write lock taken just to find the inbox empty: upstream
+            # writers never wait for a transaction that does nothing.
+            return None
         started = time.perf_counter()
         async with self.store.transaction():
             fan = await self._fanout()
@@ -151,6 +155,13 @@ class Processor:
             if fan is not None:
                 return await self._fanout_chunk(fan, today, started)
             return None
+
+    async def _has_work(self) -> bool:
+        """A fan-out in progress or an event not set aside (read, no lock)."""
+        if await self.store.get_state(FANOUT_KEY):
+            return True
+        events = await self.store.fetch_events(len(self.skip) + 1)
+        return any(e.id not in self.skip for e in events)
 
     async def pending(self) -> int:
         """Events waiting in the inbox."""
