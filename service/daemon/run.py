@@ -147,6 +147,7 @@ class Daemon:
                         await self._serve(store)
                 except (StoreUnavailable, StoreBusy) as exc:
                     if self.options.once:
+                        log.error("database_unavailable", path=str(self.db_path), error=str(exc))
                         failure = exc
                         break
                     await self._wait_for_database(exc)
