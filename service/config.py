@@ -19,8 +19,8 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from datetime import time
+from dataclasses import dataclass, field, fields
+from datetime import date, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +31,14 @@ if TYPE_CHECKING:
     from service.planning.rules import RuleBook
 
 DEFAULT_CONFIG_PATH = Path("/etc/mailplan/mailplan.toml")
+DEFAULT_ENV_FILE = Path("/etc/mailplan/mailplan.env")
+"""The environment file the systemd units name (``EnvironmentFile=``)."""
 ENV_PREFIX = "MAILPLAN_"
 ENV_CONFIG = "MAILPLAN_CONFIG"
+ENV_ENV_FILE = "MAILPLAN_ENV_FILE"
 ENV_LOG_FORMAT = "MAILPLAN_LOG_FORMAT"
 ENV_LOG_LEVEL = "MAILPLAN_LOG_LEVEL"
-CLI_ONLY_ENV = frozenset({ENV_CONFIG, ENV_LOG_FORMAT, ENV_LOG_LEVEL})
+CLI_ONLY_ENV = frozenset({ENV_CONFIG, ENV_ENV_FILE, ENV_LOG_FORMAT, ENV_LOG_LEVEL})
 """``MAILPLAN_`` variables read by the command line itself, not settings keys."""
 
 MAX_DAYS = 3660
@@ -75,6 +78,16 @@ class Settings:
     journal_retention_days: int = 400
     db: Path | None = None
     inbox: Path | None = None
+    rulebook: RuleBook | None = field(default=None, compare=False, repr=False)
+    """The rules in force, parsed once when the settings are built (SPEC 4):
+    editing the file afterwards changes nothing until the settings are
+    loaded again (a restart or SIGHUP), which then sees the difference."""
+
+    def __post_init__(self) -> None:
+        if self.rulebook is None:
+            from service.planning.rules import load_rules
+
+            object.__setattr__(self, "rulebook", load_rules(self.state_rules))
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
@@ -96,39 +109,96 @@ class Settings:
         return BalanceParams(**{f.name: getattr(self, f.name) for f in fields(BalanceParams)})
 
     def rules(self) -> RuleBook:
-        """The state exclusion rules: the built-in table or the ``state_rules`` file."""
-        from service.planning.rules import builtin_rules, load_rules
-
-        if self.state_rules is None:
-            return builtin_rules()
-        return load_rules(self.state_rules)
+        """The state exclusion rules in force: the built-in table or the
+        ``state_rules`` file, as parsed when these settings were built."""
+        assert self.rulebook is not None
+        return self.rulebook
 
     def planning_values(self) -> dict[str, object]:
         """Every scalar key that can change the plan (the rules enter by content)."""
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in NON_PLANNING_KEYS
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in SCALAR_KEYS}
+
+    def planning_record(self) -> dict[str, object]:
+        """Every section-4 key with its value, the rules by their content's
+        digest (and where they came from): what is stored with the plan so a
+        difference can be named key by key (SPEC 4)."""
+        record: dict[str, object] = dict(self.planning_values())
+        record["state_rules"] = {
+            "digest": rules_digest(self.rules()),
+            "source": str(self.state_rules) if self.state_rules else "built-in",
         }
+        return record
+
+    def planning_json(self) -> str:
+        """:meth:`planning_record` as canonical JSON."""
+        return json.dumps(self.planning_record(), sort_keys=True)
 
     def fingerprint(self) -> str:
-        """A stable digest of everything that shapes the plan.
+        """The planning fingerprint (SPEC 4): a SHA-256 of every section-4 key.
 
         Two settings with equal fingerprints produce the same plan for the same
-        data and *today*; the daemon compares fingerprints on SIGHUP to decide
-        whether a reload needs a full recompute. The rules enter by content, not
-        by path: an edited ``state_rules`` file changes the fingerprint, a copy
-        of the built-in table under another name does not.
+        data and *today*. The rules enter by their parsed content, not by path
+        or text: an edited ``state_rules`` file changes the fingerprint (once
+        the settings are loaded again), a copy of the built-in table under
+        another name, or a comment edit, does not.
         """
-        blob = json.dumps(self.planning_values(), sort_keys=True)
-        digest = hashlib.sha256(blob.encode())
-        for text in sorted(repr(rule) for rule in self.rules().rules):
-            digest.update(text.encode())
-        return digest.hexdigest()
+        record = dict(self.planning_values())
+        record["state_rules"] = rules_digest(self.rules())
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
 # journal_retention_days says how long the plan journal is kept (SPEC 7); it
 # never changes a plan, so it is not part of the planning fingerprint.
-NON_PLANNING_KEYS = frozenset({"db", "inbox", "state_rules", "journal_retention_days"})
-KEYS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
+SCALAR_KEYS = frozenset(
+    f.name
+    for f in fields(Settings)
+    if f.name not in {"db", "inbox", "state_rules", "rulebook", "journal_retention_days"}
+)
+"""The section-4 keys other than ``state_rules`` (which enters by content)."""
+PLANNING_KEYS = frozenset({*SCALAR_KEYS, "state_rules"})
+"""Every section-4 key: the keys of the planning fingerprint."""
+KEYS: tuple[str, ...] = tuple(f.name for f in fields(Settings) if f.name != "rulebook")
+
+
+def _rule_value(value: object) -> object:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def rules_digest(book: RuleBook) -> str:
+    """SHA-256 of the rules' parsed content, independent of their order in the file."""
+    from service.planning.rules import rule_fields
+
+    rows = sorted(
+        json.dumps({k: _rule_value(v) for k, v in rule_fields(rule).items()}, sort_keys=True)
+        for rule in book.rules
+    )
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def differing_keys(stored_json: str | None, settings: Settings) -> list[str]:
+    """The section-4 keys whose values differ between a stored
+    :meth:`Settings.planning_json` and ``settings``, each as
+    ``key (stored X, now Y)``; every key when nothing readable is stored."""
+    try:
+        stored = json.loads(stored_json) if stored_json else None
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict):
+        return ["no settings are recorded with the stored plan"]
+    now = settings.planning_record()
+    out: list[str] = []
+    for key in sorted(PLANNING_KEYS):
+        old, new = stored.get(key), now.get(key)
+        if key == "state_rules":
+            old_d = old.get("digest") if isinstance(old, dict) else None
+            new_d = new.get("digest") if isinstance(new, dict) else None
+            if old_d != new_d:
+                old_src = old.get("source") if isinstance(old, dict) else None
+                new_src = new.get("source") if isinstance(new, dict) else None
+                out.append(f"state_rules (stored {old_src} content, now {new_src} content)")
+        elif old != new:
+            out.append(f"{key} (stored {old!r}, now {new!r})")
+    return out
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -338,18 +408,86 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of a systemd ``EnvironmentFile`` (``#`` and ``;``
+    start comments, values may be quoted)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"environment file {str(path)!r} cannot be read: {exc}") from None
+    found: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text[0] in "#;":
+            continue
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(
+                f"environment file {str(path)!r} line {number}: expected KEY=VALUE, "
+                f"got {text[:80]!r}; fix the line"
+            )
+        found[key] = _unquote(value.strip())
+    return found
+
+
+def environment_with_files(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The process environment on top of the environment files the units name.
+
+    The files are those of ``MAILPLAN_ENV_FILE`` (several separated by
+    ``:``, read in order, later ones winning; every one must exist), else
+    ``/etc/mailplan/mailplan.env`` when it exists. Variables already in the
+    process environment win, as under systemd, where the unit's files are the
+    environment. Returns the merged environment and, for each variable taken
+    from a file, that file (for messages).
+    """
+    files: list[Path] = []
+    named = environ.get(ENV_ENV_FILE)
+    if named:
+        for part in named.split(":"):
+            if part.strip():
+                path = Path(part.strip()).expanduser()
+                if not path.is_file():
+                    raise ConfigError(
+                        f"{ENV_ENV_FILE}={named!r}: environment file {str(path)!r} not found; "
+                        "point it at the file the service unit names, or unset it"
+                    )
+                files.append(path)
+    elif DEFAULT_ENV_FILE.is_file():
+        files.append(DEFAULT_ENV_FILE)
+    merged: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for path in files:
+        for key, value in read_env_file(path).items():
+            merged[key] = value
+            origin[key] = str(path)
+    for key, value in environ.items():
+        merged[key] = value
+        origin.pop(key, None)
+    return merged, origin
+
+
 def load_settings(
     config_path: Path | None,
     environ: Mapping[str, str],
     overrides: Mapping[str, object],
+    env_origin: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build and validate the settings: file < environment < ``overrides`` (CLI flags).
 
     ``config_path`` None means the default file when it exists, else defaults
     only. ``MAILPLAN_CONFIG`` in ``environ`` names the file when
     ``config_path`` is None. Overrides whose value is None are ignored (a flag
-    that was not given).
+    that was not given). ``env_origin`` names the environment file a variable
+    came from (see :func:`environment_with_files`), for messages.
     """
+    origin = env_origin or {}
     raw: dict[str, tuple[Any, str]] = {}
     path = config_path
     if path is None and environ.get(ENV_CONFIG):
@@ -362,7 +500,8 @@ def load_settings(
                 raise _unknown_key(key, f"configuration file {str(path)!r}")
             raw[key] = (value, f"configuration file {str(path)!r}")
     for key, (text, var) in _from_env(environ).items():
-        raw[key] = (text, f"environment variable {var}")
+        where = f" in {origin[var]!r}" if var in origin else ""
+        raw[key] = (text, f"environment variable {var}{where}")
     for key, value in overrides.items():
         if key not in CHECKS:
             raise _unknown_key(key, "command-line flags")
@@ -375,31 +514,22 @@ def load_settings(
             values[key] = CHECKS[key](value)
         except ValueError as exc:
             raise ConfigError(f"{key}={_show(value)} (from {source}): {exc}") from None
-    settings = Settings(**values)
-    _check_rules(settings, raw.get("state_rules", (None, ""))[1])
-    return settings
+    _check_rules(values.get("state_rules"), raw.get("state_rules", (None, ""))[1])
+    return Settings(**values)
 
 
 def _show(value: object) -> str:
     return repr(str(value)) if isinstance(value, Path) else repr(value)
 
 
-def _check_rules(settings: Settings, source: str) -> None:
-    """Load the rules now so a broken rules file stops start-up (SPEC 13)."""
-    path = settings.state_rules
-    if path is None:
-        return
-    if not path.is_file():
+def _check_rules(path: Path | None, source: str) -> None:
+    """A missing rules file stops start-up with a message naming the key
+    (SPEC 13); the file is parsed, once, when the settings are built."""
+    if path is not None and not path.is_file():
         raise ConfigError(
             f"state_rules={str(path)!r} (from {source}): file not found; "
             "point it at a readable rules file or remove the key to use the built-in table"
         )
-    try:
-        settings.rules()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"state_rules={str(path)!r} (from {source}): cannot be read: {exc}"
-        ) from None
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

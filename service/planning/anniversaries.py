@@ -13,10 +13,10 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from service.planning.dates import months_between
-from service.planning.exclusion import rule_exclusion
+from service.planning.exclusion import check_exclusion
 from service.planning.model import BIRTHDAY, EFFECTIVE_DATE
-from service.planning.review import ONE_DAY, days
-from service.planning.rules import RuleBook
+from service.planning.review import days
+from service.planning.rules import RuleBook, StateRule
 
 if TYPE_CHECKING:
     from service.planning.plan import PlanContext
@@ -64,10 +64,10 @@ def plan_anniversaries(ctx: PlanContext) -> None:
         skip = FAILED_UNDERWRITING
     elif ctx.excludable and params.enable_post_window_emails:
         assert rc.state is not None
-        reach = window_reach(ctx.rules, rc.state)
+        reach = window_reach(ctx.rules, rc.state, params.pre_window_buffer_days)
         if reach >= 0:
             # Older occurrences cannot have a post-window email on or after today.
-            oldest -= days(reach + params.pre_window_buffer_days + 1)
+            oldest -= days(reach + 1)
     if rc.birth_date is not None:
         _occurrences(
             ctx, BIRTHDAY, rc.birth_date, days(params.birthday_days_before), BIRTHDAY_PRIORITY,
@@ -129,15 +129,20 @@ def _occurrences(
                 ctx.pw_sources.append((exc.window_end, event))
 
 
-_REACH: dict[int, tuple[RuleBook, dict[str, int]]] = {}
+_REACH: dict[int, tuple[RuleBook, dict[tuple[str, int], int]]] = {}
 
 
-def window_reach(rules: RuleBook, state: str) -> int:
-    """The largest ``before_days + after_days`` of ``state``'s window rules, -1 if none.
+def window_reach(rules: RuleBook, state: str, buffer_days: int) -> int:
+    """How far after a day an exclusion window holding it, and the windows
+    that follow it without a free day between, can reach; -1 without windows.
 
-    With the pre-window buffer added, no window reaches further than that from
-    a day it contains (SPEC 5.3). Cached per rule book: the entry keeps its
-    book alive, so the ``id`` it is filed under cannot be reused meanwhile.
+    A chain of windows that a post-window date steps over (SPEC 5.5) holds
+    each rule's window at most once while the windows of all rules together
+    are shorter than a year, so it reaches at most the sum of their lengths
+    (buffer included); beyond that a generous bound of two years per rule is
+    used. Only days older than this are never looked at (SPEC 5.3, 5.5).
+    Cached per rule book: the entry keeps its book alive, so the ``id`` it
+    is filed under cannot be reused meanwhile.
     """
     entry = _REACH.get(id(rules))
     if entry is None or entry[0] is not rules:
@@ -145,18 +150,30 @@ def window_reach(rules: RuleBook, state: str) -> int:
             _REACH.clear()
         entry = _REACH[id(rules)] = (rules, {})
     reaches = entry[1]
-    reach = reaches.get(state)
+    key = (state, buffer_days)
+    reach = reaches.get(key)
     if reach is None:
-        reach = max(
-            (
-                r.before_days + r.after_days
-                for r in rules.rules_for(state)
-                if r.kind != "year_round"
-            ),
-            default=-1,
-        )
-        reaches[state] = reach
+        lengths = [
+            _length(r) + buffer_days + 1 for r in rules.rules_for(state) if r.kind != "year_round"
+        ]
+        total = sum(lengths)
+        if not lengths:
+            reach = -1
+        elif total < 365:
+            reach = total
+        else:
+            reach = total + 732 * len(lengths)
+        reaches[key] = reach
     return reach
+
+
+def _length(rule: StateRule) -> int:
+    """Days of one window of ``rule`` without the pre-window buffer."""
+    if rule.period_from is not None and rule.period_to is not None:
+        # Day numbers in a leap year (Feb 29 exists); wraps past the year end.
+        start = date(2000, *rule.period_from).toordinal()
+        return (date(2000, *rule.period_to).toordinal() - start) % 366
+    return rule.before_days + rule.after_days
 
 
 def _past_source(
@@ -175,17 +192,15 @@ def _past_source(
     at = desired if desired > event else event
     state = ctx.rc.state
     assert state is not None
-    rule = ctx.rules.rule_on(state, at)
-    if rule is None or rule.kind == "year_round":
+    # No window of the state reaches further than `reach` from a day it holds,
+    # and a chain of windows the post-window date steps over (5.5) no further
+    # than their sum: skip the exact check when that is long past.
+    if (ctx.today - at).days > window_reach(
+        ctx.rules, state, ctx.params.pre_window_buffer_days
+    ) + 1:
         return
-    # The window holding `at` is anchored at most before+buffer days after it,
-    # so it ends by at + reach; skip the exact check when that is long past.
-    reach = rule.before_days + ctx.params.pre_window_buffer_days + rule.after_days
-    if (ctx.today - at).days > reach + 1:
-        return
-    # check_exclusion without finding the rule in effect on `at` a second time.
-    exc = rule_exclusion(ctx.rc, at, rule, ctx.params.pre_window_buffer_days)
+    exc = check_exclusion(ctx.rc, at, ctx.rules, ctx.params)
     if exc is None or exc.year_round or exc.window_end is None:
         return
-    if exc.window_end + ONE_DAY >= ctx.today:
-        ctx.pw_sources.append((exc.window_end, event))
+    # plan_post_windows drops the sources whose post-window date has passed.
+    ctx.pw_sources.append((exc.window_end, event))

@@ -8,9 +8,15 @@ A window occurrence for anchor ``A`` covers ``[A - before_days -
 pre_window_buffer_days, A + after_days]``, both ends inclusive. ``A`` is the
 birthday (or policy anniversary) in some year, Feb 29 falling on Feb 28 in
 non-leap years; for month-anchored rules it is the first day of that month.
-Policy anniversaries count only strictly after the effective date. A day is in
-a window if it is inside the occurrence anchored in its own year, the previous
-year or the next year.
+Effective-date windows are anchored on the effective date itself and on each
+of its anniversaries, never before the effective date. A day is in a window if
+it is inside the occurrence anchored in its own year, the previous year or the
+next year.
+
+An annual period (``from``/``to``, SPEC 5.3) occurs every year ``Y`` as
+``[Y-from - pre_window_buffer_days, Y-to]`` (``to`` in ``Y + 1`` when it comes
+before ``from`` in the calendar); its anchor is ``Y-from`` and ages are taken
+on it. It is checked after the anchored rule of the state.
 
 Rules with an age range use the contact's age on the anchor date ``A``; an
 occurrence for which the contact is outside the range has no window, and when
@@ -61,9 +67,16 @@ def _year_round(rule: StateRule) -> Exclusion:
     return exc
 
 
+_ANNUAL_BASE = date(2000, 1, 1)
+"""Stands in for the event date of an annual period (its anchors are fixed days)."""
+
+
 def _event_base(c: ResolvedContact, rule: StateRule) -> date | None:
     """The date whose anniversaries anchor ``rule``'s windows for ``c``, if any applies."""
-    base = c.birth_date if rule.kind == "birthday" else c.effective_date
+    if rule.kind == "annual_period":
+        base: date | None = _ANNUAL_BASE
+    else:
+        base = c.birth_date if rule.kind == "birthday" else c.effective_date
     if base is not None and rule.has_age_range and c.birth_date is None:
         return None
     return base
@@ -78,14 +91,20 @@ def _anchor_ord(rule: StateRule, base: date, birth: date | None, year: int) -> i
     """
     if year < MINYEAR or year > MAXYEAR:
         return 0
-    if rule.kind == "effective_date" and year <= base.year:
-        # the anniversary in the policy's own year is the effective date itself
-        return 0
-    month, day = base.month, base.day
+    if rule.kind == "annual_period":
+        assert rule.period_from is not None
+        month, day = rule.period_from
+    else:
+        month, day = base.month, base.day
+    own_year = rule.kind == "effective_date" and year <= base.year
+    if own_year and year < base.year:
+        return 0  # no anchor before the effective date (SPEC 5.3)
     leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
     if month == 2 and day == 29 and not leap:
         day = 28
-    if rule.month_anchored:
+    if rule.month_anchored and not own_year:
+        # The policy's own year is anchored on the effective date itself:
+        # month anchoring never moves an anchor before that date.
         day = 1
     if rule.has_age_range:
         if birth is None:
@@ -105,14 +124,46 @@ def _from_ordinal(n: int) -> date:
     return date.fromordinal(min(max(n, _MIN_ORD), _MAX_ORD))
 
 
+def _annual_end(rule: StateRule, a: int) -> int:
+    """Ordinal of the last day of the annual period that starts on day ``a``."""
+    assert rule.period_from is not None and rule.period_to is not None
+    start = date.fromordinal(a)
+    year = start.year + (1 if rule.period_to < rule.period_from else 0)
+    if year > MAXYEAR:
+        return _MAX_ORD
+    month, day = rule.period_to
+    if month == 2 and day == 29 and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+        day = 28
+    return date(year, month, day).toordinal()
+
+
+def _end(rule: StateRule, a: int) -> int:
+    return _annual_end(rule, a) if rule.kind == "annual_period" else a + rule.after_days
+
+
 def _found(rule: StateRule, a: int, lead: int) -> Exclusion:
     return Exclusion(
         rule.reason,
         False,
         _from_ordinal(a - lead),
-        _from_ordinal(a + rule.after_days),
+        _from_ordinal(_end(rule, a)),
         date.fromordinal(a),
     )
+
+
+def _annual_exclusion(
+    c: ResolvedContact, x: int, year: int, rule: StateRule, lead: int
+) -> Exclusion | None:
+    """The annual period occurrence of ``year - 1 .. year + 1`` containing day ``x``
+    (the latest ending one), or None (SPEC 5.3)."""
+    birth = c.birth_date
+    if rule.has_age_range and birth is None:
+        return None
+    for y in (year + 1, year, year - 1):
+        a = _anchor_ord(rule, _ANNUAL_BASE, birth, y)
+        if a and a - lead <= x <= _annual_end(rule, a):
+            return _found(rule, a, lead)
+    return None
 
 
 def rule_exclusion(
@@ -127,6 +178,8 @@ def rule_exclusion(
     """
     if rule.kind == "year_round":
         return _year_round(rule)
+    if rule.kind == "annual_period":
+        return _annual_exclusion(c, d.toordinal(), d.year, rule, rule.before_days + buffer_days)
     base = _event_base(c, rule)
     if base is None:
         return None
@@ -162,18 +215,25 @@ def check_exclusion(
 ) -> Exclusion | None:
     """Is day ``d`` in an exclusion window for contact ``c``? (SPEC 5.3)
 
-    Uses the rule of ``c.state`` in effect on ``d``. Unknown state, a state
-    without a rule in effect, or a missing event date: ``None``. Year-round:
-    "Year-round exclusion for ST"; birthday window: "Birthday exclusion window
-    for ST"; effective-date window: "Effective date exclusion window for ST".
+    Uses the rules of ``c.state`` in effect on ``d``: the anchored rule first,
+    then the annual period. Unknown state, a state without a rule in effect,
+    or a missing event date: ``None``. Year-round: "Year-round exclusion for
+    ST"; birthday window: "Birthday exclusion window for ST"; effective-date
+    window: "Effective date exclusion window for ST"; annual period: "Annual
+    exclusion period for ST".
     """
     state = c.state
     if state is None:
         return None
     rule = rules.rule_on(state, d)
-    if rule is None:
+    if rule is not None:
+        found = rule_exclusion(c, d, rule, params.pre_window_buffer_days)
+        if found is not None:
+            return found
+    annual = rules.annual_on(state, d)
+    if annual is None:
         return None
-    return rule_exclusion(c, d, rule, params.pre_window_buffer_days)
+    return rule_exclusion(c, d, annual, params.pre_window_buffer_days)
 
 
 def _window(
@@ -183,8 +243,8 @@ def _window(
     a = _anchor_ord(rule, base, birth, year)
     if not a:
         return 1, 0
-    start, end = a - lead, a + rule.after_days
-    if lead > _YEAR or rule.after_days > _YEAR:
+    start, end = a - lead, _end(rule, a)
+    if lead > _YEAR or end - a > _YEAR:
         # An occurrence counts only for days of the years year-1 .. year+1 (SPEC 5.3);
         # shorter windows never reach further.
         if year - 1 >= MINYEAR:
@@ -297,3 +357,40 @@ def allowed_interval(
             return desired, desired
         bounds = narrowed
     return date.fromordinal(bounds[0]), date.fromordinal(bounds[1])
+
+
+POST_WINDOW_MAX_HOPS = 64
+"""Windows a post-window date may have to step over before a free day; more
+means rules that exclude (almost) every day, and no make-up email is planned."""
+
+
+def post_window_date(
+    c: ResolvedContact, window_end: date, rules: RuleBook, params: PlanParams
+) -> date | None:
+    """The date of the post-window email after a window ending on ``window_end``
+    (SPEC 5.5): the first later day that is in no exclusion window of the
+    contact under the rules in force on that day. A law change can widen a
+    window (Virginia's 0-30 rule of early 2025 became 0-60 from 2025-07-01):
+    the day after the old window then lies inside the new one, and the email
+    steps over it. Inside a year-round rule the search resumes after its
+    ``effective_to``; a year-round rule without an end, or more than
+    :data:`POST_WINDOW_MAX_HOPS` windows in a row, give None (no email)."""
+    state = c.state
+    d = window_end
+    for _ in range(POST_WINDOW_MAX_HOPS):
+        if d >= date.max:
+            return None
+        d = date.fromordinal(d.toordinal() + 1)
+        exc = check_exclusion(c, d, rules, params) if state is not None else None
+        if exc is None:
+            return d
+        if exc.year_round:
+            assert state is not None
+            rule = rules.rule_on(state, d)
+            if rule is None or rule.effective_to is None:
+                return None
+            d = rule.effective_to
+        else:
+            assert exc.window_end is not None
+            d = exc.window_end
+    return None

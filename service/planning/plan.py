@@ -104,6 +104,7 @@ class PlanContext(Review):
         skip: str | None = None,
         instance_id: int | None = None,
         upper: date | None = None,
+        interval: bool = False,
     ) -> Exclusion | None:
         """Add the live email ``(email_type, event)`` as a plan row.
 
@@ -119,7 +120,9 @@ class PlanContext(Review):
           ``allowed_from = max(today, first day of the exclusion-free run
           around the desired date)``, ``allowed_to = min(last day of that run,
           upper)``; rows not checked against windows use ``today`` and
-          ``upper`` only. Skipped rows carry no interval.
+          ``upper`` only, unless ``interval`` (post-window emails: never
+          checked, but never moved into a window either). Skipped rows carry
+          no interval.
 
         Returns the exclusion that skipped the row (post-window emails, 5.5).
         """
@@ -149,7 +152,7 @@ class PlanContext(Review):
             return exc
         low: date | None = None
         high: date | None = None
-        if windows and self.excludable:
+        if (windows or interval) and self.excludable:
             low, high = allowed_interval(self.rc, desired, self.rules, self.params)
         if high is None or (upper is not None and upper < high):
             high = upper

@@ -8,6 +8,7 @@ The built-in table is ``states.toml`` next to this module; ``state_rules`` (SPEC
     [[rule]]
     state = "VA"                    # USPS code
     kind = "birthday"               # "birthday" | "effective_date" | "year_round"
+                                    # | "annual_period"
     before_days = 0                 # whole days >= 0 (0 or absent for year_round)
     after_days = 60
     month_anchored = false          # optional: anchor on the 1st of the anchor's month
@@ -17,8 +18,18 @@ The built-in table is ``states.toml`` next to this module; ``state_rules`` (SPEC
     max_age = 75                    # optional, inclusive
     note = "why the rule is what it is"
 
-A state may have several rules whose effective periods do not overlap; a rule
-applies to an email when the email's desired date is within its period.
+    [[rule]]                        # an annual period: one span for everyone
+    state = "CA"
+    kind = "annual_period"
+    from = "01-01"                  # MM-DD, first day of the period
+    to = "03-31"                    # MM-DD, last day (before `from`: the next year's)
+    min_age = 65                    # optional, age on the period's first day
+    note = "..."
+
+A state may have several anchored rules (birthday, effective_date,
+year_round) whose effective periods do not overlap, and besides them annual
+periods whose effective periods do not overlap each other; a rule applies to
+an email when the email's desired date is within its period.
 """
 
 from __future__ import annotations
@@ -36,21 +47,26 @@ from typing import Literal
 from service.errors import RulesError
 from service.planning.contacts import USPS_CODES
 
-RuleKind = Literal["birthday", "effective_date", "year_round"]
-RULE_KINDS: tuple[RuleKind, ...] = ("birthday", "effective_date", "year_round")
+RuleKind = Literal["birthday", "effective_date", "year_round", "annual_period"]
+RULE_KINDS: tuple[RuleKind, ...] = ("birthday", "effective_date", "year_round", "annual_period")
+ANNUAL_PERIOD = "annual_period"
 BUILTIN_SOURCE = "<built-in states.toml>"
 _REASONS: dict[str, str] = {
     "year_round": "Year-round exclusion for {}",
     "birthday": "Birthday exclusion window for {}",
     "effective_date": "Effective date exclusion window for {}",
+    "annual_period": "Annual exclusion period for {}",
 }
+MonthDay = tuple[int, int]
 
 _MAX_DAYS = 365
 _MAX_AGE = 150
 _TOP_KEYS = frozenset({"version", "rule"})
 _INT_KEYS = ("before_days", "after_days", "min_age", "max_age")
 _DATE_KEYS = ("effective_from", "effective_to")
-_RULE_KEYS = frozenset({"state", "kind", "month_anchored", "note", *_INT_KEYS, *_DATE_KEYS})
+_RULE_KEYS = frozenset(
+    {"state", "kind", "month_anchored", "note", "from", "to", *_INT_KEYS, *_DATE_KEYS}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +87,11 @@ class StateRule:
     min_age: int | None = None
     max_age: int | None = None
     note: str = ""
+    period_from: MonthDay | None = None
+    """(month, day) of an annual period's first day (SPEC 5.3)."""
+    period_to: MonthDay | None = None
+    """(month, day) of an annual period's last day; before ``period_from``
+    means the period ends in the next year."""
     reason: str = field(init=False, repr=False, compare=False)
     """The fixed skip reason of the rule (SPEC 10), e.g. "Birthday exclusion window for CA"."""
     has_age_range: bool = field(init=False, repr=False, compare=False)
@@ -94,10 +115,17 @@ class StateRule:
         lo, hi = self.min_age, self.max_age
         return (lo is None or age >= lo) and (hi is None or age <= hi)
 
+    @property
+    def annual(self) -> bool:
+        """An annual period (checked after, and held besides, the anchored rule)."""
+        return self.kind == ANNUAL_PERIOD
+
     def describe(self) -> str:
         """The rule in words, for ``explain`` and ``status``."""
         if self.kind == "year_round":
             text = f"{self.state}: year-round"
+        elif self.period_from is not None and self.period_to is not None:
+            text = f"{self.state}: every year from {_md(self.period_from)} to {_md(self.period_to)}"
         else:
             anchor = "birthday" if self.kind == "birthday" else "policy anniversary"
             if self.month_anchored:
@@ -116,6 +144,28 @@ class StateRule:
         return text
 
 
+def _md(md: MonthDay) -> str:
+    return f"{md[0]:02d}-{md[1]:02d}"
+
+
+def rule_fields(rule: StateRule) -> dict[str, object]:
+    """The fields of a rule that shape plans (its note does not), for the
+    planning fingerprint (SPEC 4)."""
+    return {
+        "state": rule.state,
+        "kind": rule.kind,
+        "before_days": rule.before_days,
+        "after_days": rule.after_days,
+        "month_anchored": rule.month_anchored,
+        "effective_from": rule.effective_from,
+        "effective_to": rule.effective_to,
+        "min_age": rule.min_age,
+        "max_age": rule.max_age,
+        "from": _md(rule.period_from) if rule.period_from else None,
+        "to": _md(rule.period_to) if rule.period_to else None,
+    }
+
+
 class RuleBook:
     """All state rules, indexed by state for the hot path (SPEC 5.3).
 
@@ -123,7 +173,7 @@ class RuleBook:
     their effective period, which never overlap.
     """
 
-    __slots__ = ("_by_state", "rules", "source", "version")
+    __slots__ = ("_annual", "_by_state", "rules", "source", "version")
 
     def __init__(
         self, rules: Iterable[StateRule], source: str = "<rules>", version: str | None = None
@@ -132,19 +182,34 @@ class RuleBook:
         self.source = source
         self.version = version
         by_state: dict[str, list[StateRule]] = {}
+        annual: dict[str, list[StateRule]] = {}
         for rule in self.rules:
             by_state.setdefault(rule.state, []).append(rule)
+            if rule.annual:
+                annual.setdefault(rule.state, []).append(rule)
         self._by_state: dict[str, tuple[StateRule, ...]] = {
             state: tuple(sorted(rs, key=_period_start)) for state, rs in by_state.items()
+        }
+        self._annual: dict[str, tuple[StateRule, ...]] = {
+            state: tuple(sorted(rs, key=_period_start)) for state, rs in annual.items()
         }
         _check_overlaps(self.rules, source)
 
     def rule_on(self, state: str, on: date) -> StateRule | None:
-        """The rule of ``state`` in effect on ``on``, or None (SPEC 5.3)."""
+        """The anchored rule (birthday, effective-date window or year-round) of
+        ``state`` in effect on ``on``, or None (SPEC 5.3)."""
         rules = self._by_state.get(state)
         if rules is None:
             return None
         for r in rules:
+            f, t = r.effective_from, r.effective_to
+            if (f is None or f <= on) and (t is None or on <= t) and not r.annual:
+                return r
+        return None
+
+    def annual_on(self, state: str, on: date) -> StateRule | None:
+        """The annual period of ``state`` in effect on ``on``, or None (SPEC 5.3)."""
+        for r in self._annual.get(state, ()):
             f, t = r.effective_from, r.effective_to
             if (f is None or f <= on) and (t is None or on <= t):
                 return r
@@ -186,9 +251,13 @@ def _period_start(rule: StateRule) -> date:
 
 
 def _check_overlaps(rules: tuple[StateRule, ...], source: str) -> None:
-    numbered = sorted(enumerate(rules, 1), key=lambda nr: (nr[1].state, _period_start(nr[1])))
+    # Anchored rules and annual periods are checked apart: a state may hold
+    # one of each on a day (SPEC 5.3).
+    numbered = sorted(
+        enumerate(rules, 1), key=lambda nr: (nr[1].state, nr[1].annual, _period_start(nr[1]))
+    )
     for (n_prev, prev), (n, rule) in pairwise(numbered):
-        if prev.state != rule.state:
+        if prev.state != rule.state or prev.annual != rule.annual:
             continue
         prev_end = prev.effective_to or date.max
         if prev_end >= _period_start(rule):
@@ -248,6 +317,19 @@ class _RuleParser:
             raise self.fail(key, f"must be between {low} and {high}")
         return value
 
+    def month_day(self, key: str) -> MonthDay:
+        value = self.table.get(key)
+        if key not in self.table:
+            raise self.fail(key, "is required for an annual_period rule (MM-DD, e.g. '01-31')")
+        if isinstance(value, str) and len(value) == 5 and value[2] == "-":
+            try:
+                # 2000 is a leap year: "02-29" is accepted (Feb 28 in other years).
+                parsed = date.fromisoformat(f"2000-{value}")
+                return (parsed.month, parsed.day)
+            except ValueError:
+                pass
+        raise self.fail(key, "must be a month and day written 'MM-DD', e.g. '03-31'")
+
     def day(self, key: str) -> date | None:
         if key not in self.table:
             return None
@@ -281,12 +363,7 @@ class _RuleParser:
         after = self.integer("after_days", 0, _MAX_DAYS)
         min_age = self.integer("min_age", 0, _MAX_AGE)
         max_age = self.integer("max_age", 0, _MAX_AGE)
-        if kind == "year_round":
-            self._check_year_round(before, after, anchored, min_age, max_age)
-        else:
-            for key, value in (("before_days", before), ("after_days", after)):
-                if value is None:
-                    raise self.fail(key, f"is required for a {kind} rule")
+        period_from, period_to = self._by_kind(kind, before, after, anchored, min_age, max_age)
         if min_age is not None and max_age is not None and min_age > max_age:
             raise self.fail("max_age", f"must not be below min_age ({min_age})")
         start, end = self.day("effective_from"), self.day("effective_to")
@@ -303,7 +380,37 @@ class _RuleParser:
             min_age=min_age,
             max_age=max_age,
             note=self.string("note", ""),
+            period_from=period_from,
+            period_to=period_to,
         )
+
+    def _by_kind(
+        self,
+        kind: str,
+        before: int | None,
+        after: int | None,
+        anchored: bool,
+        min_age: int | None,
+        max_age: int | None,
+    ) -> tuple[MonthDay | None, MonthDay | None]:
+        """The checks that depend on the rule's kind; an annual period's from/to."""
+        if kind == "year_round":
+            self._check_year_round(before, after, anchored, min_age, max_age)
+            return None, None
+        if kind == ANNUAL_PERIOD:
+            for key, value in (("before_days", before), ("after_days", after)):
+                if value:
+                    raise self.fail(key, "must be 0 or absent: an annual period has from/to")
+            if anchored:
+                raise self.fail("month_anchored", "must be false: an annual period has no anchor")
+            return self.month_day("from"), self.month_day("to")
+        for key in ("from", "to"):
+            if key in self.table:
+                raise self.fail(key, "is only allowed on an annual_period rule")
+        for key, value in (("before_days", before), ("after_days", after)):
+            if value is None:
+                raise self.fail(key, f"is required for a {kind} rule")
+        return None, None
 
     def _check_year_round(
         self,

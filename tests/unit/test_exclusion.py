@@ -271,19 +271,30 @@ def test_windows_crossing_year_end(state: str, birth: date, day: date, anchor: d
 @pytest.mark.parametrize(
     ("effective", "day", "anchor"),
     [
-        # anniversaries strictly after the effective date: the policy's start day is no anchor
-        (date(2023, 5, 1), date(2023, 5, 1), None),
+        # SPEC 5.3 (2026-12-01): the effective date itself and its anniversaries anchor
+        # windows, none before it. MO: 30 before, 33 after, buffer 60 -> lead 90.
+        (date(2023, 5, 1), date(2023, 5, 1), date(2023, 5, 1)),
         (date(2023, 5, 1), date(2024, 5, 1), date(2024, 5, 1)),
+        # 2023-05-01 - 90 = 2023-01-31 (30 days of April, 31 of March, 28 of February
+        # and one of January): the first day of the first window; no 2022 anchor exists
+        (date(2023, 5, 1), date(2023, 1, 31), date(2023, 5, 1)),
+        (date(2023, 5, 1), date(2023, 1, 30), None),
         # first anniversary 2026-06-15 of a 2025-06-15 policy: window from Mar 17 (WINDOWS)
         (date(2025, 6, 15), date(2026, 3, 17), date(2026, 6, 15)),
-        (date(2025, 6, 15), date(2025, 7, 1), None),  # the start day's "window" does not exist
-        # Feb 29 policy: 2024-02-29 is the start, 2025's anniversary is Feb 28, window from
-        # 2024-11-30 (Feb 28 - 90, as in the Feb 29 birthday table one year earlier)
-        (date(2024, 2, 29), date(2024, 2, 29), None),
+        # the start day's own window is [2025-03-17, 2025-07-18] (06-15 + 33)
+        (date(2025, 6, 15), date(2025, 7, 1), date(2025, 6, 15)),
+        (date(2025, 6, 15), date(2025, 7, 18), date(2025, 6, 15)),
+        (date(2025, 6, 15), date(2025, 7, 19), None),
+        # Feb 29 policy: 2024-02-29 anchors its own window (to 2024-04-02 = 02-29 + 33);
+        # 2025's anniversary is Feb 28, window from 2024-11-30 (Feb 28 - 90)
+        (date(2024, 2, 29), date(2024, 2, 29), date(2024, 2, 29)),
+        (date(2024, 2, 29), date(2024, 4, 3), None),
         (date(2024, 2, 29), date(2024, 11, 29), None),
         (date(2024, 2, 29), date(2024, 11, 30), date(2025, 2, 28)),
-        # a policy starting in the future has no anniversary yet
-        (date(2027, 1, 1), date(2026, 12, 1), None),
+        # a policy starting in the future: its start anchors [2026-10-03, 2027-02-03]
+        (date(2027, 1, 1), date(2026, 12, 1), date(2027, 1, 1)),
+        (date(2027, 1, 1), date(2026, 10, 2), None),
+        (date(2027, 1, 1), date(2025, 12, 1), None),
         (date(2027, 1, 1), date(2027, 12, 1), date(2028, 1, 1)),
     ],
 )
@@ -443,21 +454,27 @@ def test_allowed_interval_year_round_from_a_date() -> None:
 
 
 def test_long_window_counts_only_in_neighbouring_years() -> None:
-    # An anniversary rule 365 days before, buffer 120: lead 485. Policy from 2025-01-10, so
-    # the first anchor is 2026-01-10 and its window would start 2024-09-12 (10 days to
-    # Dec 31, 31 to Nov 30, 30 to Oct 31, 31 to Sep 30, 18 to Sep 12). An occurrence counts
-    # only for days of the years 2025..2027, and no other occurrence exists before it.
+    # An anniversary rule 365 days before, buffer 120: lead 485. Policy from 2025-01-10,
+    # which anchors the first window (SPEC 5.3): it starts 2025-01-10 - 485 = 2023-09-13
+    # (10 days to 2024-12-31, 366 to 2023-12-31 across Feb 29, 31 to Nov 30, 30 to Oct 31,
+    # 31 to Sep 30, 17 to Sep 13). An occurrence counts only for days of the years
+    # 2024..2026, and no anchor exists before the effective date.
     book = RuleBook([StateRule("TX", "effective_date", 365, 0)])
     params = PlanParams(pre_window_buffer_days=120)
     c = _rc("TX", BIRTH, date(2025, 1, 10))
-    assert check_exclusion(c, date(2024, 12, 31), book, params) is None
+    assert check_exclusion(c, date(2023, 12, 31), book, params) is None
+    exc = check_exclusion(c, date(2024, 1, 1), book, params)
+    assert exc is not None
+    assert (exc.window_start, exc.window_end) == (date(2023, 9, 13), date(2025, 1, 10))
+    # 2025-01-01 is in the 2025 and the 2026 occurrence (2026-01-10 - 485 = 2024-09-12):
+    # the one that ends last is reported
     exc = check_exclusion(c, date(2025, 1, 1), book, params)
     assert exc is not None
     assert (exc.window_start, exc.window_end) == (date(2024, 9, 12), date(2026, 1, 10))
-    # 2024-12-01 - 400 = 2023-10-28 (366 days back to 2023-12-01 across Feb 29, then 34)
-    assert allowed_interval(c, date(2024, 12, 1), book, params) == (
-        date(2023, 10, 28),
-        date(2024, 12, 31),
+    # 2023-12-01 - 400 = 2022-10-27 (365 days back to 2022-12-01, then 30 + 5)
+    assert allowed_interval(c, date(2023, 12, 1), book, params) == (
+        date(2022, 10, 27),
+        date(2023, 12, 31),
     )
 
 
@@ -471,9 +488,11 @@ def _occurrence(
     if base is None:
         return None
     occurrence = anniversary(base, year)
-    if rule.kind == "effective_date" and occurrence <= base:
+    if rule.kind == "effective_date" and occurrence < base:
         return None
     anchor = occurrence.replace(day=1) if rule.month_anchored else occurrence
+    if rule.kind == "effective_date" and occurrence == base:
+        anchor = base  # the policy's own year: the effective date itself
     if rule.min_age is not None or rule.max_age is not None:
         if c.birth_date is None or not rule.applies_to_age(age_on(c.birth_date, anchor)):
             return None
@@ -494,9 +513,40 @@ def _brute_by_rule(
     return max(hits, key=lambda occ: occ[1]) if hits else None
 
 
+def _annual_occurrence(
+    c: ResolvedContact, rule: StateRule, buffer: int, year: int
+) -> tuple[date, date, date] | None:
+    # SPEC 5.3: [Y-from - buffer, Y-to], `to` in the next year when it precedes `from`.
+    assert rule.period_from is not None and rule.period_to is not None
+    start = anniversary(date(2000, *rule.period_from), year)
+    end_year = year + 1 if rule.period_to < rule.period_from else year
+    end = anniversary(date(2000, *rule.period_to), end_year)
+    if rule.min_age is not None or rule.max_age is not None:
+        if c.birth_date is None or not rule.applies_to_age(age_on(c.birth_date, start)):
+            return None
+    return start - timedelta(days=buffer), end, start
+
+
+def _brute_annual(
+    c: ResolvedContact, day: date, rule: StateRule, buffer: int
+) -> tuple[date, date, date] | None:
+    hits = [
+        occ
+        for year in (day.year - 1, day.year, day.year + 1)
+        if (occ := _annual_occurrence(c, rule, buffer, year)) is not None
+        and occ[0] <= day <= occ[1]
+    ]
+    return max(hits, key=lambda occ: occ[1]) if hits else None
+
+
 def _brute(c: ResolvedContact, day: date, book: RuleBook, buffer: int) -> object:
+    # The anchored rule first, then the annual period (SPEC 5.3).
     rule = book.rule_on(c.state, day) if c.state else None
-    return _brute_by_rule(c, day, rule, buffer) if rule else None
+    hit = _brute_by_rule(c, day, rule, buffer) if rule else None
+    if hit is not None:
+        return hit
+    annual = book.annual_on(c.state, day) if c.state else None
+    return _brute_annual(c, day, annual, buffer) if annual else None
 
 
 def _as_tuple(exc: Exclusion | None) -> object:
@@ -531,8 +581,27 @@ def _rule_books(draw: st.DrawFn) -> RuleBook:
         min_age=min_age,
         max_age=max_age,
     )
+    extra: list[StateRule] = []
     if draw(st.booleans()):
-        return RuleBook([first])
+        # An annual period besides the anchored rule (SPEC 5.3), at times crossing the
+        # year end or limited to ages and to an effective period.
+        days = st.dates(min_value=date(2000, 1, 1), max_value=date(2000, 12, 31))
+        p_from, p_to = draw(days), draw(days)
+        age = draw(st.none() | st.integers(55, 80))
+        extra.append(
+            StateRule(
+                "TX",
+                "annual_period",
+                min_age=age,
+                effective_from=draw(
+                    st.none() | st.dates(min_value=date(2022, 1, 1), max_value=date(2028, 1, 1))
+                ),
+                period_from=(p_from.month, p_from.day),
+                period_to=(p_to.month, p_to.day),
+            )
+        )
+    if draw(st.booleans()):
+        return RuleBook([first, *extra])
     change = draw(st.dates(min_value=date(2022, 1, 1), max_value=date(2028, 12, 31)))
     second = StateRule(
         "TX", "birthday", draw(st.integers(0, 60)), draw(st.integers(0, 90)), effective_from=change
@@ -548,7 +617,7 @@ def _rule_books(draw: st.DrawFn) -> RuleBook:
         first.min_age,
         first.max_age,
     )
-    return RuleBook([older, second])
+    return RuleBook([older, second, *extra])
 
 
 @st.composite
@@ -576,10 +645,14 @@ def test_allowed_interval_is_safe_and_maximal(data: st.DataObject, buffer: int, 
     desired = data.draw(_DAYS)
     params = PlanParams(pre_window_buffer_days=buffer)
     main = book.rule_on(c.state, desired) if c.state else None
+    main_annual = book.annual_on(c.state, desired) if c.state else None
 
     def excluded(day: date) -> bool:
         under_main = main is not None and _brute_by_rule(c, day, main, buffer) is not None
-        return under_main or _brute(c, day, book, buffer) is not None
+        under_annual = (
+            main_annual is not None and _brute_annual(c, day, main_annual, buffer) is not None
+        )
+        return under_main or under_annual or _brute(c, day, book, buffer) is not None
 
     lo, hi = allowed_interval(c, desired, book, params, limit)
     if excluded(desired):

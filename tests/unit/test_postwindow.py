@@ -54,8 +54,10 @@ def test_skipped_birthday_gives_post_window_on_window_end_plus_one() -> None:
         "post_window", D("2026-06-15"), D("2026-08-15"), "pre-scheduled",
     )  # fmt: skip
     assert (pw.priority, pw.template, pw.catchup_note) == (40, "post_window_template", None)
-    # Not checked against windows: only "not before today" bounds it.
-    assert (pw.allowed_from, pw.allowed_to) == (D("2026-04-02"), None)
+    # Not checked against windows, but balancing never moves it into one (SPEC 5.5):
+    # its interval is the free run from 08-15 to the day before the 2027 window,
+    # 2027-06-15 - 90 = 2027-03-17, so 2027-03-16.
+    assert (pw.allowed_from, pw.allowed_to) == (D("2026-08-15"), D("2027-03-16"))
 
 
 @pytest.mark.parametrize(
