@@ -29,10 +29,12 @@ import structlog.tracebacks
 
 from service import engine
 from service.commands import audit, explain, logs, plot, progress, report, status
+from service.commands.fingerprint import refuse_if_differs, warn_if_differs
 from service.config import (
     ENV_LOG_FORMAT,
     ENV_LOG_LEVEL,
     Settings,
+    environment_with_files,
     load_settings,
     parse_assignment,
 )
@@ -233,7 +235,10 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
         overrides["db"] = args.db
     if getattr(args, "inbox", None) is not None:
         overrides["inbox"] = args.inbox
-    return load_settings(args.config, environ, overrides)
+    # The units' environment files too, so a command runs with the daemon's
+    # settings by default (SPEC 4).
+    merged, origin = environment_with_files(environ)
+    return load_settings(args.config, merged, overrides, origin)
 
 
 def _database(args: argparse.Namespace, settings: Settings) -> Path:
@@ -345,7 +350,10 @@ def _out(text: str) -> None:
 
 
 async def cmd_init_db(args: argparse.Namespace, settings: Settings, db: Path) -> int:
-    version = await init_db(db)
+    added: list[str] = []
+    version = await init_db(db, added)
+    if added:
+        _out(f"{db}: added the columns mailplan reads: {', '.join(added)}\n")
     _out(f"{db}: schema version {version}, triggers installed\n")
     return 0
 
@@ -370,6 +378,10 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) 
     ctx = engine.PlanContext.from_settings(settings)
     today: date = args.today
     async with open_store(db, readonly=args.dry_run, clock=wall_clock) as store:
+        if args.dry_run or args.verify:
+            await warn_if_differs(store, settings, "recompute (read side)", sys.stderr)
+        elif args.contact:
+            await refuse_if_differs(store, settings, "mailplan recompute --contact")
         if args.verify:
             drift = await engine.verify(store, ctx, today, repair=not args.dry_run)
             if not args.dry_run:

@@ -175,17 +175,15 @@ def rules_digest(book: RuleBook) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def differing_keys(stored_json: str | None, settings: Settings) -> list[str]:
-    """The section-4 keys whose values differ between a stored
-    :meth:`Settings.planning_json` and ``settings``, each as
-    ``key (stored X, now Y)``; every key when nothing readable is stored."""
-    try:
-        stored = json.loads(stored_json) if stored_json else None
-    except ValueError:
-        stored = None
-    if not isinstance(stored, dict):
+def differing_keys(stored_json: str | None, current_json: str) -> list[str]:
+    """The section-4 keys whose values differ between two
+    :meth:`Settings.planning_json` records (the stored plan's and the current
+    settings'), each as ``key (stored X, now Y)``; one explanatory entry when
+    nothing readable is stored."""
+    stored = _json_object(stored_json)
+    if stored is None:
         return ["no settings are recorded with the stored plan"]
-    now = settings.planning_record()
+    now = _json_object(current_json) or {}
     out: list[str] = []
     for key in sorted(PLANNING_KEYS):
         old, new = stored.get(key), now.get(key)
@@ -199,6 +197,14 @@ def differing_keys(stored_json: str | None, settings: Settings) -> list[str]:
         elif old != new:
             out.append(f"{key} (stored {old!r}, now {new!r})")
     return out
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # --- validation -----------------------------------------------------------------------------

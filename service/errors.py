@@ -51,5 +51,12 @@ class RecordRefused(StoreError):
     """The database refused one record (a constraint); the record is rejected."""
 
 
+class SchemaError(StoreError):
+    """The database schema is not the one this mailplan needs: run ``mailplan
+    init-db`` (exit code 2, SPEC 3)."""
+
+    exit_code = 2
+
+
 class InputError(MailplanError):
     """An upstream record (inbox file, event) is malformed; it is rejected, not lost."""

@@ -234,6 +234,8 @@ class Processor:
         if finished:
             if fan.everyone:
                 stats.events_consumed = await store.delete_events_upto(fan.upto)
+                # Every contact was planned under these settings (SPEC 4).
+                await engine.record_full_plan(store, self.ctx, today)
             else:
                 stats.events_consumed = await store.delete_events([fan.upto])
             await store.delete_state(FANOUT_KEY)

@@ -48,6 +48,20 @@ def _never() -> bool:
     return False
 
 
+async def _planned_in_full(store: Store, ctx: PlanContext, today: date) -> bool:
+    """Whether a full recompute under these settings already planned every
+    contact (e.g. ``mailplan recompute --all`` before the daemon's first
+    start), for ``today`` or a day before it: its review dates then say which
+    contacts are due, and nothing needs planning again (SPEC 4)."""
+    basis = await store.plan_basis()
+    return (
+        bool(ctx.fingerprint)
+        and basis.fingerprint == ctx.fingerprint
+        and basis.full_recompute_day is not None
+        and basis.full_recompute_day <= today
+    )
+
+
 async def tick_if_due(
     store: Store,
     ctx: PlanContext,
@@ -59,8 +73,9 @@ async def tick_if_due(
     """Run the tick for ``today`` unless it already ran; ``None`` if not due.
 
     On a database that has never had a tick, nothing is known to be planned
-    yet: a ``recompute_all`` event is queued so every contact gets its plan.
-    The same when *today* is before the last tick's date (a clock set back).
+    yet: a ``recompute_all`` event is queued so every contact gets its plan,
+    unless a full recompute under the same settings already did that. The
+    same when *today* is before the last tick's date (a clock set back).
     """
     previous = await store.last_tick()
     if previous == today:
@@ -80,7 +95,7 @@ async def tick_if_due(
         # the end covers them); until then the stored balance is not global.
         await engine.invalidate_balance(store)
         due = await store.due_contacts(today)
-        if previous is None or moved_back:
+        if moved_back or (previous is None and not await _planned_in_full(store, ctx, today)):
             await store.enqueue_event("recompute_all")
             report.full_recompute_queued = True
     sizer = ChunkSizer(chunk)

@@ -21,6 +21,7 @@ import structlog
 
 from service.config import Settings
 from service.daemon.backoff import Backoff, Leave
+from service.daemon.basis import follow_settings
 from service.daemon.clock import Clock
 from service.daemon.notify import Notifier
 from service.daemon.processing import BatchLimits, Processor, StepReport
@@ -159,6 +160,7 @@ class Worker:
         await anyio.to_thread.run_sync(zip_lookup, "10001")
         if self._inbox is not None:
             await self._guarded("inbox_recovery", self._inbox.recover)
+        await self._guarded("settings_check", self._follow_settings("start"))
         await self._try_tick()
 
     async def run_pass(self, reasons: set[str]) -> None:
@@ -191,6 +193,12 @@ class Worker:
             return None
         finally:
             self.busy_since = None
+
+    def _follow_settings(self, when: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await follow_settings(self.store, self.ctx, when=when)
+
+        return check
 
     async def _db_changed(self) -> bool:
         version = await self.store.data_version()
@@ -246,6 +254,9 @@ class Worker:
                 await self._try_tick()
             self.busy_since = time.monotonic()
             try:
+                # Before each batch: an operator's `recompute --all` under other
+                # settings may have replaced the plan meanwhile (SPEC 4).
+                await follow_settings(self.store, self.ctx, when="batch")
                 report = await processor.step(self.clock.today())
             except StoreUnavailable:
                 raise
@@ -338,8 +349,8 @@ class Worker:
             self._processor.ctx = self.ctx
         self.clock.tz = new.tz
         changed = new_fingerprint != old_fingerprint
-        if changed:
-            async with self.store.transaction():
-                await self.store.enqueue_event("recompute_all")
-        log.info("reload_applied", planning_changed=changed)
+        # Compared with what the stored plan follows, not only with the old
+        # settings: the plan may not have been ours (SPEC 4).
+        queued = await follow_settings(self.store, self.ctx, when="reload")
+        log.info("reload_applied", planning_changed=changed, full_recompute_queued=queued)
         self.notifier.ready(self.status.line())

@@ -14,6 +14,7 @@ from service.engine.core import (
     rebalance_all,
     recompute_contacts,
     recompute_range,
+    record_full_plan,
     verify,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "rebalance_all",
     "recompute_contacts",
     "recompute_range",
+    "record_full_plan",
     "verify",
 ]

@@ -69,6 +69,8 @@ class SettingsLike(Protocol):
     def plan_params(self) -> PlanParams: ...
     def balance_params(self) -> BalanceParams: ...
     def rules(self) -> RuleBook: ...
+    def fingerprint(self) -> str: ...
+    def planning_json(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,10 @@ class PlanContext:
     campaigns: Campaigns | None = None
     chunk_size: int = DEFAULT_CHUNK
     journal_retention_days: int = 400
+    fingerprint: str = ""
+    """The planning fingerprint of the settings (SPEC 4); empty for a context
+    not built from settings, whose full recomputes record nothing."""
+    settings_json: str = ""
 
     @classmethod
     def from_settings(cls, settings: SettingsLike, **overrides: object) -> PlanContext:
@@ -103,6 +109,8 @@ class PlanContext:
             timezone=settings.timezone,
             send_in_contact_timezone=settings.send_in_contact_timezone,
             journal_retention_days=getattr(settings, "journal_retention_days", 400),
+            fingerprint=settings.fingerprint(),
+            settings_json=settings.planning_json(),
         )
         return replace(ctx, **overrides) if overrides else ctx  # type: ignore[arg-type]
 
@@ -210,7 +218,7 @@ async def recompute_contacts(
     caller runs afterwards (the tick); the caller must first have invalidated
     the stored balance basis (:func:`invalidate_balance`), so that any windowed
     rebalance in between falls back to a global one."""
-    if not store.in_transaction:
+    if not store.in_write_transaction:
         raise RuntimeError("recompute_contacts must run inside store.transaction()")
     id_list = sorted(set(ids))
     if not id_list:
@@ -240,7 +248,7 @@ async def recompute_range(
     chunk). The chunk's scope is an id range, so plan rows of contacts deleted
     inside it are removed too: a fan-out of these chunks is a full recompute
     (SPEC 8.3)."""
-    if not store.in_transaction:
+    if not store.in_write_transaction:
         raise RuntimeError("recompute_range must run inside store.transaction()")
     campaigns = ctx.campaigns or await store.load_campaigns()
     loaded = await _load_chunk(store, ctx, after, limit, today, plan_rows=False)
@@ -369,6 +377,7 @@ async def _full_recompute(
             if consume_events:
                 stats.events_consumed = await store.delete_events_upto(covered)
             await store.delete_state(PROGRESS_KEY)
+            await record_full_plan(store, ctx, today)
             await store.finish_run(run_id, stats, duration_ms=_ms(started))
     except Exception as exc:
         await _record_failure(store, run_id, stats, started, exc)
@@ -377,6 +386,15 @@ async def _full_recompute(
              contacts=stats.contacts_recomputed, inserted=stats.inserted,
              updated=stats.updated, deleted=stats.deleted, moved=stats.rows_moved)  # fmt: skip
     return stats
+
+
+async def record_full_plan(store: Store, ctx: PlanContext, today: date) -> None:
+    """Record, inside the transaction that completes a full recompute, the
+    settings it planned under and its *today* (SPEC 4): a daemon with the
+    same fingerprint then knows the plan is its own and does not plan
+    everything again."""
+    if ctx.fingerprint:
+        await store.set_plan_basis(ctx.fingerprint, ctx.settings_json, today)
 
 
 def _ms(started: float) -> float:

@@ -24,7 +24,7 @@ import structlog
 
 from service.errors import RecordRefused, StoreBusy, StoreError, StoreUnavailable
 from service.store import sql
-from service.store.types import Event, EventsSummary, RunRecord, RunStats
+from service.store.types import Event, EventsSummary, PlanBasis, RunRecord, RunStats
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +64,13 @@ _UNAVAILABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FU
                 "SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_PERM")  # fmt: skip
 """Result codes (and their extended forms) of a database that is not usable
 as it is now: waited for by the daemon rather than treated as a bug."""
+
+
+PLAN_FINGERPRINT = "plan_fingerprint"
+PLAN_SETTINGS = "plan_settings"
+PLAN_FULL_DAY = "plan_full_day"
+"""scheduler_state keys: the planning fingerprint and settings (JSON) the
+stored plan follows, and the *today* of the full recompute under them (SPEC 4)."""
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -151,7 +158,8 @@ class StoreBase:
         self.path = path
         self.carrier_column = carrier
         self._q = sql.queries(carrier)
-        self._in_tx = False
+        self._tx: str | None = None
+        """None, "read" (a :meth:`snapshot`) or "write" (a :meth:`transaction`)."""
         self._short_waits = False
         self._waiting_for_lock = False
         self._last_write_end = float("-inf")
@@ -236,8 +244,17 @@ class StoreBase:
         rows = await self.fetchall(name, params)
         return rows[0] if rows else None
 
+    def _check_writable(self, what: str) -> None:
+        # In a read snapshot a write would "succeed" and then vanish with the
+        # snapshot's rollback: fail loudly instead.
+        if self._tx == "read":
+            raise StoreError(
+                f"{what} writes inside a read snapshot; writes need store.transaction()"
+            )
+
     async def run_sql(self, sql_text: str, params: Params = (), *, what: str) -> int:
         """Run one statement text built by the store itself; rows changed."""
+        self._check_writable(what)
         try:
             async with self._db.execute(sql_text, params) as cursor:
                 return cursor.rowcount
@@ -248,6 +265,7 @@ class StoreBase:
 
     async def run_many(self, sql_text: str, rows: Iterable[Params], *, what: str) -> int:
         """Run one statement text once per parameter set; total rows changed."""
+        self._check_writable(what)
         try:
             async with self._db.executemany(sql_text, rows) as cursor:
                 return max(cursor.rowcount, 0)
@@ -265,6 +283,7 @@ class StoreBase:
         return await self.run_many(self._q[name], rows, what=f"statement {name}")
 
     async def execute_insert(self, name: str, params: Params = ()) -> int:
+        self._check_writable(f"statement {name}")
         try:
             async with self._db.execute(self._q[name], params) as cursor:
                 rowid = cursor.lastrowid
@@ -278,7 +297,18 @@ class StoreBase:
 
     @property
     def in_transaction(self) -> bool:
-        return self._in_tx
+        """Inside a transaction of either kind (reads are consistent)."""
+        return self._tx is not None
+
+    @property
+    def in_write_transaction(self) -> bool:
+        """Inside :meth:`transaction`: writes are allowed and commit together."""
+        return self._tx == "write"
+
+    @property
+    def in_snapshot(self) -> bool:
+        """Inside a read :meth:`snapshot` (and not a write transaction): writes fail."""
+        return self._tx == "read"
 
     async def use_short_lock_waits(self) -> None:
         """Wait for another writer's lock in cancellable steps (the daemon).
@@ -354,11 +384,11 @@ class StoreBase:
         Any error inside rolls everything back; SQLite errors are raised as
         :class:`StoreError` (:class:`StoreBusy` for a lock).
         """
-        if self._in_tx:
-            raise StoreError("a transaction is already open on this store")
+        if self._tx is not None:
+            raise StoreError(f"a {self._tx} transaction is already open on this store")
         await self._writer_gap()
         await self._begin("BEGIN IMMEDIATE")
-        self._in_tx = True
+        self._tx = "write"
         try:
             yield
         except BaseException as exc:
@@ -373,7 +403,7 @@ class StoreBase:
                 await self._rollback_quietly()
                 raise translate(exc, self.path, "commit") from exc
         finally:
-            self._in_tx = False
+            self._tx = None
             self._last_write_end = anyio.current_time()
 
     async def _writer_gap(self) -> None:
@@ -398,16 +428,20 @@ class StoreBase:
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[None]:
-        """A read transaction: every read inside sees one consistent state."""
-        if self._in_tx:
+        """A read transaction: every read inside sees one consistent state.
+
+        Inside a write transaction it is that transaction. Writes inside a
+        snapshot raise :class:`StoreError` (they would be rolled back).
+        """
+        if self._tx is not None:
             yield
             return
         await self._begin("BEGIN DEFERRED")
-        self._in_tx = True
+        self._tx = "read"
         try:
             yield
         finally:
-            self._in_tx = False
+            self._tx = None
             await self._rollback_quietly()
 
     async def _rollback_quietly(self) -> None:
@@ -489,6 +523,32 @@ class StoreBase:
 
     async def set_last_tick(self, day: date) -> None:
         await self.set_state("last_tick", day.isoformat())
+
+    async def plan_fingerprint(self) -> str | None:
+        """The planning fingerprint the stored plan follows (SPEC 4)."""
+        return await self.get_state(PLAN_FINGERPRINT)
+
+    async def plan_basis(self) -> PlanBasis:
+        """What the stored plan was built under (SPEC 4)."""
+        day = await self.get_state(PLAN_FULL_DAY)
+        return PlanBasis(
+            fingerprint=await self.get_state(PLAN_FINGERPRINT),
+            settings_json=await self.get_state(PLAN_SETTINGS),
+            full_recompute_day=date.fromisoformat(day) if day else None,
+        )
+
+    async def set_plan_basis(
+        self, fingerprint: str, settings_json: str, full_recompute_day: date | None
+    ) -> None:
+        """Record the settings the stored plan follows (inside a transaction);
+        ``full_recompute_day`` is the *today* a complete recompute under them
+        planned for, None while one is still to come."""
+        await self.set_state(PLAN_FINGERPRINT, fingerprint)
+        await self.set_state(PLAN_SETTINGS, settings_json)
+        if full_recompute_day is None:
+            await self.delete_state(PLAN_FULL_DAY)
+        else:
+            await self.set_state(PLAN_FULL_DAY, full_recompute_day.isoformat())
 
     async def capacity_snapshot(self, day: date) -> int | None:
         """N (contacts with an e-mail) as snapshotted for ``day`` (SPEC 6)."""

@@ -42,6 +42,7 @@ from service.store.types import (
     Event,
     EventsSummary,
     ExportRow,
+    PlanBasis,
     RunRecord,
     RunStats,
     Scope,
@@ -63,6 +64,16 @@ class Transactions(Protocol):
     @property
     def in_transaction(self) -> bool:
         """True inside :meth:`transaction` or :meth:`snapshot`."""
+        ...
+
+    @property
+    def in_write_transaction(self) -> bool:
+        """True inside :meth:`transaction`: writes commit together."""
+        ...
+
+    @property
+    def in_snapshot(self) -> bool:
+        """True inside a read :meth:`snapshot`: writes raise instead of vanishing."""
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[None]:
@@ -165,6 +176,20 @@ class StateStore(Protocol):
 
     async def save_capacity_snapshot(self, day: date, contacts_with_email: int) -> None:
         """Snapshot the count for ``day``."""
+        ...
+
+    async def plan_fingerprint(self) -> str | None:
+        """The planning fingerprint the stored plan follows (SPEC 4)."""
+        ...
+
+    async def plan_basis(self) -> PlanBasis:
+        """The fingerprint, settings JSON and full-recompute day of the stored plan."""
+        ...
+
+    async def set_plan_basis(
+        self, fingerprint: str, settings_json: str, full_recompute_day: date | None
+    ) -> None:
+        """Record what the stored plan follows (inside a transaction)."""
         ...
 
 

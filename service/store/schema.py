@@ -11,11 +11,12 @@ database of unknown history safe.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 import aiosqlite
 import structlog
 
-from service.errors import StoreError
+from service.errors import SchemaError, StoreError
 from service.store.sql import CARRIER_COLUMNS, Migration, migrations, queries
 
 log = structlog.get_logger(__name__)
@@ -45,16 +46,55 @@ async def carrier_column(db: aiosqlite.Connection) -> str | None:
     return None
 
 
-async def _apply(db: aiosqlite.Connection, migration: Migration) -> None:
+def read_columns() -> tuple[tuple[str, str, str], ...]:
+    """(table, column, definition) of every column mailplan reads from an
+    upstream table (the ``@add-column`` lines of all migrations; SPEC 3)."""
+    seen: dict[tuple[str, str], str] = {}
+    for migration in migrations():
+        for add in migration.add_columns:
+            seen.setdefault((add.table, add.column), add.definition)
+    return tuple((t, c, d) for (t, c), d in seen.items())
+
+
+async def _add_missing(
+    db: aiosqlite.Connection, wanted: Iterable[tuple[str, str, str]]
+) -> list[str]:
+    """Add the columns of ``wanted`` that an existing table lacks; ``table.column`` of each."""
+    added: list[str] = []
+    columns: dict[str, set[str]] = {}
+    for table, column, definition in wanted:
+        if table not in columns:
+            columns[table] = set(await table_columns(db, table))
+        if columns[table] and column not in columns[table]:
+            # Identifiers and definitions come from our own migration files.
+            alter = f"ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            await db.execute(alter)
+            columns[table].add(column)
+            added.append(f"{table}.{column}")
+            log.info("column_added", table=table, column=column)
+    return added
+
+
+async def missing_columns(db: aiosqlite.Connection) -> list[str]:
+    """``table.column`` of every column mailplan reads that an existing table lacks."""
+    missing: list[str] = []
+    columns: dict[str, set[str]] = {}
+    for table, column, _ in read_columns():
+        if table not in columns:
+            columns[table] = set(await table_columns(db, table))
+        if columns[table] and column not in columns[table]:
+            missing.append(f"{table}.{column}")
+    return missing
+
+
+async def _apply(db: aiosqlite.Connection, migration: Migration, added: list[str]) -> None:
     await db.execute("BEGIN IMMEDIATE")
     try:
-        for add in migration.add_columns:
-            columns = await table_columns(db, add.table)
-            if columns and add.column not in columns:
-                # Identifiers and definitions come from our own migration files.
-                alter = f"ALTER TABLE {add.table} ADD COLUMN {add.column} {add.definition}"
-                await db.execute(alter)
-                log.info("column_added", table=add.table, column=add.column)
+        added.extend(
+            await _add_missing(
+                db, ((a.table, a.column, a.definition) for a in migration.add_columns)
+            )
+        )
         for statement in migration.statements:
             await db.execute(statement)
         await db.execute(f"PRAGMA user_version = {migration.version:d}")
@@ -64,11 +104,15 @@ async def _apply(db: aiosqlite.Connection, migration: Migration) -> None:
         raise
 
 
-async def migrate(db: aiosqlite.Connection, path: object) -> int:
+async def migrate(db: aiosqlite.Connection, path: object, added: list[str] | None = None) -> int:
     """Bring the schema to the latest version; the version reached.
 
-    Idempotent: running it on an up-to-date database changes nothing.
+    Idempotent: running it on an up-to-date database changes nothing. Every
+    run also adds any column mailplan reads that an upstream table lacks
+    (a table recreated by upstream, say); ``added`` receives ``table.column``
+    of each column added.
     """
+    added = [] if added is None else added
     current = await user_version(db)
     target = latest_version()
     if current > target:
@@ -78,15 +122,49 @@ async def migrate(db: aiosqlite.Connection, path: object) -> int:
         )
     for migration in migrations()[current:]:
         try:
-            await _apply(db, migration)
+            await _apply(db, migration, added)
         except sqlite3.Error as exc:
             raise StoreError(
                 f"migration {migration.name} failed on {path}: {exc}; the database is "
                 f"left at schema version {migration.version - 1}"
             ) from exc
         log.info("migration_applied", version=migration.version, name=migration.name)
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            added.extend(await _add_missing(db, read_columns()))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot add the columns mailplan reads to {path}: {exc}") from exc
     await ensure_defaults(db)
     return target
+
+
+async def check_schema(db: aiosqlite.Connection, path: object) -> None:
+    """Refuse a database that ``init-db`` has not brought up to date (SPEC 3):
+    an older schema version, or an upstream table lacking a column mailplan
+    reads. :class:`SchemaError` (exit code 2) says to run ``mailplan init-db``."""
+    version = await user_version(db)
+    target = latest_version()
+    if version > target:
+        raise SchemaError(
+            f"database {path} has schema version {version}, newer than this mailplan "
+            f"knows ({target}); upgrade mailplan"
+        )
+    if version != target:
+        raise SchemaError(
+            f"database {path} has schema version {version}, this mailplan needs {target}; "
+            f"run `mailplan init-db --db {path}` to upgrade it"
+        )
+    missing = await missing_columns(db)
+    if missing:
+        raise SchemaError(
+            f"database {path} lacks columns mailplan reads ({', '.join(missing)}); "
+            f"run `mailplan init-db --db {path}` to add them"
+        )
 
 
 async def ensure_defaults(db: aiosqlite.Connection) -> None:

@@ -13,7 +13,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from service.errors import StoreError
 from service.planning.dates import parse_date
 from service.store import schema
 from service.store.balancing import BalanceMixin
@@ -71,24 +70,22 @@ class SqliteStore(WriterMixin, BalanceMixin, ContactsInMixin):
         migrate: bool = False,
         readonly: bool = False,
         clock: Clock | None = None,
+        added: list[str] | None = None,
     ) -> AsyncIterator[SqliteStore]:
         """Open ``path``; refuse a database whose schema is not current.
 
         ``create`` allows a new file; ``migrate`` upgrades the schema first
-        (what ``init-db`` does); ``readonly`` opens without write access;
-        ``clock`` gives the times the plan journal writes.
+        (what ``init-db`` does; ``added`` receives the columns it added);
+        ``readonly`` opens without write access; ``clock`` gives the times the
+        plan journal writes. A schema that is not up to date raises
+        :class:`~service.errors.SchemaError` (exit code 2).
         """
         path = Path(path)
         db = await StoreBase.connect(path, create=create, readonly=readonly)
         try:
             if migrate:
-                await schema.migrate(db, path)
-            version = await schema.user_version(db)
-            if version != schema.latest_version():
-                raise StoreError(
-                    f"database {path} has schema version {version}, this mailplan needs "
-                    f"{schema.latest_version()}; run `mailplan init-db --db {path}`"
-                )
+                await schema.migrate(db, path, added)
+            await schema.check_schema(db, path)
             store = cls(db, path, await schema.carrier_column(db))
             store.journal_clock = clock
         except BaseException:
@@ -168,7 +165,10 @@ class SqliteStore(WriterMixin, BalanceMixin, ContactsInMixin):
         return {r[0] for r in rows if isinstance(r[0], int)}
 
 
-async def init_db(path: str | Path) -> int:
-    """Create or upgrade the database at ``path`` (``mailplan init-db``); its schema version."""
-    async with SqliteStore.open(path, create=True, migrate=True):
+async def init_db(path: str | Path, added: list[str] | None = None) -> int:
+    """Create or upgrade the database at ``path`` (``mailplan init-db``); its schema version.
+
+    ``added`` receives ``table.column`` of every column added to an upstream table.
+    """
+    async with SqliteStore.open(path, create=True, migrate=True, added=added):
         return schema.latest_version()

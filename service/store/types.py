@@ -222,3 +222,15 @@ def _row_words(row: ExportRow, *, contact: bool = True) -> str:
         f"{who}{row.status}{reason}, desired {row.desired_date.isoformat()}, "
         f"scheduled {row.scheduled_date.isoformat()}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanBasis:
+    """The settings the stored plan follows (SPEC 4): the planning fingerprint,
+    the settings as JSON (to name differences), and the *today* of the full
+    recompute under them (None: none has completed under them yet). All None
+    on a database whose plan was never built by this version."""
+
+    fingerprint: str | None
+    settings_json: str | None
+    full_recompute_day: date | None

@@ -1,0 +1,65 @@
+-- Every column mailplan reads from an upstream table (SPEC 3, 2026-12-01).
+-- Upstream databases vary: a table may lack a column the original system
+-- never read (e.g. contact_events.metadata) or that a later version added.
+-- Each missing one is added, nullable or with its default, so existing rows
+-- keep their values; init-db also re-checks this list on every run and says
+-- which columns it added, and every other command refuses a database that
+-- lacks one. Primary keys cannot be added and are not listed.
+
+-- @add-column contacts email TEXT
+-- @add-column contacts birth_date TEXT
+-- @add-column contacts effective_date TEXT
+-- @add-column contacts state TEXT
+-- @add-column contacts zip_code TEXT
+-- @add-column contacts failed_underwriting INTEGER NOT NULL DEFAULT 0
+-- @add-column campaign_types respect_exclusion_windows INTEGER DEFAULT 1
+-- @add-column campaign_types enable_followups INTEGER DEFAULT 1
+-- @add-column campaign_types days_before_event INTEGER DEFAULT 0
+-- @add-column campaign_types target_all_contacts INTEGER DEFAULT 0
+-- @add-column campaign_types priority INTEGER DEFAULT 10
+-- @add-column campaign_types active INTEGER DEFAULT 1
+-- @add-column campaign_types spread_evenly INTEGER DEFAULT 0
+-- @add-column campaign_types skip_failed_underwriting INTEGER DEFAULT 0
+-- @add-column campaign_instances campaign_type TEXT
+-- @add-column campaign_instances instance_name TEXT
+-- @add-column campaign_instances email_template TEXT
+-- @add-column campaign_instances sms_template TEXT
+-- @add-column campaign_instances active_start_date TEXT
+-- @add-column campaign_instances active_end_date TEXT
+-- @add-column campaign_instances spread_start_date TEXT
+-- @add-column campaign_instances spread_end_date TEXT
+-- @add-column campaign_instances target_states TEXT
+-- @add-column campaign_instances target_carriers TEXT
+-- @add-column contact_campaigns contact_id INTEGER
+-- @add-column contact_campaigns campaign_instance_id INTEGER
+-- @add-column contact_campaigns trigger_date TEXT
+-- @add-column contact_campaigns status TEXT DEFAULT 'pending'
+-- @add-column tracking_clicks contact_id INTEGER
+-- @add-column tracking_clicks email_schedule_id INTEGER
+-- @add-column tracking_clicks clicked_at TEXT
+-- @add-column contact_events contact_id INTEGER
+-- @add-column contact_events event_type TEXT
+-- @add-column contact_events metadata TEXT
+-- @add-column contact_events created_at TEXT
+-- @add-column email_schedules scheduled_send_time TEXT DEFAULT '08:30:00'
+-- @add-column email_schedules status TEXT DEFAULT 'scheduled'
+-- @add-column email_schedules skip_reason TEXT
+-- @add-column email_schedules created_at TEXT
+-- @add-column email_schedules updated_at TEXT
+-- @add-column email_schedules event_year INTEGER
+-- @add-column email_schedules event_month INTEGER
+-- @add-column email_schedules event_day INTEGER
+-- @add-column email_schedules catchup_note TEXT
+-- @add-column email_schedules sent_at TEXT
+-- @add-column email_schedules actual_send_datetime TEXT
+-- @add-column email_schedules priority INTEGER DEFAULT 10
+-- @add-column email_schedules campaign_instance_id INTEGER
+-- @add-column email_schedules email_template TEXT
+-- @add-column email_schedules sms_template TEXT
+-- @add-column email_schedules scheduler_run_id TEXT
+-- @add-column email_schedules desired_date TEXT
+-- @add-column email_schedules balance_date TEXT
+-- @add-column email_schedules allowed_from TEXT
+-- @add-column email_schedules allowed_to TEXT
+-- @add-column email_schedules send_timezone TEXT
+-- @add-column email_schedules send_at_utc TEXT
