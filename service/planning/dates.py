@@ -6,7 +6,7 @@ of a million contacts.
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import UTC, date, datetime, time
 
 _DIGITS = frozenset("0123456789")
 
@@ -54,6 +54,25 @@ def parse_date(text: str | None) -> date | None:
         time.fromisoformat(rest.strip())
     except ValueError:
         return None
+    return parsed
+
+
+def parse_instant(text: str | None) -> datetime | None:
+    """The instant of an upstream timestamp column that has a time part
+    (SPEC 5.7), as a naive UTC datetime; None for a date alone or anything
+    :func:`parse_date` refuses. A time without an offset is taken as UTC,
+    as SQLite's ``CURRENT_TIMESTAMP`` writes it."""
+    if text is None or parse_date(text) is None:
+        return None
+    s = text.strip()
+    if len(s) == 10:
+        return None
+    try:
+        parsed = datetime.fromisoformat(s.replace("t", "T").replace("z", "Z"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from service.planning.model import (
@@ -39,23 +39,29 @@ def plan_followup(ctx: PlanContext, data: ContactData, campaigns: Campaigns) -> 
     - None if any history row of a ``followup_*`` type is dated (send date,
       else event date) on or after the followed send date: a follow-up was
       sent or claimed after it.
-    - Kind from engagement on or after the send date (:func:`followup_kind`);
+    - Kind from engagement since the send: at or after the send instant
+      where the history row has a time, else on or after the send date
+      (:func:`followup_kind`); of several emails sent on the latest day, the
+      one sent last is followed;
       type ``followup_<kind>``, event date = the followed send date, desired
       date = send date + ``followup_delay_days`` (caught up if passed),
       checked against exclusion windows, no upper bound on its interval.
     """
     today = ctx.today
     latest: date | None = None
+    latest_at: datetime | None = None
     for h in data.history:
         sent = h.send_date
-        if sent is None or h.status not in SENT_STATUSES or (latest is not None and sent <= latest):
+        if sent is None or h.status not in SENT_STATUSES or (latest is not None and sent < latest):
+            continue
+        if sent == latest and (h.send_at is None or (latest_at and h.send_at <= latest_at)):
             continue
         if not followable(h, campaigns):
             continue
         if sent > today:
             ctx.wake(sent)
         else:
-            latest = sent
+            latest, latest_at = sent, h.send_at
     if latest is None:
         return
     params = ctx.params
@@ -68,7 +74,7 @@ def plan_followup(ctx: PlanContext, data: ContactData, campaigns: Campaigns) -> 
             when = h.send_date or h.event_date
             if when is not None and when >= latest:
                 return
-    kind = followup_kind(data, latest)
+    kind = followup_kind(data, latest, latest_at)
     ctx.emit(
         f"{FOLLOWUP_PREFIX}{kind}", latest, latest + timedelta(days=params.followup_delay_days),
         FOLLOWUP_PRIORITY, f"{kind}_template", windows=True,
@@ -100,8 +106,18 @@ def followable(h: HistoryEmail, campaigns: Campaigns) -> bool:
     return ctype is not None and ctype.enable_followups
 
 
-def followup_kind(data: ContactData, since: date) -> str:
-    """The follow-up kind from engagement on or after ``since`` (SPEC 5.7).
+def _since(on: date, at: datetime | None, since: date, since_at: datetime | None) -> bool:
+    """Engagement at ``on``/``at`` counts from a send at ``since``/``since_at``:
+    instant against instant where both are known, else by date (SPEC 5.7)."""
+    if since_at is not None and at is not None:
+        return at >= since_at
+    return on >= since
+
+
+def followup_kind(data: ContactData, since: date, since_at: datetime | None = None) -> str:
+    """The follow-up kind from engagement since the send (SPEC 5.7): at or
+    after ``since_at`` (the send instant) where both it and the engagement's
+    time are known, else on or after the send date ``since``.
 
     An ``eligibility_answered`` event → ``hq_with_yes`` if any such event's
     metadata JSON has ``"has_medical_conditions": true`` (invalid JSON counts
@@ -111,14 +127,16 @@ def followup_kind(data: ContactData, since: date) -> str:
     """
     answered = False
     for event in data.events:
-        if event.event_type == ELIGIBILITY_ANSWERED and event.created_on >= since:
+        if event.event_type == ELIGIBILITY_ANSWERED and _since(
+            event.created_on, event.created_at, since, since_at
+        ):
             if _has_medical_conditions(event.metadata):
                 return "hq_with_yes"
             answered = True
     if answered:
         return "hq_no_yes"
     for click in data.clicks:
-        if click.clicked_on >= since:
+        if _since(click.clicked_on, click.clicked_at, since, since_at):
             return "clicked_no_hq"
     return "cold"
 

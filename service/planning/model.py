@@ -9,7 +9,7 @@ where validating it is itself a planning rule (5.1, 5.2).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 PRE_SCHEDULED = "pre-scheduled"
@@ -96,8 +96,9 @@ class HistoryEmail:
     """A row of ``email_schedules`` owned by the sender (any non-plan status).
 
     ``send_date`` is the date of ``actual_send_datetime``, else of ``sent_at``,
-    else ``scheduled_send_date`` (SPEC 5.7); ``event_date`` is built from
-    ``event_year/month/day`` when those form a real date.
+    else ``scheduled_send_date`` (SPEC 5.7); ``send_at`` is the instant (naive
+    UTC) of the same column when it has a time part; ``event_date`` is built
+    from ``event_year/month/day`` when those form a real date.
     """
 
     contact_id: int
@@ -106,6 +107,7 @@ class HistoryEmail:
     send_date: date | None
     event_date: date | None = None
     campaign_instance_id: int | None = None
+    send_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class Click:
 
     contact_id: int
     clicked_on: date
+    clicked_at: datetime | None = None
+    """The instant (naive UTC) when ``clicked_at`` has a time part."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,8 @@ class ContactEvent:
     event_type: str
     metadata: str | None
     created_on: date
+    created_at: datetime | None = None
+    """The instant (naive UTC) when ``created_at`` has a time part."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from service.planning.dates import parse_date
+from service.planning.dates import parse_date, parse_instant
 from service.planning.model import (
     PLAN_STATUSES,
     CampaignInstance,
@@ -68,6 +68,16 @@ def _flag(value: object) -> bool:
 def contact_from_row(r: tuple[Any, ...]) -> Contact:
     # The contacts queries cast every column to text and the flag to 0/1.
     return Contact(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] == 1)
+
+
+def send_instant_of(actual: object, sent_at: object) -> datetime | None:
+    """The send instant of a history email, from the column that gives its
+    send date (SPEC 5.7), when that column has a time part."""
+    if _date_of(actual) is not None:
+        return parse_instant(text(actual))
+    if _date_of(sent_at) is not None:
+        return parse_instant(text(sent_at))
+    return None
 
 
 def send_date_of(actual: object, sent_at: object, scheduled: object) -> date | None:
@@ -268,12 +278,16 @@ class LoaderMixin(StoreBase):
         for r in clicks:
             clicked = _date_of(r[1])
             if clicked is not None:
-                by_clicks[r[0]].append(Click(r[0], clicked))
+                by_clicks[r[0]].append(Click(r[0], clicked, parse_instant(text(r[1]))))
         by_events: dict[int, list[ContactEvent]] = defaultdict(list)
         for r in events:
             created = _date_of(r[3])
             if created is not None:
-                by_events[r[0]].append(ContactEvent(r[0], text(r[1]) or "", text(r[2]), created))
+                by_events[r[0]].append(
+                    ContactEvent(
+                        r[0], text(r[1]) or "", text(r[2]), created, parse_instant(text(r[3]))
+                    )
+                )
         data = []
         for c in contacts:
             cid = c.id
@@ -350,4 +364,5 @@ def _history_from_row(r: tuple[Any, ...]) -> HistoryEmail:
         send_date=send_date_of(r[19], r[20], r[7]),
         event_date=event_date_of(r[4], r[5], r[6]),
         campaign_instance_id=inst if isinstance(inst, int) else None,
+        send_at=send_instant_of(r[19], r[20]),
     )

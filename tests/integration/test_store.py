@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -365,21 +365,25 @@ async def test_loaders_build_model_objects(store: Store, upstream: sqlite3.Conne
     one, two = await store.load_contacts([2, 1, 99], since=date(2025, 6, 1))
     assert one.contact.id == 1 and two.contact.id == 2
     assert two.contact.failed_underwriting and two.contact.carrier == "Aetna"
+    # Send instants (SPEC 5.7) in naive UTC from the column that gives the send date.
     assert one.history == (
-        HistoryEmail(1, "birthday", "sent", date(2026, 1, 12), date(2026, 1, 24)),
-        HistoryEmail(1, "post_window", "delivered", date(2026, 2, 11), date(2026, 2, 1)),
+        HistoryEmail(1, "birthday", "sent", date(2026, 1, 12), date(2026, 1, 24),
+                     send_at=datetime(2026, 1, 12, 1, 0)),
+        HistoryEmail(1, "post_window", "delivered", date(2026, 2, 11), date(2026, 2, 1),
+                     send_at=datetime(2026, 2, 11, 9, 0)),
         HistoryEmail(1, "effective_date", "scheduled", date(2026, 3, 10), date(2026, 4, 9)),
         HistoryEmail(1, "effective_date", "processing", None, None),
-    )
+    )  # fmt: skip
     assert one.targeting == (ContactCampaign(1, 3, date(2026, 5, 1), "pending"),)
     assert two.targeting == (ContactCampaign(2, 3, None, "done"),)
     # The 2025-01-01 click is older than the cut-off; the undated one is unusable.
-    assert one.clicks == (Click(1, date(2026, 1, 13)),)
+    assert one.clicks == (Click(1, date(2026, 1, 13), datetime(2026, 1, 13, 10, 0)),)
     assert one.events == (
         ContactEvent(
-            1, "eligibility_answered", '{"has_medical_conditions": true}', date(2026, 1, 14)
+            1, "eligibility_answered", '{"has_medical_conditions": true}', date(2026, 1, 14),
+            datetime(2026, 1, 14, 10, 0),
         ),
-    )
+    )  # fmt: skip
 
 
 async def test_bad_campaign_dates_are_reported_not_fatal(
