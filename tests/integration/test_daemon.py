@@ -301,8 +301,12 @@ async def test_database_replaced_under_the_daemon_is_reopened(tmp_path: Path) ->
             _remove_database(db)
             await wait_until(lambda: any(e["event"] == "database_unavailable" for e in logs))
             await init_db(db)
-            upstream(db, "INSERT INTO contacts (id, email, birth_date, state) "
-                         "VALUES (1, 'new@example.com', '1950-03-20', 'TX');")  # fmt: skip
+            # In a thread: the in-process daemon may hold the write lock (its
+            # start-up writes) and needs the event loop to release it.
+            await anyio.to_thread.run_sync(
+                upstream, db, "INSERT INTO contacts (id, email, birth_date, state) "
+                "VALUES (1, 'new@example.com', '1950-03-20', 'TX');",
+            )  # fmt: skip
             await wait_until(lambda: pending_events(db) == 0, limit=20)
         assert [e["event"] for e in logs if e["event"] == "database_gone"] == ["database_gone"]
     await assert_plan_is_full_recompute(db, CFG, TODAY)
