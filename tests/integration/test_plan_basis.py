@@ -295,7 +295,7 @@ async def test_writes_inside_a_read_snapshot_fail_loudly(seeded: Path) -> None:
     async with Store.open(seeded) as store:
         async with store.snapshot():
             assert store.in_snapshot and not store.in_write_transaction
-            with pytest.raises(RuntimeError, match="inside store.transaction"):
+            with pytest.raises(RuntimeError, match=r"inside store\.transaction"):
                 await recompute_contacts(store, ctx, [1], TODAY, "test")
             with pytest.raises(StoreError, match="read snapshot"):
                 await store.set_state("x", "y")
