@@ -31,10 +31,26 @@ from service.planning.model import (
 )
 from service.planning.params import PlanParams
 from service.planning.plan import plan_contact
-from service.planning.rules import builtin_rules
+from service.planning.rules import RuleBook, StateRule, builtin_rules
 
 D = date.fromisoformat
 RULES = builtin_rules()
+# The built-in table plus annual periods (SPEC 5.3): one across the year end with an
+# age range, one coming into force in 2026, one beside MO's effective-date window.
+WITH_ANNUAL = RuleBook(
+    [
+        *RULES.rules,
+        StateRule("CA", "annual_period", min_age=70, period_from=(12, 15), period_to=(1, 20)),
+        StateRule(
+            "TX",
+            "annual_period",
+            effective_from=date(2026, 1, 1),
+            period_from=(6, 1),
+            period_to=(6, 30),
+        ),
+        StateRule("MO", "annual_period", period_from=(2, 29), period_to=(3, 10)),
+    ]
+)
 SCAN_DAYS = 400
 
 
@@ -92,7 +108,7 @@ def test_followup_reviewed_when_lookback_ends() -> None:
 
 # ---------------------------------------------------------------- property test
 
-STATES = [None, "CA", "NV", "MO", "NY", "VA", "IL", "IN", "OR", "ID", "KY", "TX", "FL"]
+STATES = [None, "CA", "NV", "MO", "NY", "VA", "IL", "IN", "OR", "ID", "KY", "TX", "FL", "NM"]
 HISTORY_TYPES = [
     "birthday", "effective_date", "post_window", "campaign_aep_1", "campaign_news_2",
     "campaign_promo_3", "followup_cold", "followup_hq_with_yes", "newsletter",
@@ -101,7 +117,7 @@ METADATA = [None, '{"has_medical_conditions": true}', '{"has_medical_conditions"
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[ContactData, Campaigns, PlanParams, date]:
+def scenarios(draw: st.DrawFn) -> tuple[ContactData, Campaigns, PlanParams, date, RuleBook]:
     """A random contact with history, engagement, campaigns and targeting around today."""
     today = draw(st.dates(date(2025, 1, 1), date(2027, 12, 31)))
 
@@ -198,9 +214,11 @@ def scenarios(draw: st.DrawFn) -> tuple[ContactData, Campaigns, PlanParams, date
         exclude_failed_underwriting_global=draw(st.booleans()),
         send_without_zipcode_for_universal=draw(st.booleans()),
         effective_date_first_email_months=draw(st.sampled_from([0, 11, 13])),
+        pre_window_buffer_days=draw(st.sampled_from([60, 60, 20])),
     )
     data = ContactData(contact, tuple(history), tuple(targeting), tuple(clicks), tuple(events))
-    return data, Campaigns(types, instances), params, today
+    rules = draw(st.sampled_from([RULES, WITH_ANNUAL]))
+    return data, Campaigns(types, instances), params, today, rules
 
 
 def assert_same_plan(before: ContactPlan, after: ContactPlan, day: date) -> None:
@@ -215,10 +233,10 @@ def assert_same_plan(before: ContactPlan, after: ContactPlan, day: date) -> None
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_plan_is_constant_until_review_date(
-    scenario: tuple[ContactData, Campaigns, PlanParams, date],
+    scenario: tuple[ContactData, Campaigns, PlanParams, date, RuleBook],
 ) -> None:
-    data, campaigns, params, today = scenario
-    first = plan_contact(data, campaigns, RULES, params, today)
+    data, campaigns, params, today, rules = scenario
+    first = plan_contact(data, campaigns, rules, params, today)
     if first.review_date is not None:
         assert first.review_date > today
     stop = today + _days(SCAN_DAYS)
@@ -226,5 +244,5 @@ def test_plan_is_constant_until_review_date(
         stop = first.review_date
     day = today + _days(1)
     while day < stop:
-        assert_same_plan(first, plan_contact(data, campaigns, RULES, params, day), day)
+        assert_same_plan(first, plan_contact(data, campaigns, rules, params, day), day)
         day += _days(1)
