@@ -130,17 +130,14 @@ def test_missouri_no_window_before_the_effective_date_lead() -> None:
 
 # --- SPEC 5.3: an annual period crossing the year end with the buffer ------------------------
 
-ANNUAL = parse_rules(
-    """
+ANNUAL_TEXT = """
 [[rule]]
 state = "TX"
 kind = "annual_period"
 from = "12-01"
 to = "01-31"
 note = "test: a period for everyone across the year end"
-""",
-    "test",
-)
+"""
 
 
 @pytest.mark.parametrize(
@@ -167,7 +164,7 @@ def test_annual_period_across_the_year_end(
 ) -> None:
     # `edge`: the post-window date of a skipped email, else the allowed interval's bound
     # next to the period.
-    plan = _plan("TX", birth, today, rules=ANNUAL)
+    plan = _plan("TX", birth, today, rules=parse_rules(ANNUAL_TEXT, "test"))
     bday = _row(plan, "birthday")
     assert (bday.status, bday.skip_reason) == (status, reason)
     if status == "skipped":
