@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import anyio
@@ -22,7 +22,7 @@ from service.commands.fingerprint import refuse_if_differs
 from service.config import Settings, load_settings
 from service.engine import PlanContext
 from service.errors import UsageError
-from service.store import Store, init_db
+from service.store import init_db, open_store
 from tests.integration.daemon_helpers import (
     SEED_SQL,
     TODAY,
@@ -90,27 +90,27 @@ class World:
         return load_settings(None, {}, {**(keys or self.keys), "state_rules": str(self.rules)})
 
 
-async def _command_recompute_all(world: World, keys: dict[str, str], today: object) -> None:
+async def _command_recompute_all(world: World, keys: dict[str, str], today: date) -> None:
     # The body of `mailplan recompute --all` (service.cli.cmd_recompute).
     cfg = world.load(keys)
-    async with Store.open(world.db) as store:
-        await engine.full_recompute(store, PlanContext.from_settings(cfg), today, trigger="cli")  # type: ignore[arg-type]
+    async with open_store(world.db) as store:
+        await engine.full_recompute(store, PlanContext.from_settings(cfg), today, trigger="cli")
 
 
 async def _command_recompute_contact(
-    world: World, keys: dict[str, str], contact: int, today: object
+    world: World, keys: dict[str, str], contact: int, today: date
 ) -> bool:
     # The body of `mailplan recompute --contact ID`: refused under other settings.
     cfg = world.load(keys)
-    async with Store.open(world.db) as store:
+    async with open_store(world.db) as store:
         try:
             await refuse_if_differs(store, cfg, "mailplan recompute --contact")
         except UsageError:
             return False
         async with store.transaction():
-            run_id = await store.start_run("cli-contacts", today)  # type: ignore[arg-type]
+            run_id = await store.start_run("cli-contacts", today)
             ctx = PlanContext.from_settings(cfg)
-            await engine.recompute_contacts(store, ctx, [contact], today, run_id)  # type: ignore[arg-type]
+            await engine.recompute_contacts(store, ctx, [contact], today, run_id)
     return True
 
 
