@@ -255,6 +255,16 @@ def test_commands_read_the_env_file_and_refuse_to_mix_settings(tmp_path: Path) -
     assert dry.returncode == 0 and "horizon_days (stored 90, now 60)" in dry.stderr
     explain = mailplan("explain", "--db", db, "--contact", "1", "--today", DAY)
     assert explain.returncode == 0 and "warning" in explain.stderr
+    status = mailplan("status", "--db", db, "--json", "--today", DAY)
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert "horizon_days (stored 90, now 60)" in info["settings_differ"]
+    assert info["plan_fingerprint"] != info["settings_fingerprint"]
+    assert info["plan_full_recompute_day"] == DAY
+    same = json.loads(mailplan("status", "--db", db, "--json", "--today", DAY, env=env).stdout)
+    assert (
+        same["settings_differ"] == [] and same["plan_fingerprint"] == same["settings_fingerprint"]
+    )
     # A bad line in the file is a configuration error naming the file and line.
     env_file.write_text("MAILPLAN_HORIZON_DAYS 90\n")
     bad = mailplan("status", "--db", db, env=env)
