@@ -4,6 +4,10 @@ restarts, SIGHUP reloads and the commands' bodies (``recompute --all``,
 ``recompute --contact``), mixed with upstream changes and day advances. After
 the daemon has drained, ``export`` equals ``recompute --all --dry-run`` under
 the daemon's settings and *today*.
+
+The default profile (8 examples, about 15 s) draws fresh examples on every run;
+``.venv/bin/pytest -m slow tests/integration/test_settings_property.py`` runs
+a larger one with longer sequences.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,10 +38,9 @@ from tests.integration.daemon_helpers import (
     upstream,
 )
 
-EXAMPLES = settings(
-    max_examples=8, deadline=None, derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+EXAMPLES = settings(max_examples=8, deadline=None, suppress_health_check=_HEALTH)
+NIGHTLY = settings(max_examples=80, deadline=None, suppress_health_check=_HEALTH)
 
 RULES = {
     "tx_window": '[[rule]]\nstate = "TX"\nkind = "birthday"\nbefore_days = 0\n'
@@ -114,7 +119,11 @@ async def _command_recompute_contact(
     return True
 
 
-async def _scenario(world: World, steps: list[tuple[object, ...]]) -> None:
+Step = tuple[Any, ...]
+"""(kind, argument...): see STEPS."""
+
+
+async def _scenario(world: World, steps: list[Step]) -> None:
     clock_start = local_noon(TODAY)
     pending = list(steps)
     while True:
@@ -128,21 +137,21 @@ async def _scenario(world: World, steps: list[tuple[object, ...]]) -> None:
                 kind = step[0]
                 today = run.clock.today()
                 if kind == "restart":
-                    world.keys = dict(step[1])  # type: ignore[call-overload]
+                    world.keys = dict(step[1])
                     break
                 if kind == "sighup":
-                    world.keys = dict(step[1])  # type: ignore[call-overload]
+                    world.keys = dict(step[1])
                     run.daemon.wake("reload")
                 elif kind == "cli_all":
-                    await _command_recompute_all(world, dict(step[1]), today)  # type: ignore[call-overload]
+                    await _command_recompute_all(world, dict(step[1]), today)
                 elif kind == "cli_contact":
-                    await _command_recompute_contact(world, dict(step[1]), step[2], today)  # type: ignore[arg-type, call-overload]
+                    await _command_recompute_contact(world, dict(step[1]), step[2], today)
                 elif kind == "rules":
                     world.rules.write_text(RULES[str(step[1])])
                 elif kind == "upstream":
                     await anyio.to_thread.run_sync(upstream, world.db, str(step[1]))
                 elif kind == "day":
-                    run.clock.advance(timedelta(days=int(step[1])))  # type: ignore[call-overload]
+                    run.clock.advance(timedelta(days=int(step[1])))
                     run.daemon.wake("tick")
                 await run.settle()
             await run.settle()
@@ -155,15 +164,7 @@ async def _scenario(world: World, steps: list[tuple[object, ...]]) -> None:
     await assert_plan_is_full_recompute(world.db, daemon_settings, final_today)
 
 
-@EXAMPLES
-@given(
-    first=KEYS,
-    first_rules=st.sampled_from(sorted(RULES)),
-    steps=st.lists(STEPS, min_size=2, max_size=7),
-)
-def test_plan_follows_the_daemons_settings(
-    first: dict[str, str], first_rules: str, steps: list[tuple[object, ...]]
-) -> None:
+def _run(first: dict[str, str], first_rules: str, steps: list[Step]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         world = World(Path(folder) / "org.sqlite3", Path(folder) / "rules.toml", dict(first))
         world.rules.write_text(RULES[first_rules])
@@ -174,3 +175,28 @@ def test_plan_follows_the_daemons_settings(
             await _scenario(world, steps)
 
         anyio.run(main)
+
+
+@EXAMPLES
+@given(
+    first=KEYS,
+    first_rules=st.sampled_from(sorted(RULES)),
+    steps=st.lists(STEPS, min_size=2, max_size=7),
+)
+def test_plan_follows_the_daemons_settings(
+    first: dict[str, str], first_rules: str, steps: list[Step]
+) -> None:
+    _run(first, first_rules, steps)
+
+
+@pytest.mark.slow
+@NIGHTLY
+@given(
+    first=KEYS,
+    first_rules=st.sampled_from(sorted(RULES)),
+    steps=st.lists(STEPS, min_size=4, max_size=16),
+)
+def test_plan_follows_the_daemons_settings_nightly(
+    first: dict[str, str], first_rules: str, steps: list[Step]
+) -> None:
+    _run(first, first_rules, steps)
