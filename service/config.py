@@ -78,16 +78,16 @@ class Settings:
     journal_retention_days: int = 400
     db: Path | None = None
     inbox: Path | None = None
-    rulebook: RuleBook | None = field(default=None, compare=False, repr=False)
+    rulebook: RuleBook | None = field(default=None, init=False, compare=False, repr=False)
     """The rules in force, parsed once when the settings are built (SPEC 4):
     editing the file afterwards changes nothing until the settings are
     loaded again (a restart or SIGHUP), which then sees the difference."""
 
     def __post_init__(self) -> None:
-        if self.rulebook is None:
-            from service.planning.rules import load_rules
+        # Also under dataclasses.replace: the rules always match state_rules.
+        from service.planning.rules import load_rules
 
-            object.__setattr__(self, "rulebook", load_rules(self.state_rules))
+        object.__setattr__(self, "rulebook", load_rules(self.state_rules))
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:

@@ -361,3 +361,76 @@ def test_parse_assignment(text: str, expected: tuple[str, str]) -> None:
 def test_parse_assignment_refuses(text: str) -> None:
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_assignment(text)
+
+
+# --- the planning fingerprint and the units' environment files (SPEC 4) ---------------------
+
+
+def test_fingerprint_is_fixed_when_the_settings_are_loaded(tmp_path: Path) -> None:
+    path = write(tmp_path, RULES, "rules.toml")
+    loaded = Settings(state_rules=path)
+    before = loaded.fingerprint()
+    path.write_text(RULES.replace("after_days = 10", "after_days = 11"))
+    # The rules were parsed once: the loaded settings keep them (and their fingerprint).
+    assert loaded.fingerprint() == before
+    tx = loaded.rules().rules[0]
+    assert tx.after_days == 10
+    assert Settings(state_rules=path).fingerprint() != before
+
+
+def test_fingerprint_ignores_comments_order_and_notes(tmp_path: Path) -> None:
+    two = RULES + '\n[[rule]]\nstate = "NY"\nkind = "year_round"\nnote = "a"\n'
+    swapped = '[[rule]]\nstate = "NY"\nkind = "year_round"\nnote = "other note"\n' + RULES
+    first = Settings(state_rules=write(tmp_path, two, "a.toml")).fingerprint()
+    second = Settings(state_rules=write(tmp_path, "# comment\n" + swapped, "b.toml"))
+    assert second.fingerprint() == first
+
+
+def test_differing_keys_name_each_key_with_both_values(tmp_path: Path) -> None:
+    stored = Settings(horizon_days=90).planning_json()
+    now = Settings(state_rules=write(tmp_path, RULES, "rules.toml"))
+    keys = config.differing_keys(stored, now.planning_json())
+    assert keys == [
+        "horizon_days (stored 90, now 60)",
+        f"state_rules (stored built-in content, now {tmp_path / 'rules.toml'} content)",
+    ]
+    assert config.differing_keys(now.planning_json(), now.planning_json()) == []
+    assert config.differing_keys(None, now.planning_json()) == [
+        "no settings are recorded with the stored plan"
+    ]
+    # db and inbox are not planning keys
+    assert (
+        config.differing_keys(
+            Settings(db=Path("/a")).planning_json(), Settings(db=Path("/b")).planning_json()
+        )
+        == []
+    )
+
+
+def test_environment_files_are_read_like_systemd(tmp_path: Path) -> None:
+    common = write(tmp_path, "# comment\n; also\nMAILPLAN_HORIZON_DAYS=90\n"
+                   "MAILPLAN_SEND_TIME='09:15'\n\nPATH_LIKE=x\n", "mailplan.env")  # fmt: skip
+    org = write(tmp_path, 'MAILPLAN_HORIZON_DAYS="75"\n', "org.env")
+    environ = {config.ENV_ENV_FILE: f"{common}:{org}", "MAILPLAN_DAILY_CAP": "5"}
+    merged, origin = config.environment_with_files(environ)
+    assert merged["MAILPLAN_HORIZON_DAYS"] == "75"  # the later file wins
+    assert merged["MAILPLAN_SEND_TIME"] == "09:15"
+    assert "MAILPLAN_DAILY_CAP" not in origin  # the process environment wins and is its own
+    s = load_settings(None, merged, {}, origin)
+    assert (s.horizon_days, s.send_time, s.daily_cap) == (75, "09:15", 5)
+    # The process environment wins over the files.
+    merged, origin = config.environment_with_files({**environ, "MAILPLAN_HORIZON_DAYS": "61"})
+    assert load_settings(None, merged, {}, origin).horizon_days == 61
+    # Messages name the file a bad value came from.
+    bad = write(tmp_path, "MAILPLAN_HORIZON_DAYS=-1\n", "bad.env")
+    merged, origin = config.environment_with_files({config.ENV_ENV_FILE: str(bad)})
+    with pytest.raises(ConfigError, match=r"MAILPLAN_HORIZON_DAYS in '.*bad\.env'"):
+        load_settings(None, merged, {}, origin)
+
+
+def test_environment_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        config.environment_with_files({config.ENV_ENV_FILE: str(tmp_path / "missing.env")})
+    broken = write(tmp_path, "MAILPLAN_HORIZON_DAYS 90\n", "broken.env")
+    with pytest.raises(ConfigError, match="line 1: expected KEY=VALUE"):
+        config.environment_with_files({config.ENV_ENV_FILE: str(broken)})
