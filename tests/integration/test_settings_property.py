@@ -40,7 +40,7 @@ from tests.integration.daemon_helpers import (
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 EXAMPLES = settings(max_examples=8, deadline=None, suppress_health_check=_HEALTH)
-NIGHTLY = settings(max_examples=80, deadline=None, suppress_health_check=_HEALTH)
+NIGHTLY = settings(max_examples=40, deadline=None, suppress_health_check=_HEALTH)
 
 RULES = {
     "tx_window": '[[rule]]\nstate = "TX"\nkind = "birthday"\nbefore_days = 0\n'
@@ -190,6 +190,7 @@ def test_plan_follows_the_daemons_settings(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @NIGHTLY
 @given(
     first=KEYS,
