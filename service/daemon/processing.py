@@ -234,6 +234,8 @@ class Processor:
         if finished:
             if fan.everyone:
                 stats.events_consumed = await store.delete_events_upto(fan.upto)
+                # Balancing keys may have changed with no plan row changing.
+                stats.add(await engine.rebalance_if_stale(store, self.ctx, today))
                 # Every contact was planned under these settings (SPEC 4).
                 await engine.record_full_plan(store, self.ctx, today)
             else:

@@ -280,7 +280,7 @@ async def _rebalance(
     # A windowed rebalance is exact only on top of a global balance for the
     # same day and capacity (service.engine.rebalance); anything else goes global.
     cap = await capacity_for(store, ctx, today, save=True)
-    basis = f"{today.isoformat()}/{cap.cap}/{cap.threshold}/{cap.ed_limit}/{cap.window}"
+    basis = _balance_basis(cap, today)
     if touched is not None and await store.get_state(BALANCE_BASIS) != basis:
         touched = None
     result = await rebalance(store, cap, today, touched)
@@ -288,6 +288,22 @@ async def _rebalance(
         await store.set_state(BALANCE_BASIS, basis)
         await store.clear_balance_gaps()
     return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
+
+
+def _balance_basis(cap: Capacity, today: date) -> str:
+    return f"{today.isoformat()}/{cap.cap}/{cap.threshold}/{cap.ed_limit}/{cap.window}"
+
+
+async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:
+    """A global rebalance unless the stored balance already is the global one
+    for today's capacity (inside the caller's transaction). Ends a fan-out
+    over every contact: when only balancing keys changed (``daily_cap``, say)
+    no plan row changes, so no window is touched, yet every scheduled date
+    may move (SPEC 4, 6)."""
+    cap = await capacity_for(store, ctx, today, save=True)
+    if await store.get_state(BALANCE_BASIS) == _balance_basis(cap, today):
+        return RunStats()
+    return await _rebalance(store, ctx, today, None)
 
 
 # -- full recompute (the reference) ------------------------------------------------

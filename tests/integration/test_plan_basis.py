@@ -325,3 +325,27 @@ async def test_export_equals_dry_run_after_recompute_all(seeded: Path) -> None:
     assert basis.fingerprint == cfg.fingerprint() and basis.full_recompute_day == TODAY
     actual, expected = await export_and_expected(seeded, cfg, TODAY)
     assert actual == expected
+
+
+async def test_a_balancing_key_alone_rebalances_after_the_rebuild(seeded: Path) -> None:
+    # Only daily_cap changes: no plan row changes, so no window is touched, yet the
+    # scheduled dates must follow the new cap (found by the settings property).
+    # Six TX contacts (no state rule) born on 03-20: six birthday emails desired 03-06.
+    # Cap 3 (threshold floor(3 x 1.2) = 3) keeps three that day, cap 1 keeps one.
+    upstream(seeded, "INSERT INTO contacts (id, email, birth_date, state) VALUES "
+             + ", ".join(f"({i}, 'c{i}@example.com', '1950-03-20', 'TX')" for i in range(30, 36))
+             + ";")  # fmt: skip
+    wide = settings(daily_cap=3)
+    narrow = settings(daily_cap=1)
+    async with running_daemon(seeded, wide, reload_settings=lambda: narrow) as run:
+        await run.settle()
+        await assert_plan_is_full_recompute(seeded, wide, TODAY)
+        run.daemon.wake("reload")
+        await run.settle()
+        await run.settle()
+    actual, expected = await export_and_expected(seeded, narrow, TODAY)
+    _, under_wide = await export_and_expected(seeded, wide, TODAY)
+    assert under_wide != expected, (
+        "the caps must give different plans for this test to mean anything"
+    )
+    assert actual == expected
