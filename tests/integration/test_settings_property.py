@@ -66,7 +66,7 @@ UPSTREAM = [
     "UPDATE contacts SET birth_date = '1950-03-25' WHERE id = 1;",
     "UPDATE contacts SET state = 'CA', zip_code = '90210' WHERE id = 8;",
     "UPDATE contacts SET effective_date = '2020-03-20' WHERE id = 4;",
-    "INSERT INTO contacts (id, email, birth_date, state) VALUES (20, 'n@example.com', "
+    "INSERT OR REPLACE INTO contacts (id, email, birth_date, state) VALUES (20, 'n@example.com', "
     "'1951-04-05', 'TX');",
     "DELETE FROM contacts WHERE id = 3;",
     "INSERT INTO email_schedules (contact_id, email_type, scheduled_send_date, status, "
