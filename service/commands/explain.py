@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from service import engine
+from service.commands.fingerprint import warn_if_differs
 from service.planning import dates
 from service.planning.balance import Capacity
 from service.planning.contacts import ResolvedContact, resolve_contact
@@ -473,6 +474,7 @@ async def command(args: Any, settings: Any, db: Path) -> int:
     today: date = args.today
     cid: int = args.contact
     async with open_store(db, readonly=True) as store, store.snapshot():
+        await warn_if_differs(store, settings, "explain", sys.stderr)
         loaded = await store.load_scope(Scope.of_ids([cid]), since=ctx.history_since(today))
         campaigns = await store.load_campaigns()
         stored = {(r.contact_id, r.email_type, r.event_date): r

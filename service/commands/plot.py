@@ -19,6 +19,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from service import engine
+from service.commands.fingerprint import warn_if_differs
 from service.errors import UsageError
 from service.store import open_store
 
@@ -237,6 +238,7 @@ async def command(args: Any, settings: Any, db: Any) -> int:
     start, end = today - timedelta(days=PAST_DAYS), today + timedelta(days=args.days)
     ctx = engine.PlanContext.from_settings(settings)
     async with open_store(db, readonly=True) as store:
+        await warn_if_differs(store, settings, "plot", sys.stderr)
         capacity = await engine.capacity_for(store, ctx, today, save=False)
         volumes = await store.daily_load(today, end)
         skipped = await store.skipped_load(start, end)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from service.commands import report
+from service.commands.fingerprint import settings_difference
 from service.daemon import heartbeat
 from service.daemon.processing import FANOUT_KEY, FanOut
 from service.engine.core import PROGRESS_KEY
@@ -26,9 +27,6 @@ from service.planning.campaigns import campaign_config_errors
 from service.store import DriftReport, Store, open_store
 
 VERIFY_KEY = "last_verification"
-FINGERPRINT_KEY = "planning_fingerprint"
-"""Where the fingerprint of the settings that built the stored plan is kept
-(SPEC 4); absent on a database whose plan predates it."""
 
 
 async def record_verification(store: Store, drift: DriftReport, today: date, now: datetime) -> None:
@@ -71,6 +69,9 @@ class Status:
     inbox_reject_files: int | None = None
     stored_fingerprint: str | None = None
     settings_fingerprint: str = ""
+    settings_differ: list[str] = field(default_factory=list)
+    """The keys in which this command's settings differ from the stored plan's."""
+    plan_full_recompute_day: str | None = None
     contacts: int = 0
     cap: int = 0
     threshold: int = 0
@@ -185,8 +186,10 @@ async def gather(args: Any, settings: Any, db: Path, now: datetime) -> Status:
             set_aside_events=[int(i) for i in (daemon or {}).get("set_aside", [])],
             inbox=str(settings.inbox) if settings.inbox else None,
             inbox_rejects=lines, inbox_reject_files=files,
-            stored_fingerprint=await store.get_state(FINGERPRINT_KEY),
+            stored_fingerprint=await store.plan_fingerprint(),
             settings_fingerprint=settings.fingerprint(),
+            settings_differ=await settings_difference(store, settings) or [],
+            plan_full_recompute_day=_iso((await store.plan_basis()).full_recompute_day),
             contacts=contacts, cap=cap, threshold=threshold,
             journal_entries=entries, journal_oldest=oldest,
             runs=_grouped_runs([report.run_dict(r) for r in await store.last_runs(50)]),
@@ -256,6 +259,7 @@ def to_text(s: Status) -> str:
     else:
         out.append(f"  planning fingerprint: DIFFERS: stored plan {s.stored_fingerprint[:12]}, "
                    f"this command {s.settings_fingerprint[:12]}")  # fmt: skip
+        out += [f"    - {key}" for key in s.settings_differ]
     out.append(f"  contacts with an email: {s.contacts}; daily cap {s.cap}, rebalanced "
                f"above {s.threshold} (cap x overage_threshold)")  # fmt: skip
     out.append(f"  plan journal: {s.journal_entries} entries"
@@ -280,3 +284,7 @@ async def command(args: Any, settings: Any, db: Path, now: datetime) -> int:
     s = await gather(args, settings, db, now)
     sys.stdout.write(to_json(s) if args.json else to_text(s))
     return 0
+
+
+def _iso(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()

@@ -66,7 +66,7 @@ _UNAVAILABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FU
 as it is now: waited for by the daemon rather than treated as a bug."""
 
 
-PLAN_FINGERPRINT = "plan_fingerprint"
+PLAN_FINGERPRINT = "planning_fingerprint"
 PLAN_SETTINGS = "plan_settings"
 PLAN_FULL_DAY = "plan_full_day"
 """scheduler_state keys: the planning fingerprint and settings (JSON) the

@@ -152,12 +152,12 @@ def test_commands_refuse_an_out_of_date_schema(tmp_path: Path) -> None:
     fixed = mailplan("init-db", "--db", db)
     assert "contact_events.metadata" in fixed.stdout
     con = sqlite3.connect(db)
-    con.execute("PRAGMA user_version = 3")
+    con.execute("PRAGMA user_version = 4")
     con.commit()
     con.close()
     stale = mailplan("export", "--db", db)
     assert stale.returncode == 2
-    assert "schema version 3" in stale.stderr and "mailplan init-db" in stale.stderr
+    assert "schema version 4" in stale.stderr and "mailplan init-db" in stale.stderr
 
 
 # --- finding 2: the rules file edited in place, then SIGHUP -----------------------------------
@@ -259,12 +259,11 @@ def test_commands_read_the_env_file_and_refuse_to_mix_settings(tmp_path: Path) -
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
     assert "horizon_days (stored 90, now 60)" in info["settings_differ"]
-    assert info["plan_fingerprint"] != info["settings_fingerprint"]
+    assert info["stored_fingerprint"] != info["settings_fingerprint"]
+    assert info["fingerprint_matches"] is False
     assert info["plan_full_recompute_day"] == DAY
     same = json.loads(mailplan("status", "--db", db, "--json", "--today", DAY, env=env).stdout)
-    assert (
-        same["settings_differ"] == [] and same["plan_fingerprint"] == same["settings_fingerprint"]
-    )
+    assert same["settings_differ"] == [] and same["fingerprint_matches"] is True
     # A bad line in the file is a configuration error naming the file and line.
     env_file.write_text("MAILPLAN_HORIZON_DAYS 90\n")
     bad = mailplan("status", "--db", db, env=env)
