@@ -82,8 +82,9 @@ def test_exclusion_window_and_post_window(explained_db: Path) -> None:
     assert bday["details"] == [
         "its desired date 2026-12-14 is inside the window from 2026-09-29 to 2027-02-26 "
         "(first and last day)",
-        "rule CA: birthday, 30 before, 60 after (source: law: 60 days from the birthday "
-        "(2020); many carriers accept 30 days before)",
+        "rule CA: birthday, 30 before, 60 after (source: Cal. Ins. Code §10192.11 (birthday "
+        "rule, 60 days from the birthday, 2020); the 30 days before are what many carriers "
+        "accept, kept as the wider window; checked 2026-11)",
         # 2026 - 1956
         "anchored on the birthday 2026-12-28; the contact is 70 on that day",
         # 2026-12-28 - 30 = 2026-11-28
@@ -101,7 +102,9 @@ def test_exclusion_window_and_post_window(explained_db: Path) -> None:
         "2027-02-27"
     )
     assert (
-        "load balancing may send it from 2027-02-27 to no end date without entering an "
+        # Balancing never moves it into a window (SPEC 5.5): the next one starts
+        # 2027-12-28 - 90 = 2027-09-29.
+        "load balancing may send it from 2027-02-27 to 2027-09-28 without entering an "
         "exclusion window"
     ) in post["details"]
 
