@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.errors import ConfigError
-from service.planning.params import BalanceParams, PlanParams
+from service.planning.flags import parse_flag
+from service.planning.params import (
+    DEFAULT_SEND_TIME,
+    DEFAULT_TIMEZONE,
+    BalanceParams,
+    PlanParams,
+)
 
 if TYPE_CHECKING:
     from service.planning.rules import RuleBook
@@ -45,6 +51,11 @@ MAX_DAYS = 3660
 """Upper bound for day counts: ten years is already far beyond any sane plan."""
 
 
+_PLAN = PlanParams()
+_BALANCE = BalanceParams()
+"""The defaults of the planning keys live with the parameters the core reads."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every section-4 key, plus the database path and inbox folder.
@@ -54,26 +65,26 @@ class Settings:
     unit can name only ``--config``.
     """
 
-    timezone: str = "America/Chicago"
-    send_time: str = "08:30"
+    timezone: str = DEFAULT_TIMEZONE
+    send_time: str = DEFAULT_SEND_TIME
     send_in_contact_timezone: bool = False
-    horizon_days: int = 60
-    birthday_days_before: int = 14
-    effective_date_days_before: int = 30
-    effective_date_first_email_months: int = 11
-    pre_window_buffer_days: int = 60
-    followup_delay_days: int = 2
-    followup_lookback_days: int = 35
-    max_emails_per_period: int = 3
-    period_days: int = 30
-    daily_send_percentage_cap: float = 0.07
-    daily_cap: int | None = None
-    overage_threshold: float = 1.2
-    ed_daily_soft_limit: int = 15
-    ed_smoothing_window_days: int = 5
-    enable_post_window_emails: bool = True
-    exclude_failed_underwriting_global: bool = False
-    send_without_zipcode_for_universal: bool = True
+    horizon_days: int = _PLAN.horizon_days
+    birthday_days_before: int = _PLAN.birthday_days_before
+    effective_date_days_before: int = _PLAN.effective_date_days_before
+    effective_date_first_email_months: int = _PLAN.effective_date_first_email_months
+    pre_window_buffer_days: int = _PLAN.pre_window_buffer_days
+    followup_delay_days: int = _PLAN.followup_delay_days
+    followup_lookback_days: int = _PLAN.followup_lookback_days
+    max_emails_per_period: int = _PLAN.max_emails_per_period
+    period_days: int = _PLAN.period_days
+    daily_send_percentage_cap: float = _BALANCE.daily_send_percentage_cap
+    daily_cap: int | None = _BALANCE.daily_cap
+    overage_threshold: float = _BALANCE.overage_threshold
+    ed_daily_soft_limit: int = _BALANCE.ed_daily_soft_limit
+    ed_smoothing_window_days: int = _BALANCE.ed_smoothing_window_days
+    enable_post_window_emails: bool = _PLAN.enable_post_window_emails
+    exclude_failed_underwriting_global: bool = _PLAN.exclude_failed_underwriting_global
+    send_without_zipcode_for_universal: bool = _PLAN.send_without_zipcode_for_universal
     state_rules: Path | None = None
     journal_retention_days: int = 400
     db: Path | None = None
@@ -217,11 +228,9 @@ def _bool(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, str):
-        word = raw.strip().lower()
-        if word in {"true", "1", "yes", "on"}:
-            return True
-        if word in {"false", "0", "no", "off"}:
-            return False
+        flag = parse_flag(raw)
+        if flag is not None:
+            return flag
     raise ValueError("must be true or false")
 
 

@@ -27,13 +27,20 @@ from service.engine.pacing import ChunkSizer
 from service.engine.rebalance import rebalance
 from service.planning.balance import BalanceItem, Capacity, balance, capacity
 from service.planning.contacts import resolve_contact, zip_lookup
+from service.planning.memo import Memo
 from service.planning.model import (
     PRE_SCHEDULED,
     Campaigns,
     ContactData,
     ContactPlan,
 )
-from service.planning.params import BalanceParams, PlanParams
+from service.planning.params import (
+    DEFAULT_SEND_TIME,
+    DEFAULT_TIMEZONE,
+    BalanceParams,
+    PlanParams,
+    send_time_column,
+)
 from service.planning.plan import plan_contact
 from service.planning.rules import RuleBook
 from service.store import (
@@ -84,8 +91,8 @@ class PlanContext:
     rules: RuleBook
     plan: PlanParams = field(default_factory=PlanParams)
     balance: BalanceParams = field(default_factory=BalanceParams)
-    send_time: str = "08:30:00"
-    timezone: str = "America/Chicago"
+    send_time: str = send_time_column(DEFAULT_SEND_TIME)
+    timezone: str = DEFAULT_TIMEZONE
     send_in_contact_timezone: bool = False
     campaigns: Campaigns | None = None
     chunk_size: int = DEFAULT_CHUNK
@@ -94,13 +101,14 @@ class PlanContext:
     """The planning fingerprint of the settings (SPEC 4); empty for a context
     not built from settings, whose full recomputes record nothing."""
     settings_json: str = ""
+    memo: Memo = field(default_factory=Memo, compare=False, repr=False)
+    """Answers shared by the contacts this context plans (pure functions of
+    their keys; see :mod:`service.planning.memo`): it lives as long as the
+    settings the context was made for."""
 
     @classmethod
     def from_settings(cls, settings: SettingsLike, **overrides: object) -> PlanContext:
-        # The original writes HH:MM:SS; configuration says HH:MM.
-        send_time = settings.send_time
-        if send_time.count(":") == 1:
-            send_time += ":00"
+        send_time = send_time_column(settings.send_time)
         ctx = cls(
             rules=settings.rules(),
             plan=settings.plan_params(),
@@ -152,13 +160,13 @@ def _timezones(ctx: PlanContext, contacts: Sequence[ContactData]) -> dict[int, s
 def _plan_all(
     ctx: PlanContext, campaigns: Campaigns, contacts: Iterable[ContactData], today: date
 ) -> list[ContactPlan]:
-    rules, params = ctx.rules, ctx.plan
-    return [plan_contact(d, campaigns, rules, params, today) for d in contacts]
+    rules, params, memo = ctx.rules, ctx.plan, ctx.memo
+    return [plan_contact(d, campaigns, rules, params, today, memo) for d in contacts]
 
 
-def _log_malformed(contacts: Iterable[ContactData], today: date) -> None:
+def _log_malformed(contacts: Iterable[ContactData], today: date, memo: Memo) -> None:
     for d in contacts:
-        problems = resolve_contact(d.contact, today).problems
+        problems = resolve_contact(d.contact, today, memo).problems
         if problems:
             log.warning("malformed_contact_data", contact_id=d.contact.id, problems=list(problems))
 
@@ -231,7 +239,7 @@ async def recompute_contacts(
     )
     plans = _plan_all(ctx, campaigns, loaded.contacts, today)
     if report_malformed:
-        _log_malformed(loaded.contacts, today)
+        _log_malformed(loaded.contacts, today, ctx.memo)
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
     if touched and rebalance_windows:

@@ -10,7 +10,7 @@ post-window email they caused lives on until its own date (5.5).
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.planning.dates import months_between
 from service.planning.exclusion import check_exclusion
@@ -64,7 +64,7 @@ def plan_anniversaries(ctx: PlanContext) -> None:
         skip = FAILED_UNDERWRITING
     elif ctx.excludable and params.enable_post_window_emails:
         assert rc.state is not None
-        reach = window_reach(ctx.rules, rc.state, params.pre_window_buffer_days)
+        reach = window_reach(ctx.rules, rc.state, params.pre_window_buffer_days, ctx.memo.reach)
         if reach >= 0:
             # Older occurrences cannot have a post-window email on or after today.
             oldest -= days(reach + 1)
@@ -129,10 +129,12 @@ def _occurrences(
                 ctx.pw_sources.append((exc.window_end, event))
 
 
-_REACH: dict[int, tuple[RuleBook, dict[tuple[str, int], int]]] = {}
-
-
-def window_reach(rules: RuleBook, state: str, buffer_days: int) -> int:
+def window_reach(
+    rules: RuleBook,
+    state: str,
+    buffer_days: int,
+    memo: dict[int, tuple[Any, dict[tuple[str, int], int]]] | None = None,
+) -> int:
     """How far after a day an exclusion window holding it, and the windows
     that follow it without a free day between, can reach; -1 without windows.
 
@@ -141,14 +143,17 @@ def window_reach(rules: RuleBook, state: str, buffer_days: int) -> int:
     are shorter than a year, so it reaches at most the sum of their lengths
     (buffer included); beyond that a generous bound of two years per rule is
     used. Only days older than this are never looked at (SPEC 5.3, 5.5).
-    Cached per rule book: the entry keeps its book alive, so the ``id`` it
-    is filed under cannot be reused meanwhile.
+    Memoised per rule book in ``memo`` (a run's :attr:`Memo.reach
+    <service.planning.memo.Memo.reach>`): the entry keeps its book alive, so
+    the ``id`` it is filed under cannot be reused meanwhile.
     """
-    entry = _REACH.get(id(rules))
+    if memo is None:
+        memo = {}
+    entry = memo.get(id(rules))
     if entry is None or entry[0] is not rules:
-        if len(_REACH) >= 8:
-            _REACH.clear()
-        entry = _REACH[id(rules)] = (rules, {})
+        if len(memo) >= 8:
+            memo.clear()
+        entry = memo[id(rules)] = (rules, {})
     reaches = entry[1]
     key = (state, buffer_days)
     reach = reaches.get(key)
@@ -196,7 +201,7 @@ def _past_source(
     # and a chain of windows the post-window date steps over (5.5) no further
     # than their sum: skip the exact check when that is long past.
     if (ctx.today - at).days > window_reach(
-        ctx.rules, state, ctx.params.pre_window_buffer_days
+        ctx.rules, state, ctx.params.pre_window_buffer_days, ctx.memo.reach
     ) + 1:
         return
     exc = check_exclusion(ctx.rc, at, ctx.rules, ctx.params)

@@ -91,10 +91,7 @@ def stable_hash(contact_id: int, email_type: str, year: int) -> int:
     """The smoothing hash ``H`` of SPEC 6: BLAKE2b (8-byte digest, big-endian)
     of ``"<contact_id>-<email_type>-<year>"``; stable across runs and languages."""
     text = f"{contact_id}-{email_type}-{year}".encode()
-    return int.from_bytes(_blake2b(text, digest_size=8).digest(), "big")
-
-
-_blake2b = hashlib.blake2b
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
 
 
 def arrival_day(step1: date, today: date) -> date:
@@ -110,12 +107,11 @@ def _smoothed(group: Iterable[BalanceItem], d: date, cap: Capacity, today: date)
     # before today, never outside the row's allowed interval (SPEC 6,
     # "Balancing never breaks a rule").
     targets = [d + timedelta(days=j - window // 2) for j in range(window)]
-    suffix = f"-{d.year}"
+    year = d.year
     out = []
     for item in group:
         cid, etype, _ = item.key
-        text = f"{cid}-{etype}{suffix}".encode()
-        moved = targets[int.from_bytes(_blake2b(text, digest_size=8).digest(), "big") % window]
+        moved = targets[stable_hash(cid, etype, year) % window]
         if (
             moved < today
             or (item.allowed_from is not None and moved < item.allowed_from)

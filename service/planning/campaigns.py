@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.planning.anniversaries import FAILED_UNDERWRITING
 from service.planning.model import (
@@ -32,7 +31,6 @@ def campaign_email_type(type_name: str, instance_id: int) -> str:
     return f"{CAMPAIGN_PREFIX}{type_name}_{instance_id}"
 
 
-@lru_cache(maxsize=1024)
 def parse_targets(text: str | None) -> frozenset[str] | None:
     """A ``target_states``/``target_carriers`` list, upper-cased; None means everyone.
 
@@ -54,7 +52,11 @@ def plan_campaigns(ctx: PlanContext, data: ContactData, campaigns: Campaigns) ->
     - Instances of unknown or inactive types, instances with unreadable dates
       and instances past ``active_end_date`` plan nothing.
     - ``target_all_contacts`` types: the contact is a recipient if it matches
-      ``target_states`` and ``target_carriers`` (see :func:`is_recipient`).
+      ``target_states`` and ``target_carriers`` (case-insensitive) unless a
+      list targets everyone. A contact without a known state is never taken
+      by a campaign with any targeting, and by a universal one only if
+      ``send_without_zipcode_for_universal`` (SPEC 14: the flag excludes only
+      contacts without location).
       Other types: each of the contact's ``contact_campaigns`` rows for the
       instance with status ``pending`` (targeting lists are not applied).
     - The desired date, event date and liveness are in :func:`_plan_email`.
@@ -68,9 +70,11 @@ def plan_campaigns(ctx: PlanContext, data: ContactData, campaigns: Campaigns) ->
         triggers = _pending_triggers(data)
     rc = ctx.rc
     horizon_end = ctx.horizon_end
-    for inst, ctype, email_type, everyone, states, carriers, fixed in _usable(campaigns, ctx.today):
+    for inst, ctype, email_type, everyone, states, carriers, fixed in _usable(
+        campaigns, ctx.today, ctx.memo.usable
+    ):
         if everyone:
-            # is_recipient, inlined with the target lists parsed once per book.
+            # The recipient test, with the target lists parsed once per run.
             if rc.has_location:
                 if states is not None and rc.state not in states:
                     continue
@@ -101,20 +105,22 @@ _Usable = tuple[
     frozenset[str] | None,
     date | None,
 ]
-_USABLE: dict[tuple[int, date], tuple[Campaigns, tuple[_Usable, ...]]] = {}
 
 
-def _usable(campaigns: Campaigns, today: date) -> tuple[_Usable, ...]:
+def _usable(
+    campaigns: Campaigns, today: date, memo: dict[tuple[int, date], tuple[Any, Any]]
+) -> tuple[_Usable, ...]:
     """The instances that can plan anything on ``today``, with their type and targets.
 
-    Worked out once per (campaigns, today) rather than per contact. The entry
-    keeps its ``Campaigns`` alive, so the ``id`` it is filed under cannot be
-    reused meanwhile.
+    Worked out once per (campaigns, today) of a run's memo rather than per
+    contact. The entry keeps its ``Campaigns`` alive, so the ``id`` it is
+    filed under cannot be reused meanwhile.
     """
     key = (id(campaigns), today)
-    entry = _USABLE.get(key)
+    entry = memo.get(key)
     if entry is not None and entry[0] is campaigns:
-        return entry[1]
+        found: tuple[_Usable, ...] = entry[1]
+        return found
     usable: list[_Usable] = []
     for inst in campaigns.instances:
         ctype = campaigns.types.get(inst.campaign_type)
@@ -129,10 +135,10 @@ def _usable(campaigns: Campaigns, today: date) -> tuple[_Usable, ...]:
         usable.append(
             (inst, ctype, email_type, everyone, states, carriers, _fixed_date(inst, ctype))
         )
-    if len(_USABLE) >= 8:
-        _USABLE.clear()
-    _USABLE[key] = (campaigns, tuple(usable))
-    return _USABLE[key][1]
+    if len(memo) >= 8:
+        memo.clear()
+    memo[key] = (campaigns, tuple(usable))
+    return memo[key][1]  # type: ignore[no-any-return]
 
 
 def _fixed_date(inst: CampaignInstance, ctype: CampaignType) -> date | None:
@@ -165,28 +171,6 @@ def _pending_triggers(data: ContactData) -> dict[int, list[date | None]]:
         inst: sorted(dates, key=lambda d: (d is None, d or date.min))
         for inst, dates in found.items()
     }
-
-
-def is_recipient(ctx: PlanContext, inst: CampaignInstance) -> bool:
-    """Whether a ``target_all_contacts`` instance targets this contact (SPEC 5.6).
-
-    The state must be in ``target_states`` and the carrier in
-    ``target_carriers`` (case-insensitive) unless a list targets everyone. A
-    contact without a known state is never taken by a campaign with any
-    targeting, and by a universal one only if
-    ``send_without_zipcode_for_universal`` (SPEC 14: the flag excludes only
-    contacts without location).
-    """
-    states = parse_targets(inst.target_states)
-    carriers = parse_targets(inst.target_carriers)
-    rc = ctx.rc
-    if not rc.has_location:
-        if states is not None or carriers is not None:
-            return False
-        return ctx.params.send_without_zipcode_for_universal
-    if states is not None and rc.state not in states:
-        return False
-    return carriers is None or (rc.carrier is not None and rc.carrier.upper() in carriers)
 
 
 def desired_date(

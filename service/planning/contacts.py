@@ -23,6 +23,8 @@ from typing import Any
 import zipcodes
 
 from service.planning.dates import parse_date
+from service.planning.memo import LIMIT as MEMO_LIMIT
+from service.planning.memo import Memo
 from service.planning.model import Contact
 
 USPS_CODES: frozenset[str] = frozenset(
@@ -232,9 +234,11 @@ def normalize_state(text: str | None) -> str | None:
     return code if code in USPS_CODES else None
 
 
-def _resolve_dates(c: Contact, today: date, problems: list[str]) -> tuple[date | None, date | None]:
+def _resolve_dates(
+    c: Contact, today: date, problems: list[str], parsed: dict[str, date | None]
+) -> tuple[date | None, date | None]:
     birth_text = c.birth_date
-    birth = None if birth_text is None else _parse_cached(birth_text)
+    birth = None if birth_text is None else _parse_cached(birth_text, parsed)
     if birth is None:
         if birth_text is not None and birth_text.strip():
             problems.append(f"birth date {birth_text!r} is not a real date")
@@ -242,44 +246,39 @@ def _resolve_dates(c: Contact, today: date, problems: list[str]) -> tuple[date |
         problems.append(f"birth date {birth.isoformat()} is after today ({today.isoformat()})")
         birth = None
     effective_text = c.effective_date
-    effective = None if effective_text is None else _parse_cached(effective_text)
+    effective = None if effective_text is None else _parse_cached(effective_text, parsed)
     if effective is None and effective_text is not None and effective_text.strip():
         problems.append(f"effective date {effective_text!r} is not a real date")
     return birth, effective
 
 
-_CACHE_LIMIT = 100_000
-"""Entries of each memo below before it starts over (bounds its memory)."""
-
-_PARSED: dict[str, date | None] = {}
-
-
-def _parse_cached(text: str) -> date | None:
+def _parse_cached(text: str, parsed: dict[str, date | None]) -> date | None:
     # A book holds far fewer distinct date texts than contacts.
     try:
-        return _PARSED[text]
+        return parsed[text]
     except KeyError:
         pass
-    if len(_PARSED) >= _CACHE_LIMIT:
-        _PARSED.clear()
-    parsed = _PARSED[text] = parse_date(text)
-    return parsed
+    if len(parsed) >= MEMO_LIMIT:
+        parsed.clear()
+    value = parsed[text] = parse_date(text)
+    return value
 
 
 _Location = tuple[str | None, str | None, str | None, tuple[str, ...]]
-_LOCATIONS: dict[tuple[str | None, str | None], _Location] = {}
 
 
-def _location(c: Contact, problems: list[str]) -> tuple[str | None, str | None, str | None]:
+def _location(
+    c: Contact, problems: list[str], locations: dict[tuple[str | None, str | None], Any]
+) -> tuple[str | None, str | None, str | None]:
     """:func:`_resolve_location`, memoised per (state, ZIP) text pair."""
     key = (c.state, c.zip_code)
-    found = _LOCATIONS.get(key)
+    found: _Location | None = locations.get(key)
     if found is None:
         own: list[str] = []
         state, source, timezone = _resolve_location(c, own)
-        if len(_LOCATIONS) >= _CACHE_LIMIT:
-            _LOCATIONS.clear()
-        found = _LOCATIONS[key] = (state, source, timezone, tuple(own))
+        if len(locations) >= MEMO_LIMIT:
+            locations.clear()
+        found = locations[key] = (state, source, timezone, tuple(own))
     if found[3]:
         problems.extend(found[3])
     return found[0], found[1], found[2]
@@ -309,7 +308,7 @@ def _resolve_location(c: Contact, problems: list[str]) -> tuple[str | None, str 
     return None, None, timezone
 
 
-def resolve_contact(c: Contact, today: date) -> ResolvedContact:
+def resolve_contact(c: Contact, today: date, memo: Memo | None = None) -> ResolvedContact:
     """Validate a raw contact and derive its state (SPEC 5.1, 5.2).
 
     - email: :func:`is_valid_email`; otherwise ``email_ok`` is False.
@@ -328,8 +327,10 @@ def resolve_contact(c: Contact, today: date) -> ResolvedContact:
             problems.append("no email address")
         else:
             problems.append(f"email address {email!r} is not a valid address")
-    birth, effective = _resolve_dates(c, today, problems)
-    state, source, timezone = _location(c, problems)
+    if memo is None:
+        memo = Memo()
+    birth, effective = _resolve_dates(c, today, problems, memo.dates)
+    state, source, timezone = _location(c, problems, memo.locations)
     carrier = c.carrier
     if carrier is not None:
         carrier = carrier.strip() or None

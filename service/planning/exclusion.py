@@ -57,14 +57,8 @@ class Exclusion:
     anchor: date | None
 
 
-_YEAR_ROUND: dict[str, Exclusion] = {}
-
-
 def _year_round(rule: StateRule) -> Exclusion:
-    exc = _YEAR_ROUND.get(rule.reason)
-    if exc is None:
-        exc = _YEAR_ROUND[rule.reason] = Exclusion(rule.reason, True, None, None, None)
-    return exc
+    return Exclusion(rule.reason, True, None, None, None)
 
 
 _ANNUAL_BASE = date(2000, 1, 1)

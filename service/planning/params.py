@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_TIMEZONE = "America/Chicago"
+"""The organisation's zone unless configured (SPEC 4)."""
+
+DEFAULT_SEND_TIME = "08:30"
+"""The local send time unless configured (SPEC 4), as configured: ``HH:MM``."""
+
+
+def send_time_column(send_time: str) -> str:
+    """``scheduled_send_time`` as the original writes it: ``HH:MM`` -> ``HH:MM:SS``."""
+    return send_time + ":00" if send_time.count(":") == 1 else send_time
+
 
 @dataclass(frozen=True, slots=True)
 class PlanParams:

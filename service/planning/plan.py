@@ -23,6 +23,7 @@ from service.planning.dates import parse_date
 from service.planning.exclusion import Exclusion, allowed_interval, check_exclusion
 from service.planning.followups import plan_followup
 from service.planning.limits import apply_frequency_limit, resolve_campaign_conflicts
+from service.planning.memo import Memo
 from service.planning.model import (
     Campaigns,
     ContactData,
@@ -32,7 +33,7 @@ from service.planning.model import (
 )
 from service.planning.params import PlanParams
 from service.planning.postwindow import plan_post_windows
-from service.planning.review import ONE_DAY, Review, days
+from service.planning.review import ONE_DAY, Review
 from service.planning.rules import RuleBook
 
 __all__ = ["PlanContext", "campaign_config_errors", "plan_contact"]
@@ -53,6 +54,7 @@ class PlanContext(Review):
         "history_keys",
         "horizon",
         "horizon_end",
+        "memo",
         "notes",
         "params",
         "pw_sources",
@@ -68,13 +70,13 @@ class PlanContext(Review):
         params: PlanParams,
         today: date,
         history: tuple[HistoryEmail, ...] = (),
+        memo: Memo | None = None,
     ) -> None:
-        # Review.__init__ inlined: this runs once per contact of a full recompute.
-        self.today = today
-        self.review = None
+        super().__init__(today)
         self.rc = rc
         self.rules = rules
         self.params = params
+        self.memo = memo if memo is not None else Memo()
         self.horizon, self.horizon_end = _horizon(params.horizon_days, today)
         self.history_keys = (
             frozenset((h.email_type, h.event_date) for h in history if h.event_date is not None)
@@ -165,19 +167,10 @@ class PlanContext(Review):
         return None
 
 
-_HORIZONS: dict[tuple[int, date], tuple[timedelta, date]] = {}
-
-
 def _horizon(horizon_days: int, today: date) -> tuple[timedelta, date]:
-    """``horizon_days`` as a timedelta and the last day it reaches, memoised."""
-    key = (horizon_days, today)
-    found = _HORIZONS.get(key)
-    if found is None:
-        if len(_HORIZONS) >= 64:
-            _HORIZONS.clear()
-        horizon = days(horizon_days)
-        found = _HORIZONS[key] = (horizon, today + horizon)
-    return found
+    """``horizon_days`` as a timedelta and the last day it reaches."""
+    horizon = timedelta(days=horizon_days)
+    return horizon, today + horizon
 
 
 def plan_contact(
@@ -186,8 +179,12 @@ def plan_contact(
     rules: RuleBook,
     params: PlanParams,
     today: date,
+    memo: Memo | None = None,
 ) -> ContactPlan:
     """The plan of one contact on ``today``: SPEC section 5, with section 6's intervals.
+
+    ``memo`` holds answers shared by the contacts of one run (see
+    :mod:`service.planning.memo`); without one, a fresh one is used.
 
     Decisions where the SPEC leaves room (each detailed where it is applied):
 
@@ -219,11 +216,13 @@ def plan_contact(
       mention *today* too; they are explanations, not plan content.
     """
     contact = data.contact
-    rc = resolve_contact(contact, today)
+    if memo is None:
+        memo = Memo()
+    rc = resolve_contact(contact, today, memo)
     if not rc.email_ok:
         reason = rc.problems[0] if rc.problems else "invalid email address"
         return ContactPlan(contact.id, (), None, rc.problems, invalid=reason)
-    ctx = PlanContext(rc, rules, params, today, data.history)
+    ctx = PlanContext(rc, rules, params, today, data.history, memo)
     if rc.birth_date is None and contact.birth_date is not None:
         raw_birth = parse_date(contact.birth_date)
         if raw_birth is not None:

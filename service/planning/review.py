@@ -35,17 +35,10 @@ from datetime import date, timedelta
 
 ONE_DAY = timedelta(days=1)
 
-_DAYS: dict[int, timedelta] = {}
-
 
 def days(n: int) -> timedelta:
-    """``timedelta(days=n)``, memoised: the planner builds the same few per contact."""
-    td = _DAYS.get(n)
-    if td is None:
-        if len(_DAYS) > 4096:
-            _DAYS.clear()
-        td = _DAYS[n] = timedelta(days=n)
-    return td
+    """``timedelta(days=n)``."""
+    return timedelta(days=n)
 
 
 class Review:

@@ -38,7 +38,6 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from functools import cache
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -475,8 +474,8 @@ def load_rules(path: Path | None = None) -> RuleBook:
     return parse_rules(text, str(path))
 
 
-@cache
 def builtin_rules() -> RuleBook:
-    """The built-in table of SPEC 15, parsed once."""
+    """The built-in table of SPEC 15 (parsed on each call: the settings parse it
+    once when they are loaded and keep the result)."""
     text = resources.files("service.planning").joinpath("states.toml").read_text("utf-8")
     return parse_rules(text, BUILTIN_SOURCE)

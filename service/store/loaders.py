@@ -8,6 +8,7 @@ one query per contact.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from service.planning.dates import parse_date, parse_instant
+from service.planning.flags import TRUE_WORDS, parse_flag
 from service.planning.model import (
     PLAN_STATUSES,
     CampaignInstance,
@@ -59,9 +61,13 @@ def event_date_of(year: object, month: object, day: object) -> date | None:
     return None
 
 
+_TRUE = json.dumps(sorted(TRUE_WORDS))
+"""The yes words, bound as a JSON array where a query reads a flag written as text."""
+
+
 def _flag(value: object) -> bool:
     if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "t", "y"}
+        return parse_flag(value) is True
     return bool(value)
 
 
@@ -213,7 +219,9 @@ class LoaderMixin(StoreBase):
         the stored plan is left unread (``Loaded.stored`` is None) and the
         writer compares fingerprints first."""
         start = MIN_ID if after is None else after
-        rows = await self.fetchall("contacts_after", {"after": start, "limit": chunk_size})
+        rows = await self.fetchall(
+            "contacts_after", {"after": start, "limit": chunk_size, "true_words": _TRUE}
+        )
         hi = MAX_ID if len(rows) < chunk_size else int(rows[-1][0])
         scope = Scope.of_range(MIN_ID if after is None else after + 1, hi)
         contacts = [contact_from_row(r) for r in rows]
@@ -230,7 +238,9 @@ class LoaderMixin(StoreBase):
         (default: ``since``) clicks and engagement events before it.
         """
         if scope.ids is not None:
-            rows = await self.fetchall("contacts_by_ids", {"ids": ids_param(scope.ids)})
+            rows = await self.fetchall(
+                "contacts_by_ids", {"ids": ids_param(scope.ids), "true_words": _TRUE}
+            )
         else:
             raise ValueError("load_scope takes an id scope; use iter_loaded_chunks for ranges")
         contacts = [contact_from_row(r) for r in rows]

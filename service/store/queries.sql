@@ -27,7 +27,7 @@ SELECT id, CAST(email AS TEXT), CAST(birth_date AS TEXT), CAST(effective_date AS
        CASE typeof(failed_underwriting)
            WHEN 'integer' THEN failed_underwriting <> 0
            WHEN 'real' THEN failed_underwriting <> 0
-           WHEN 'text' THEN lower(trim(failed_underwriting)) IN ('1', 'true', 'yes', 't', 'y')
+           WHEN 'text' THEN lower(trim(failed_underwriting)) IN (SELECT value FROM json_each(:true_words))
            ELSE 0 END
 FROM contacts WHERE id > :after ORDER BY id LIMIT :limit;
 
@@ -37,7 +37,7 @@ SELECT id, CAST(email AS TEXT), CAST(birth_date AS TEXT), CAST(effective_date AS
        CASE typeof(failed_underwriting)
            WHEN 'integer' THEN failed_underwriting <> 0
            WHEN 'real' THEN failed_underwriting <> 0
-           WHEN 'text' THEN lower(trim(failed_underwriting)) IN ('1', 'true', 'yes', 't', 'y')
+           WHEN 'text' THEN lower(trim(failed_underwriting)) IN (SELECT value FROM json_each(:true_words))
            ELSE 0 END
 FROM contacts WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
 

@@ -34,6 +34,7 @@ from datetime import date, timedelta
 import structlog
 
 from service.planning.model import PRE_SCHEDULED, SKIPPED, ContactPlan, PlanRow
+from service.planning.params import DEFAULT_SEND_TIME, send_time_column
 from service.store.base import ids_param, iso, utc_now_text
 from service.store.journal import JournalInput, JournalMixin
 from service.store.loaders import Loaded, LoaderMixin, StoredPlanRow, stored_plan_row
@@ -62,7 +63,7 @@ class WriteOptions:
 
     run_id: str
     today: date | None = None
-    send_time: str = "08:30:00"
+    send_time: str = send_time_column(DEFAULT_SEND_TIME)
     timezones: Mapping[int, str | None] | None = None
 
 
