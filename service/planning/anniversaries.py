@@ -19,7 +19,7 @@ from service.planning.review import days
 from service.planning.rules import RuleBook, StateRule
 
 if TYPE_CHECKING:
-    from service.planning.plan import PlanContext
+    from service.planning.context import ContactContext
 
 FAILED_UNDERWRITING = "Failed underwriting"
 """Skip reason under ``exclude_failed_underwriting_global`` (SPEC 5.2)."""
@@ -28,7 +28,7 @@ BIRTHDAY_PRIORITY = 10
 EFFECTIVE_DATE_PRIORITY = 20
 
 
-def plan_anniversaries(ctx: PlanContext) -> None:
+def plan_anniversaries(ctx: ContactContext) -> None:
     """Birthday and effective-date emails of one contact (SPEC 5.4, 5.10).
 
     - Birthday occurrences are the anniversaries of the birth date in the years
@@ -36,7 +36,7 @@ def plan_anniversaries(ctx: PlanContext) -> None:
       effective date. Feb 29 falls on Feb 28 in non-leap years (5.1).
     - An occurrence is live while its desired date (event - days before) is
       within today + ``horizon_days`` and today ≤ its event date; a passed
-      desired date is caught up to today (see ``PlanContext.emit``).
+      desired date is caught up to today (see ``ContactContext.emit``).
     - Effective-date emails need at least ``effective_date_first_email_months``
       calendar months from the effective date to the desired date before any
       catch-up (time-invariant, SPEC 14).
@@ -82,7 +82,7 @@ def plan_anniversaries(ctx: PlanContext) -> None:
 
 
 def _occurrences(
-    ctx: PlanContext,
+    ctx: ContactContext,
     kind: str,
     base: date,
     before: timedelta,
@@ -182,7 +182,7 @@ def _length(rule: StateRule) -> int:
 
 
 def _past_source(
-    ctx: PlanContext, kind: str, base: date, event: date, desired: date, min_months: int | None
+    ctx: ContactContext, kind: str, base: date, event: date, desired: date, min_months: int | None
 ) -> None:
     """A passed occurrence's contribution to post-window emails (SPEC 5.5).
 

@@ -16,7 +16,7 @@ from service.planning.model import (
 from service.planning.review import ONE_DAY
 
 if TYPE_CHECKING:
-    from service.planning.plan import PlanContext
+    from service.planning.context import ContactContext
 
 TYPE_SKIPS_FAILED_UNDERWRITING = "Failed underwriting (the campaign type skips it)"
 """Skip reason from a type's ``skip_failed_underwriting`` (SPEC 5.6)."""
@@ -46,7 +46,7 @@ def parse_targets(text: str | None) -> frozenset[str] | None:
     return items
 
 
-def plan_campaigns(ctx: PlanContext, data: ContactData, campaigns: Campaigns) -> None:
+def plan_campaigns(ctx: ContactContext, data: ContactData, campaigns: Campaigns) -> None:
     """Campaign emails of one contact (SPEC 5.6, 5.10).
 
     - Instances of unknown or inactive types, instances with unreadable dates
@@ -202,7 +202,7 @@ def desired_date(
     return inst.active_start_date
 
 
-def _failed_underwriting(ctx: PlanContext, ctype: CampaignType) -> str | None:
+def _failed_underwriting(ctx: ContactContext, ctype: CampaignType) -> str | None:
     if not ctx.rc.failed_underwriting:
         return None
     if ctx.params.exclude_failed_underwriting_global and ctype.name != "aep":
@@ -213,7 +213,7 @@ def _failed_underwriting(ctx: PlanContext, ctype: CampaignType) -> str | None:
 
 
 def _plan_email(
-    ctx: PlanContext,
+    ctx: ContactContext,
     inst: CampaignInstance,
     ctype: CampaignType,
     email_type: str,
@@ -275,7 +275,7 @@ def _plan_email(
     )  # fmt: skip
 
 
-def _already_planned(ctx: PlanContext, email_type: str, event: date) -> bool:
+def _already_planned(ctx: ContactContext, email_type: str, event: date) -> bool:
     # A spread row without trigger can meet a row whose trigger is its date.
     for r in ctx.rows:
         if r.event_date == event and r.email_type == email_type:

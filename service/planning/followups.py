@@ -20,14 +20,14 @@ from service.planning.model import (
 from service.planning.review import ONE_DAY
 
 if TYPE_CHECKING:
-    from service.planning.plan import PlanContext
+    from service.planning.context import ContactContext
 
 FOLLOWUP_PRIORITY = 50
 ELIGIBILITY_ANSWERED = "eligibility_answered"
 _ALWAYS_FOLLOWED = frozenset({BIRTHDAY, EFFECTIVE_DATE, POST_WINDOW})
 
 
-def plan_followup(ctx: PlanContext, data: ContactData, campaigns: Campaigns) -> None:
+def plan_followup(ctx: ContactContext, data: ContactData, campaigns: Campaigns) -> None:
     """At most one follow-up, to the contact's most recent followable email (SPEC 5.7).
 
     - Followable: a history email with status ``sent``/``delivered``, a send

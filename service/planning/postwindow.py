@@ -15,12 +15,12 @@ from service.planning.exclusion import post_window_date
 from service.planning.model import POST_WINDOW
 
 if TYPE_CHECKING:
-    from service.planning.plan import PlanContext
+    from service.planning.context import ContactContext
 
 POST_WINDOW_PRIORITY = 40
 
 
-def plan_post_windows(ctx: PlanContext) -> None:
+def plan_post_windows(ctx: ContactContext) -> None:
     """One ``post_window`` email per window occurrence that skipped an email (SPEC 5.5).
 
     - The email goes on the first day after the window that no window of the

@@ -30,6 +30,8 @@ from service.planning.model import (
     HistoryEmail,
 )
 from service.store.base import StoreBase, ids_param
+from service.store.sql import SCHEDULE_COLUMNS
+from service.store.sql import column as _column
 from service.store.types import ContactChunk, Scope
 
 MAX_ID = 2**63 - 1
@@ -109,10 +111,18 @@ class StoredPlanRow:
     balanced: bool
 
 
+_STORED = SCHEDULE_COLUMNS.index("send_timezone") + 1
+"""The leading columns of :data:`SCHEDULE_COLUMNS` a stored plan row keeps."""
+_CONTACT, _TYPE, _STATUS = (_column(c) for c in ("contact_id", "email_type", "status"))
+_EVENT = tuple(_column(c) for c in ("event_year", "event_month", "event_day"))
+_SCHEDULED, _INSTANCE = _column("scheduled_send_date"), _column("campaign_instance_id")
+_ACTUAL, _SENT_AT = _column("actual_send_datetime"), _column("sent_at")
+
+
 def stored_plan_row(row: tuple[Any, ...]) -> StoredPlanRow:
-    # Columns as in the "schedules" query.
+    # The leading columns of SCHEDULE_COLUMNS, in their order.
     (rid, cid, etype, status, ey, em, ed, sched, stime, reason, prio, tmpl, inst,
-     note, desired, bal, a_from, a_to, tz) = row[:19]  # fmt: skip
+     note, desired, bal, a_from, a_to, tz) = row[:_STORED]  # fmt: skip
     content = (stime, status, reason, prio, tmpl, inst, note, desired, a_from, a_to, tz)
     return StoredPlanRow(
         id=rid,
@@ -273,11 +283,12 @@ class LoaderMixin(StoreBase):
         history_keys: set[tuple[int, str, int | None, int | None, int | None]] = set()
         stored: list[StoredPlanRow] = []
         for r in schedules:
-            if r[3] in PLAN_STATUSES:
+            if r[_STATUS] in PLAN_STATUSES:
                 stored.append(stored_plan_row(r))
             else:
-                history[r[1]].append(_history_from_row(r))
-                history_keys.add((r[1], r[2], r[4], r[5], r[6]))
+                cid = r[_CONTACT]
+                history[cid].append(_history_from_row(r))
+                history_keys.add((cid, r[_TYPE], r[_EVENT[0]], r[_EVENT[1]], r[_EVENT[2]]))
         by_targeting: dict[int, list[ContactCampaign]] = defaultdict(list)
         for r in targeting:
             if isinstance(r[1], int):
@@ -366,13 +377,15 @@ def _instance_from_row(r: tuple[Any, ...]) -> CampaignInstance:
 
 
 def _history_from_row(r: tuple[Any, ...]) -> HistoryEmail:
-    inst = r[12]
+    inst = r[_INSTANCE]
+    actual, sent_at = r[_ACTUAL], r[_SENT_AT]
+    year, month, day = _EVENT
     return HistoryEmail(
-        contact_id=r[1],
-        email_type=text(r[2]) or "",
-        status=text(r[3]) or "",
-        send_date=send_date_of(r[19], r[20], r[7]),
-        event_date=event_date_of(r[4], r[5], r[6]),
+        contact_id=r[_CONTACT],
+        email_type=text(r[_TYPE]) or "",
+        status=text(r[_STATUS]) or "",
+        send_date=send_date_of(actual, sent_at, r[_SCHEDULED]),
+        event_date=event_date_of(r[year], r[month], r[day]),
         campaign_instance_id=inst if isinstance(inst, int) else None,
-        send_at=send_instant_of(r[19], r[20]),
+        send_at=send_instant_of(actual, sent_at),
     )

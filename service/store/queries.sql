@@ -3,6 +3,8 @@
 -- when the queries are loaded, never from data:
 --   {carrier}  the carrier column of this database ('current_carrier', or
 --              'carrier' in an older one, or NULL);
+--   {schedule_columns}  the columns of email_schedules the loaders read,
+--              in the order of SCHEDULE_COLUMNS in sql.py;
 --   {scope}    which contacts: a query containing it exists in two variants,
 --              NAME@range (contact_id BETWEEN :lo AND :hi, for chunks) and
 --              NAME@ids (a JSON array of ids in :ids, read with json_each,
@@ -47,11 +49,7 @@ SELECT count(*) FROM contacts WHERE email IS NOT NULL AND trim(email) <> '';
 -- name: schedules
 -- Plan rows of any age and history rows recent enough to matter (:since is
 -- the engine's cut-off; '' keeps everything), in contact order.
-SELECT id, contact_id, email_type, status, event_year, event_month, event_day,
-       scheduled_send_date, scheduled_send_time, skip_reason, priority,
-       email_template, campaign_instance_id, catchup_note, desired_date,
-       balance_date, allowed_from, allowed_to, send_timezone,
-       actual_send_datetime, sent_at
+SELECT {schedule_columns}
 FROM email_schedules
 WHERE {scope}
   AND (status IN ('pre-scheduled', 'skipped')
@@ -61,12 +59,8 @@ WHERE {scope}
 ORDER BY contact_id, id;
 
 -- name: history
--- Like "schedules", history rows only (same columns).
-SELECT id, contact_id, email_type, status, event_year, event_month, event_day,
-       scheduled_send_date, scheduled_send_time, skip_reason, priority,
-       email_template, campaign_instance_id, catchup_note, desired_date,
-       balance_date, allowed_from, allowed_to, send_timezone,
-       actual_send_datetime, sent_at
+-- Like "schedules", history rows only.
+SELECT {schedule_columns}
 FROM email_schedules
 WHERE {scope}
   AND COALESCE(status, '') NOT IN ('pre-scheduled', 'skipped')
@@ -76,12 +70,8 @@ WHERE {scope}
 ORDER BY contact_id, id;
 
 -- name: plan_rows
--- Like "schedules", plan rows only (same columns).
-SELECT id, contact_id, email_type, status, event_year, event_month, event_day,
-       scheduled_send_date, scheduled_send_time, skip_reason, priority,
-       email_template, campaign_instance_id, catchup_note, desired_date,
-       balance_date, allowed_from, allowed_to, send_timezone,
-       actual_send_datetime, sent_at
+-- Like "schedules", plan rows only.
+SELECT {schedule_columns}
 FROM email_schedules
 WHERE {scope} AND status IN ('pre-scheduled', 'skipped')
 ORDER BY contact_id, id;

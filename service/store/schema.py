@@ -115,11 +115,7 @@ async def migrate(db: aiosqlite.Connection, path: object, added: list[str] | Non
     added = [] if added is None else added
     current = await user_version(db)
     target = latest_version()
-    if current > target:
-        raise StoreError(
-            f"database {path} has schema version {current}, newer than this mailplan "
-            f"knows ({target}); upgrade mailplan"
-        )
+    _refuse_newer(current, target, path, StoreError)
     for migration in migrations()[current:]:
         try:
             await _apply(db, migration, added)
@@ -143,17 +139,21 @@ async def migrate(db: aiosqlite.Connection, path: object, added: list[str] | Non
     return target
 
 
+def _refuse_newer(version: int, target: int, path: object, error: type[StoreError]) -> None:
+    if version > target:
+        raise error(
+            f"database {path} has schema version {version}, newer than this mailplan "
+            f"knows ({target}); upgrade mailplan"
+        )
+
+
 async def check_schema(db: aiosqlite.Connection, path: object) -> None:
     """Refuse a database that ``init-db`` has not brought up to date (SPEC 3):
     an older schema version, or an upstream table lacking a column mailplan
     reads. :class:`SchemaError` (exit code 2) says to run ``mailplan init-db``."""
     version = await user_version(db)
     target = latest_version()
-    if version > target:
-        raise SchemaError(
-            f"database {path} has schema version {version}, newer than this mailplan "
-            f"knows ({target}); upgrade mailplan"
-        )
+    _refuse_newer(version, target, path, SchemaError)
     if version != target:
         raise SchemaError(
             f"database {path} has schema version {version}, this mailplan needs {target}; "

@@ -19,6 +19,23 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_\w+\.sql$")
 CARRIER_COLUMNS = ("current_carrier", "carrier")
 """Where a database keeps the carrier, in order of preference (SPEC 3)."""
 
+SCHEDULE_COLUMNS = (
+    "id", "contact_id", "email_type", "status", "event_year", "event_month", "event_day",
+    "scheduled_send_date", "scheduled_send_time", "skip_reason", "priority",
+    "email_template", "campaign_instance_id", "catchup_note", "desired_date",
+    "balance_date", "allowed_from", "allowed_to", "send_timezone",
+    "actual_send_datetime", "sent_at",
+)  # fmt: skip
+"""The ``email_schedules`` columns the loaders read, in this order (the
+``{schedule_columns}`` slot of the queries); loaders index rows by
+:func:`column`."""
+
+
+def column(name: str) -> int:
+    """The position of ``name`` in :data:`SCHEDULE_COLUMNS`."""
+    return SCHEDULE_COLUMNS.index(name)
+
+
 _SCOPES = {
     "range": "contact_id BETWEEN :lo AND :hi",
     "ids": "contact_id IN (SELECT value FROM json_each(:ids))",
@@ -65,6 +82,7 @@ def queries(carrier: str | None) -> dict[str, str]:
     result: dict[str, str] = {}
     for name, sql in _raw_queries().items():
         text = sql.replace("{carrier}", carrier or "NULL")
+        text = text.replace("{schedule_columns}", ", ".join(SCHEDULE_COLUMNS))
         if "{scope}" in text:
             for scope, clause in _SCOPES.items():
                 result[f"{name}@{scope}"] = text.replace("{scope}", clause)
