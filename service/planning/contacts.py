@@ -5,22 +5,24 @@ rules need: a usable email address, real dates, and the state whose law
 applies. Problems are kept as sentences so ``explain`` can show them.
 
 The ZIP database is the ``zipcodes`` package (a complete, maintained US ZIP
-list, SPEC 14). Its own lookup scans the whole list per call, far too slow for
-a million contacts, so one dict keyed by the five-digit ZIP is built on first
-use and kept.
+list, SPEC 14), read from a packed copy of its data shipped with the planner
+(``zips.tsv.gz``, built by :mod:`service.tools.zipdata`): loading the package
+itself takes about two seconds and ~140 MB in every process, and its own
+lookup scans the whole list per call. One dict keyed by the five-digit ZIP is
+built from the copy on first use (~50 ms) and kept.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
+from importlib import resources
 from typing import Any
-
-import zipcodes
 
 from service.planning.dates import parse_date
 from service.planning.memo import LIMIT as MEMO_LIMIT
@@ -153,42 +155,39 @@ def _is_valid_text(text: str) -> bool:
 
 @cache
 def _zip_index() -> dict[str, ZipInfo]:
-    # The package hands out one dict per ZIP (about 140 MB of small objects).
-    # Pack what we keep into one large string first and drop the dicts before
-    # building the index, so the index is not interleaved with them in memory
-    # and the allocator can give their space back to the system: a daemon then
-    # stays ~10 MB for the ZIP directory instead of ~150 MB.
-    packed = _packed_zip_entries()
-    known_zones = zoneinfo.available_timezones()
-    shared: dict[tuple[str, str | None], ZipInfo] = {}
+    # The packed table (service.tools.zipdata) holds the package's data; one
+    # ZipInfo per distinct (state, zone) is shared by all its ZIP codes, so
+    # the whole directory is one dict of ~43k short strings (a few MB).
+    text = gzip.decompress(resources.files("service.planning").joinpath(ZIP_TABLE).read_bytes())
+    shared: dict[tuple[str, str], ZipInfo] = {}
     index: dict[str, ZipInfo] = {}
-    for line in packed.split("\n"):
+    for line in text.decode("ascii").splitlines():
         zip_code, state, zone_text = line.split("\t")
-        zone: str | None = zone_text or None
-        if zone not in known_zones:
-            # A few entries carry no zone (military) or a place name instead of one.
-            zone = None
-        key = (state, zone)
+        key = (state, zone_text)
         info = shared.get(key)
         if info is None:
-            info = shared[key] = ZipInfo(state, zone)
+            info = shared[key] = ZipInfo(state, _known_zone(zone_text))
         index[zip_code] = info
     return index
 
 
-def _packed_zip_entries() -> str:
-    """``zip\tstate\ttimezone`` lines of every ZIP the package knows."""
-    # ``zipcodes.list_all()`` keeps its 42k dicts cached for the life of the
-    # process; the compiled module's own ``list_all`` (the same data, typed in
-    # the package's stub) hands them over without keeping a reference.
-    entries = zipcodes._zipcodes.list_all()
-    packed = "\n".join(f"{e['zip_code']}\t{e['state']}\t{e.get('timezone') or ''}" for e in entries)
-    del entries
-    return packed
+ZIP_TABLE = "zips.tsv.gz"
+"""The packed ZIP directory shipped with the package (``service.tools.zipdata``)."""
+
+
+def _known_zone(text: str) -> str | None:
+    # A few entries carry no zone (military) or a place name instead of one.
+    if not text:
+        return None
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return text
 
 
 def preload_zip_database() -> int:
-    """Build the ZIP index now (about a second) rather than on the first lookup.
+    """Build the ZIP index now (~50 ms) rather than on the first lookup.
 
     Long-running processes call this at start-up so the first contact they plan
     is not slow. Returns the number of ZIP codes known.
