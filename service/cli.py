@@ -377,6 +377,12 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings, db: Path) -
 async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) -> int:
     ctx = engine.PlanContext.from_settings(settings)
     today: date = args.today
+    if args.dry_run and args.contact and not args.verify and os.access(db, os.W_OK):
+        # O(contact): the recompute runs in a transaction that is rolled back.
+        async with open_store(db, clock=wall_clock) as store:
+            rows = await engine.dry_run_contacts(store, ctx, args.contact, today)
+        report.write_rows(rows, args.format, sys.stdout)
+        return 0
     async with open_store(db, readonly=args.dry_run, clock=wall_clock) as store:
         if args.dry_run or args.verify:
             await warn_if_differs(store, settings, "recompute (read side)", sys.stderr)

@@ -8,6 +8,7 @@ the stored plan. Callers use the names re-exported here.
 from service.engine.core import (
     PlanContext,
     capacity_for,
+    dry_run_contacts,
     dry_run_plan,
     full_recompute,
     invalidate_balance,
@@ -22,6 +23,7 @@ from service.engine.core import (
 __all__ = [
     "PlanContext",
     "capacity_for",
+    "dry_run_contacts",
     "dry_run_plan",
     "full_recompute",
     "invalidate_balance",

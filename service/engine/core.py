@@ -487,6 +487,32 @@ async def _dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[Exp
     return out
 
 
+class _RolledBack(Exception):
+    """Raised to leave a transaction whose effect is only looked at."""
+
+
+async def dry_run_contacts(
+    store: Store, ctx: PlanContext, ids: Sequence[int], today: date
+) -> list[ExportRow]:
+    """What ``recompute --contact`` would store for ``ids``, without storing it.
+
+    The incremental recompute runs for real inside a write transaction (plan,
+    write, windowed rebalance), the contacts' rows are read back, and the
+    transaction is rolled back: O(contacts + their windows) instead of a dry
+    run of the whole book. On a plan that is up to date this equals the rows
+    of :func:`dry_run_plan` for these contacts (invariants I1, I2).
+    """
+    out: list[ExportRow] = []
+    try:
+        async with store.transaction():
+            await recompute_contacts(store, ctx, ids, today, "dry-run")
+            out = await store.export_rows(ids)
+            raise _RolledBack
+    except _RolledBack:
+        pass
+    return out
+
+
 async def verify(store: Store, ctx: PlanContext, today: date, *, repair: bool) -> DriftReport:
     """Compare the stored plan with a full recompute; optionally repair it.
 

@@ -258,6 +258,31 @@ def test_recompute_some_contacts(cli_db_copy: Path) -> None:
     assert {line.split(",")[0] for line in dry.splitlines()[1:]} <= {"2"}
 
 
+def test_dry_run_of_one_contact_is_the_full_dry_run_of_it_and_writes_nothing(
+    cli_db_copy: Path,
+) -> None:
+    # Upstream moves contact 2's birth date by 40 days (no daemon runs): its
+    # stored plan is stale. `--contact 2 --dry-run` recomputes it in a
+    # transaction it rolls back; its rows must be exactly the contact's rows
+    # of a dry run of the whole book (I1, I2), and nothing may be written.
+    conn = sqlite3.connect(cli_db_copy)
+    conn.execute("UPDATE contacts SET birth_date = date(birth_date, '+40 days') WHERE id = 2")
+    conn.commit()
+    conn.close()
+    before = plan_fingerprint(cli_db_copy)
+    one = raw_stdout("recompute", "--db", cli_db_copy, "--contact", "2", "--dry-run",
+                     "--format", "csv", "--today", TODAY).decode().splitlines()  # fmt: skip
+    full = raw_stdout("recompute", "--db", cli_db_copy, "--all", "--dry-run",
+                      "--format", "csv", "--today", TODAY).decode().splitlines()  # fmt: skip
+    assert one[0] == CSV_HEADER
+    assert len(one) > 1
+    assert one[1:] == [line for line in full[1:] if line.startswith("2,")]
+    assert plan_fingerprint(cli_db_copy) == before
+    stale = [line for line in raw_stdout("export", "--db", cli_db_copy).decode().splitlines()
+             if line.startswith("2,")]  # fmt: skip
+    assert stale != one[1:]  # the change did move the contact's plan
+
+
 def test_verify_reports_and_repairs_drift(cli_db_copy: Path) -> None:
     assert "no drift" in ok("recompute", "--db", cli_db_copy, "--all", "--verify",
                             "--dry-run", "--today", TODAY)  # fmt: skip
