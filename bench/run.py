@@ -98,7 +98,7 @@ class Bench:
         out = self.work / "out.txt"
         with out.open("wb") as fh, self.log.open("ab") as err:
             started = time.perf_counter()
-            proc = subprocess.Popen([*self.mailplan, *args], stdout=fh, stderr=err)
+            proc = subprocess.Popen([*self.mailplan, *args], stdout=fh, stderr=err, cwd=self.work)
             _, status, usage = os.wait4(proc.pid, 0)
             secs = time.perf_counter() - started
         return secs, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), out.read_text()
@@ -272,6 +272,7 @@ def start_daemon(b: Bench, db: Path, today: date) -> Daemon:
             [*b.mailplan, "run", "--db", str(db), "--today", today.isoformat()],
             stdout=err,
             stderr=err,
+            cwd=b.work,  # not the repository: `python -m service` would import it from there
         )
     return Daemon(proc)
 
