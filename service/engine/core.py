@@ -52,6 +52,7 @@ from service.store import (
     Store,
     WriteOptions,
 )
+from service.store.base import WRITER_GAP_EVERY_S, WRITER_GAP_S
 from service.store.loaders import MAX_ID
 from service.store.writer import kept_rows
 
@@ -215,6 +216,7 @@ async def recompute_contacts(
     *,
     rebalance_windows: bool = True,
     report_malformed: bool = False,
+    pauses: bool = True,
 ) -> RunStats:
     """Recompute the given contacts, write their plans, rebalance the touched
     windows (SPEC 8.3). ``report_malformed`` logs one line per contact whose
@@ -225,7 +227,10 @@ async def recompute_contacts(
     ``rebalance_windows=False`` leaves balancing to a global rebalance the
     caller runs afterwards (the tick); the caller must first have invalidated
     the stored balance basis (:func:`invalidate_balance`), so that any windowed
-    rebalance in between falls back to a global one."""
+    rebalance in between falls back to a global one.
+
+    A rebalance that has to go global commits part way (see :func:`_rebalance`);
+    ``pauses=False`` keeps everything in the caller's one transaction."""
     if not store.in_write_transaction:
         raise RuntimeError("recompute_contacts must run inside store.transaction()")
     id_list = sorted(set(ids))
@@ -243,7 +248,7 @@ async def recompute_contacts(
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
     if touched and rebalance_windows:
-        stats.add(await _rebalance(store, ctx, today, touched))
+        stats.add(await _rebalance(store, ctx, today, touched, pauses=pauses))
     return stats
 
 
@@ -282,8 +287,18 @@ async def invalidate_balance(store: Store) -> None:
     await store.set_state(BALANCE_BASIS, "")
 
 
+GLOBAL_CHUNK_DAYS = 4
+"""Days of desired dates a global rebalance reads (and commits) at a time."""
+
+GLOBAL_COMMIT_EVERY_S = WRITER_GAP_EVERY_S
+GLOBAL_COMMIT_GAP_S = WRITER_GAP_S
+"""A global rebalance commits after each chunk of desired days once it has
+held the lock this long, and leaves upstream writers the store's writer gap
+(:meth:`~service.store.base.StoreBase._writer_gap`) before going on."""
+
+
 async def _rebalance(
-    store: Store, ctx: PlanContext, today: date, touched: set[date] | None
+    store: Store, ctx: PlanContext, today: date, touched: set[date] | None, *, pauses: bool = True
 ) -> RunStats:
     # A windowed rebalance is exact only on top of a global balance for the
     # same day and capacity (service.engine.rebalance); anything else goes global.
@@ -291,7 +306,24 @@ async def _rebalance(
     basis = _balance_basis(cap, today)
     if touched is not None and await store.get_state(BALANCE_BASIS) != basis:
         touched = None
-    result = await rebalance(store, cap, today, touched)
+    if touched is None:
+        # A global rebalance commits as it goes (short transactions for
+        # upstream writers, as the store's writer gap); until it has finished, the
+        # stored balance is no basis for a windowed one, also after a crash.
+        await invalidate_balance(store)
+        since = time.monotonic()
+
+        async def pause() -> None:
+            nonlocal since
+            if time.monotonic() - since >= GLOBAL_COMMIT_EVERY_S:
+                await store.commit_and_resume(GLOBAL_COMMIT_GAP_S)
+                since = time.monotonic()
+
+        result = await rebalance(
+            store, cap, today, None, chunk_days=GLOBAL_CHUNK_DAYS, pause=pause if pauses else None
+        )
+    else:
+        result = await rebalance(store, cap, today, touched)
     if touched is None:
         await store.set_state(BALANCE_BASIS, basis)
         await store.clear_balance_gaps()
@@ -505,7 +537,7 @@ async def dry_run_contacts(
     out: list[ExportRow] = []
     try:
         async with store.transaction():
-            await recompute_contacts(store, ctx, ids, today, "dry-run")
+            await recompute_contacts(store, ctx, ids, today, "dry-run", pauses=False)
             out = await store.export_rows(ids)
             raise _RolledBack
     except _RolledBack:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -79,6 +79,7 @@ async def rebalance(
     touched: set[date] | None,
     *,
     chunk_days: int = CHUNK_DAYS,
+    pause: Callable[[], Awaitable[None]] | None = None,
 ) -> RebalanceResult:
     """Bring the stored balance up to date (SPEC 6, invariant I2).
 
@@ -86,9 +87,13 @@ async def rebalance(
     otherwise only the windows around ``touched`` (see the module docstring
     for what the set must hold). Either way the stored dates afterwards equal
     ``balance()`` of all non-skipped rows.
+
+    ``pause``, in global mode, is awaited after each chunk of desired dates
+    is saved: the engine commits there and lets upstream writers in, so a
+    global rebalance of a large book is a run of short transactions.
     """
     if touched is None:
-        result = await _Global(store, cap, today, chunk_days).run()
+        result = await _Global(store, cap, today, chunk_days, pause).run()
     elif not touched:
         result = RebalanceResult()
     else:
@@ -140,9 +145,17 @@ class _Global:
     are complete and can be swept.
     """
 
-    def __init__(self, store: BalanceStore, cap: Capacity, today: date, chunk_days: int) -> None:
+    def __init__(
+        self,
+        store: BalanceStore,
+        cap: Capacity,
+        today: date,
+        chunk_days: int,
+        pause: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.store, self.cap, self.today = store, cap, today
         self.chunk = max(1, chunk_days)
+        self.pause = pause
         self.placer = _Placer()
         self.sweeper = Sweeper(cap)
         self.arrivals: dict[date, tuple[list[StoredRow], list[date]]] = {}
@@ -163,6 +176,10 @@ class _Global:
             await self._save()
             if done:
                 return RebalanceResult(self.changed, self.placer.days, 1)
+            if self.pause is not None:
+                # Everything read so far is held here; later chunks only
+                # read rows with later desired dates.
+                await self.pause()
             lo, hi = hi, hi + self.chunk * ONE_DAY
 
     def _add(self, batch: list[StoredRow]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+from service.errors import StoreError
 from service.planning.balance import BalanceItem
 from service.store.base import utc_now_text
 from service.store.journal import JournalMixin
@@ -65,6 +66,17 @@ def _span(lo: date, hi: date) -> dict[str, str]:
 
 class BalanceMixin(JournalMixin):
     """Implements :class:`service.store.interface.BalanceStore`."""
+
+    async def commit_and_resume(self, seconds: float) -> None:
+        """Inside :meth:`transaction`: commit the work so far, leave the write
+        lock to other writers for ``seconds``, then take it again and go on in
+        a new transaction (the caller's context commits or rolls back that one).
+        """
+        if not self.in_transaction:
+            raise StoreError("commit_and_resume needs an open transaction")
+        await self._end("COMMIT")
+        await asyncio.sleep(seconds)
+        await self._begin("BEGIN IMMEDIATE")
 
     async def _stored_rows(self, name: str, params: dict[str, str]) -> list[StoredRow]:
         out: list[StoredRow] = []

@@ -86,6 +86,12 @@ class Transactions(Protocol):
         """A read transaction: every read inside sees one consistent state."""
         ...
 
+    async def commit_and_resume(self, seconds: float) -> None:
+        """Inside :meth:`transaction`: commit the work so far, leave the write
+        lock to other writers for ``seconds``, take it again and go on in a
+        new transaction (which the enclosing context commits or rolls back)."""
+        ...
+
     async def data_version(self) -> int:
         """A number that changes when another connection commits."""
         ...

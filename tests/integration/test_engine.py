@@ -18,6 +18,7 @@ from service.engine import PlanContext
 from service.planning.params import BalanceParams
 from service.planning.rules import builtin_rules
 from service.store import Store, init_db, open_store
+from service.store.sqlite import SqliteStore
 from service.tools.generate import generate
 
 TODAY = date(2026, 11, 29)
@@ -328,3 +329,39 @@ async def test_repair_rewrites_rows_edited_behind_the_planner(store: Store, book
     assert (
         _count(book, "SELECT count(*) FROM email_schedules WHERE email_template = 'tampered'") == 0
     )
+
+
+async def test_global_rebalance_in_many_transactions_equals_the_dry_run(
+    store: Store, book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The global rebalance commits after every chunk of 4 desired days; a
+    # writer commits in between. The result must still be the global balance
+    # (the dry run), and the commits must really happen: the writer's row,
+    # inserted while the rebalance had committed part way, is there.
+    # A commit after every chunk, without waiting.
+    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
+    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
+    commits = 0
+    real = SqliteStore.commit_and_resume
+    writer: asyncio.Future[None] | None = None
+
+    async def counting(self: SqliteStore, seconds: float) -> None:
+        nonlocal commits, writer
+        commits += 1
+        if writer is None:
+            # Another connection waits for the lock (busy timeout 10 s) and
+            # gets it in the gap, not after the whole rebalance.
+            writer = asyncio.ensure_future(asyncio.to_thread(
+                _upstream, book, "UPDATE contacts SET last_emailed = '2026-11-01' WHERE id = 1"
+            ))  # fmt: skip
+            await asyncio.sleep(0.01)
+            seconds = 0.2
+        await real(self, seconds)
+
+    monkeypatch.setattr(SqliteStore, "commit_and_resume", counting)
+    await engine.full_recompute(store, CTX, TODAY)
+    assert commits > 3
+    assert writer is not None and writer.done()
+    await writer
+    assert _count(book, "SELECT count(*) FROM contacts WHERE last_emailed = '2026-11-01'") == 1
+    await _assert_export_is_dry_run(store, TODAY)
