@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -277,7 +278,7 @@ def start_daemon(b: Bench, db: Path, today: date) -> Daemon:
     return Daemon(proc)
 
 
-def ready(conn: upstream.sqlite3.Connection, today: date) -> bool:
+def ready(conn: sqlite3.Connection, today: date) -> bool:
     tick = conn.execute("SELECT value FROM scheduler_state WHERE key = 'last_tick'").fetchone()
     pend = conn.execute("SELECT count(*) FROM scheduler_events").fetchone()[0]
     return tick is not None and tick[0] == today.isoformat() and pend == 0
@@ -345,9 +346,7 @@ def idle(b: Bench, d: Daemon) -> None:
     )
 
 
-def _crowded_contacts(
-    conn: upstream.sqlite3.Connection, today: date, k: int
-) -> tuple[list[int], str]:
+def _crowded_contacts(conn: sqlite3.Connection, today: date, k: int) -> tuple[list[int], str]:
     row = conn.execute(
         "SELECT scheduled_send_date, count(*) FROM email_schedules WHERE status = 'pre-scheduled' "
         "AND scheduled_send_date >= ? GROUP BY 1 ORDER BY 2 DESC LIMIT 1",
@@ -373,7 +372,7 @@ def _got(sink: list[float], d: Daemon) -> bool:
 
 def latency(
     b: Bench,
-    conn: upstream.sqlite3.Connection,
+    conn: sqlite3.Connection,
     obs: Observer,
     d: Daemon,
     samples: int,
@@ -493,9 +492,7 @@ def _drain(b: Bench, obs: Observer, d: Daemon, commit: Commit, timeout: float) -
     return wait_until(lambda: obs.drained(commit.event) or not d.alive(), timeout, 0.01)
 
 
-def burst(
-    b: Bench, conn: upstream.sqlite3.Connection, obs: Observer, d: Daemon, timeout: float
-) -> None:
+def burst(b: Bench, conn: sqlite3.Connection, obs: Observer, d: Daemon, timeout: float) -> None:
     count = min(100_000, b.n // 10)
     lo = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
@@ -542,9 +539,7 @@ def _catch_up(obs: Observer, d: Daemon, commit: Commit) -> None:
     wait_until(lambda: obs.drained(commit.event) or not d.alive(), 3600, 0.5)
 
 
-def fanout(
-    b: Bench, conn: upstream.sqlite3.Connection, obs: Observer, d: Daemon, timeout: float
-) -> None:
+def fanout(b: Bench, conn: sqlite3.Connection, obs: Observer, d: Daemon, timeout: float) -> None:
     """The AEP campaign (every contact) starts a day later: a fan-out over the book."""
     lo = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
