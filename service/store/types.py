@@ -39,10 +39,13 @@ class Scope:
     ids: tuple[int, ...] | None = None
     lo: int = 0
     hi: int = 0
+    id_set: frozenset[int] = frozenset()
+    """``ids`` as a set, for :meth:`contains` (the writer asks once per contact)."""
 
     @classmethod
     def of_ids(cls, ids: Sequence[int]) -> Scope:
-        return cls(ids=tuple(sorted(set(ids))))
+        unique = frozenset(ids)
+        return cls(ids=tuple(sorted(unique)), id_set=unique)
 
     @classmethod
     def of_range(cls, lo: int, hi: int) -> Scope:
@@ -50,7 +53,7 @@ class Scope:
 
     def contains(self, contact_id: int) -> bool:
         if self.ids is not None:
-            return contact_id in self.ids
+            return contact_id in (self.id_set or frozenset(self.ids))
         return self.lo <= contact_id <= self.hi
 
 
