@@ -311,6 +311,9 @@ async def _rebalance(
         # upstream writers, as the store's writer gap); until it has finished, the
         # stored balance is no basis for a windowed one, also after a crash.
         await invalidate_balance(store)
+        # Gaps recorded so far are covered by this pass; one recorded while
+        # it has committed part way stays for the windowed rebalance after.
+        await store.clear_balance_gaps()
         since = time.monotonic()
 
         async def pause() -> None:
@@ -326,7 +329,6 @@ async def _rebalance(
         result = await rebalance(store, cap, today, touched)
     if touched is None:
         await store.set_state(BALANCE_BASIS, basis)
-        await store.clear_balance_gaps()
     return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
 
 

@@ -60,6 +60,9 @@ log = structlog.get_logger(__name__)
 CHUNK_DAYS = 32
 """Days of rows read per query."""
 
+SAVE_BATCH = 4000
+"""Rows per save of a global rebalance that pauses (about 50 ms of updates)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RebalanceResult:
@@ -225,9 +228,13 @@ class _Global:
     async def _save(self) -> None:
         updates = self.placer.take_updates() + self.moved
         self.moved = []
-        if updates:
-            await self.store.save(updates)
-            self.changed += len(updates)
+        self.changed += len(updates)
+        # A crowded chunk (an all-contacts campaign day) moves hundreds of
+        # thousands of rows: saved in batches with a pause between them.
+        for start in range(0, len(updates), SAVE_BATCH):
+            if start and self.pause is not None:
+                await self.pause()
+            await self.store.save(updates[start : start + SAVE_BATCH])
 
 
 @dataclass(slots=True)

@@ -334,13 +334,15 @@ async def test_repair_rewrites_rows_edited_behind_the_planner(store: Store, book
 async def test_global_rebalance_in_many_transactions_equals_the_dry_run(
     store: Store, book: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The global rebalance commits after every chunk of 4 desired days; a
-    # writer commits in between. The result must still be the global balance
-    # (the dry run), and the commits must really happen: the writer's row,
-    # inserted while the rebalance had committed part way, is there.
-    # A commit after every chunk, without waiting.
+    # The global rebalance commits after every chunk of 4 desired days and
+    # every 3 rows saved; a writer commits in between. The result must still
+    # be the global balance (the dry run), and the commits must really
+    # happen: the writer's row, inserted while the rebalance had committed
+    # part way, is there.
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
+    # Saves of 3 rows each, with a commit between them too.
+    monkeypatch.setattr(engine.rebalance, "SAVE_BATCH", 3)
     commits = 0
     real = SqliteStore.commit_and_resume
     writer: asyncio.Future[None] | None = None
