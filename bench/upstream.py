@@ -51,18 +51,34 @@ def _shift(text: str | None, days: int) -> str | None:
 
 @dataclass
 class Commit:
-    """An upstream commit: when it returned, how long it waited, its last event."""
+    """An upstream commit: when it returned, how long it waited for the lock
+    (over every attempt), its last event, and how many attempts failed with
+    "database is locked" after the whole busy timeout."""
 
     at: float
     wait: float
     event: int
+    failed: int = 0
+
+
+def begin(conn: sqlite3.Connection) -> tuple[float, int]:
+    """``BEGIN IMMEDIATE`` as an upstream system does it: on "database is
+    locked" (the busy timeout ran out) it tries again. (seconds waited, failures)."""
+    started = time.monotonic()
+    failed = 0
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return time.monotonic() - started, failed
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            failed += 1
 
 
 def real_change(conn: sqlite3.Connection, contact_id: int, kind: str, rng: random.Random) -> Commit:
     """Move a birth date, a policy (effective) date or the state of a contact."""
-    started = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
-    got = time.monotonic()
+    wait, failed = begin(conn)
     row = conn.execute(
         "SELECT birth_date, effective_date, state FROM contacts WHERE id = ?", (contact_id,)
     ).fetchone()
@@ -83,14 +99,12 @@ def real_change(conn: sqlite3.Connection, contact_id: int, kind: str, rng: rando
             conn.execute("UPDATE contacts SET state = ? WHERE id = ?", (new, contact_id))
     event = max_event(conn)
     conn.execute("COMMIT")
-    return Commit(time.monotonic(), got - started, event)
+    return Commit(time.monotonic(), wait, event, failed)
 
 
 def mark_sent(conn: sqlite3.Connection, ids: list[int], stamp: str) -> Commit:
     """The sender: planned rows become ``sent`` (history)."""
-    started = time.monotonic()
-    conn.execute("BEGIN IMMEDIATE")
-    got = time.monotonic()
+    wait, failed = begin(conn)
     conn.executemany(
         "UPDATE email_schedules SET status = 'sent', sent_at = ?, actual_send_datetime = ? "
         "WHERE id = ? AND status = 'pre-scheduled'",
@@ -98,7 +112,7 @@ def mark_sent(conn: sqlite3.Connection, ids: list[int], stamp: str) -> Commit:
     )
     event = max_event(conn)
     conn.execute("COMMIT")
-    return Commit(time.monotonic(), got - started, event)
+    return Commit(time.monotonic(), wait, event, failed)
 
 
 @dataclass
