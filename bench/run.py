@@ -108,7 +108,8 @@ class Bench:
         """Report the writer's waits for commits started in [lo, hi]."""
         waits: list[float] = []
         failed = 0
-        for line in self.waits_file.read_text().splitlines():
+        text = self.waits_file.read_text() if self.waits_file.exists() else ""
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) == 3 and lo <= float(parts[0]) <= hi:
                 waits.append(float(parts[1]) * 1000)
@@ -668,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.waits_file.unlink(missing_ok=True)
     writer = subprocess.Popen([sys.executable, "-m", "bench.writer", str(db), str(b.waits_file)])
     b.writer_pid = writer.pid
+    wait_until(b.waits_file.exists, 30)
     try:
         if args.only != "daemon":
             recomputes(b, db)
