@@ -380,6 +380,7 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) 
     if args.dry_run and args.contact and not args.verify and os.access(db, os.W_OK):
         # O(contact): the recompute runs in a transaction that is rolled back.
         async with open_store(db, clock=wall_clock) as store:
+            await warn_if_differs(store, settings, "recompute (read side)", sys.stderr)
             rows = await engine.dry_run_contacts(store, ctx, args.contact, today)
         report.write_rows(rows, args.format, sys.stdout)
         return 0
