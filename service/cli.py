@@ -13,7 +13,6 @@ import gc
 import importlib.metadata
 import logging
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -303,13 +302,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every MailplanError message already says what was wrong and what to do.
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return exc.exit_code
-    except sqlite3.Error as exc:
-        log.error("database_error", error=str(exc))
-        sys.stderr.write(
-            f"{PROG}: error: database {getattr(args, 'db', None) or ''}: {exc}; check that the "
-            "path names a mailplan database that is readable and writable, then retry\n"
-        )
-        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130

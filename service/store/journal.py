@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from service.store.base import StoreBase, ids_param
+from service.store.base import ids_param
 from service.store.loaders import StoredPlanRow
+from service.store.state import StateMixin
 
 Clock = Callable[[], datetime]
 JournalParams = tuple[object, ...]
@@ -117,7 +118,7 @@ def time_text(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-class JournalMixin(StoreBase):
+class JournalMixin(StateMixin):
     """Appending to, pruning and reading ``plan_journal``."""
 
     journal_clock: Clock | None = None
