@@ -1,15 +1,15 @@
 """The engine: recompute contacts, write their plan, rebalance the touched windows.
 
-:mod:`service.engine.core` holds the recompute paths (incremental, full, dry run,
-verify); :mod:`service.engine.rebalance` the windowed and global balancing over
-the stored plan. Callers use the names re-exported here.
+:mod:`service.engine.core` holds the recompute paths (incremental, full),
+:mod:`service.engine.reference` the reference plan (dry runs, verify),
+:mod:`service.engine.rebalance` the windowed and global balancing over the
+stored plan, :mod:`service.engine.pacing` the chunk sizes. Callers use the
+names re-exported here.
 """
 
 from service.engine.core import (
     PlanContext,
     capacity_for,
-    dry_run_contacts,
-    dry_run_plan,
     full_recompute,
     invalidate_balance,
     rebalance_all,
@@ -17,8 +17,8 @@ from service.engine.core import (
     recompute_contacts,
     recompute_range,
     record_full_plan,
-    verify,
 )
+from service.engine.reference import dry_run_contacts, dry_run_plan, verify
 
 __all__ = [
     "PlanContext",

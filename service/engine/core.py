@@ -25,11 +25,10 @@ import structlog
 
 from service.engine.pacing import ChunkSizer
 from service.engine.rebalance import rebalance
-from service.planning.balance import BalanceItem, Capacity, balance, capacity
+from service.planning.balance import Capacity, capacity
 from service.planning.contacts import resolve_contact, zip_lookup
 from service.planning.memo import Memo
 from service.planning.model import (
-    PRE_SCHEDULED,
     Campaigns,
     ContactData,
     ContactPlan,
@@ -44,8 +43,6 @@ from service.planning.params import (
 from service.planning.plan import plan_contact
 from service.planning.rules import RuleBook
 from service.store import (
-    DriftReport,
-    ExportRow,
     Loaded,
     RunStats,
     Scope,
@@ -54,7 +51,6 @@ from service.store import (
 )
 from service.store.base import WRITER_GAP_EVERY_S, WRITER_GAP_S
 from service.store.loaders import MAX_ID
-from service.store.writer import kept_rows
 
 log = structlog.get_logger(__name__)
 
@@ -158,9 +154,10 @@ def _timezones(ctx: PlanContext, contacts: Sequence[ContactData]) -> dict[int, s
     return zones
 
 
-def _plan_all(
+def plan_all(
     ctx: PlanContext, campaigns: Campaigns, contacts: Iterable[ContactData], today: date
 ) -> list[ContactPlan]:
+    """The plans of ``contacts`` on ``today`` under the context's rules and memo."""
     rules, params, memo = ctx.rules, ctx.plan, ctx.memo
     return [plan_contact(d, campaigns, rules, params, today, memo) for d in contacts]
 
@@ -172,9 +169,10 @@ def _log_malformed(contacts: Iterable[ContactData], today: date, memo: Memo) -> 
             log.warning("malformed_contact_data", contact_id=d.contact.id, problems=list(problems))
 
 
-async def _load_chunk(
+async def load_chunk(
     store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, plan_rows: bool
 ) -> Loaded:
+    """The next ``limit`` contacts after ``after`` with the history the plan can need."""
     return await store.load_chunk(
         after,
         limit,
@@ -242,7 +240,7 @@ async def recompute_contacts(
         since=ctx.history_since(today),
         engagement_since=ctx.engagement_since(today),
     )
-    plans = _plan_all(ctx, campaigns, loaded.contacts, today)
+    plans = plan_all(ctx, campaigns, loaded.contacts, today)
     if report_malformed:
         _log_malformed(loaded.contacts, today, ctx.memo)
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
@@ -264,8 +262,8 @@ async def recompute_range(
     if not store.in_write_transaction:
         raise RuntimeError("recompute_range must run inside store.transaction()")
     campaigns = ctx.campaigns or await store.load_campaigns()
-    loaded = await _load_chunk(store, ctx, after, limit, today, plan_rows=False)
-    plans = _plan_all(ctx, campaigns, loaded.contacts, today)
+    loaded = await load_chunk(store, ctx, after, limit, today, plan_rows=False)
+    plans = plan_all(ctx, campaigns, loaded.contacts, today)
     stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
     if touched:
         stats.add(await _rebalance(store, ctx, today, touched))
@@ -416,10 +414,10 @@ async def _full_recompute(
         while True:
             chunk_started = time.perf_counter()
             async with store.transaction():
-                loaded = await _load_chunk(
+                loaded = await load_chunk(
                     store, ctx, after, sizer.size, today, plan_rows=not trust_fingerprints
                 )
-                plans = _plan_all(ctx, campaigns, loaded.contacts, today)
+                plans = plan_all(ctx, campaigns, loaded.contacts, today)
                 chunk_stats, _ = await _write(store, ctx, loaded, plans, str(run_id), today)
                 # Progress for `mailplan status` and a terminal's progress bar.
                 await store.set_state(PROGRESS_KEY, progress_text(run_id, loaded.scope.hi))
@@ -469,99 +467,3 @@ async def _record_failure(
             await store.finish_run(run_id, stats, duration_ms=_ms(started), error=repr(exc))
     except Exception as second:  # the original error matters more
         log.warning("run_failure_not_recorded", run_id=run_id, error=str(second))
-
-
-# -- dry run and verification (SPEC 9, 10) -------------------------------------------
-
-
-def _export_key(row: ExportRow) -> tuple[int, str, date]:
-    return (row.contact_id, row.email_type, row.event_date)
-
-
-async def dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[ExportRow]:
-    """What a full recompute on ``today`` would store, as export rows (SPEC 10).
-
-    Computed in memory, writing nothing (not even the capacity snapshot):
-    the same loads, the same planner, the same filters as the writer, and the
-    pure global :func:`balance`.
-    """
-    return await _dry_run_plan(store, ctx, today)
-
-
-async def _dry_run_plan(store: Store, ctx: PlanContext, today: date) -> list[ExportRow]:
-    # Compact per-row state: every row's export fields, and the balancing
-    # input of the non-skipped ones; the plans themselves are dropped per chunk.
-    fields: list[tuple[int, str, date, date, str, str]] = []
-    items: list[BalanceItem] = []
-    async with store.snapshot():
-        cap = await capacity_for(store, ctx, today, save=False)
-        campaigns = ctx.campaigns or await store.load_campaigns()
-        after: int | None = None
-        while True:
-            loaded = await _load_chunk(store, ctx, after, ctx.chunk_size, today, plan_rows=False)
-            for plan in _plan_all(ctx, campaigns, loaded.contacts, today):
-                for _, r in kept_rows(plan, loaded.history_keys):
-                    fields.append((r.contact_id, r.email_type, r.event_date, r.desired_date,
-                                   r.status, r.skip_reason or ""))  # fmt: skip
-                    if r.status == PRE_SCHEDULED:
-                        items.append(BalanceItem(r.key, r.priority, r.desired_date,
-                                                 r.allowed_from, r.allowed_to))  # fmt: skip
-            if loaded.scope.hi == MAX_ID:
-                break
-            after = loaded.scope.hi
-    scheduled = balance(items, cap, today)
-    del items
-    out = [
-        ExportRow(cid, etype, event, desired,
-                  scheduled[(cid, etype, event)][1] if status == PRE_SCHEDULED else desired,
-                  status, reason)
-        for cid, etype, event, desired, status, reason in fields
-    ]  # fmt: skip
-    out.sort(key=_export_key)
-    return out
-
-
-class _RolledBack(Exception):
-    """Raised to leave a transaction whose effect is only looked at."""
-
-
-async def dry_run_contacts(
-    store: Store, ctx: PlanContext, ids: Sequence[int], today: date
-) -> list[ExportRow]:
-    """What ``recompute --contact`` would store for ``ids``, without storing it.
-
-    The incremental recompute runs for real inside a write transaction (plan,
-    write, windowed rebalance), the contacts' rows are read back, and the
-    transaction is rolled back: O(contacts + their windows) instead of a dry
-    run of the whole book. On a plan that is up to date this equals the rows
-    of :func:`dry_run_plan` for these contacts (invariants I1, I2).
-    """
-    out: list[ExportRow] = []
-    try:
-        async with store.transaction():
-            await recompute_contacts(store, ctx, ids, today, "dry-run", pauses=False)
-            out = await store.export_rows(ids)
-            raise _RolledBack
-    except _RolledBack:
-        pass
-    return out
-
-
-async def verify(store: Store, ctx: PlanContext, today: date, *, repair: bool) -> DriftReport:
-    """Compare the stored plan with a full recompute; optionally repair it.
-
-    Repairing is a full recompute that compares every stored row (it does
-    not trust fingerprints), writing exactly the differences.
-    """
-    # One read snapshot for both sides: upstream commits meanwhile are no drift.
-    async with store.snapshot():
-        report = await store.compare_plan(await dry_run_plan(store, ctx, today))
-    if report.drift:
-        log.warning("plan_drift", missing=report.missing, extra=report.extra,
-                    changed=report.changed)  # fmt: skip
-        if repair:
-            report.repair_stats = await full_recompute(
-                store, ctx, today, trigger="verify", trust_fingerprints=False
-            )
-            report.repaired = True
-    return report
