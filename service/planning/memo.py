@@ -13,12 +13,8 @@ a plan; each table is bounded and starts over when full.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
 from datetime import date
-from typing import Any, TypeVar
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
+from typing import Any
 
 LIMIT = 100_000
 """Entries of each table before it starts over (bounds its memory)."""
@@ -38,15 +34,3 @@ class Memo:
         """id of a rule book -> (the book, (state, buffer) -> how far its windows reach)."""
         self.usable: dict[tuple[int, date], tuple[Any, Any]] = {}
         """(id of the campaigns, today) -> (the campaigns, their usable instances)."""
-
-
-def remember(table: dict[K, V], key: K, compute: Callable[[], V]) -> V:
-    """``table[key]``, computed and stored on a miss (the table bounded by :data:`LIMIT`)."""
-    try:
-        return table[key]
-    except KeyError:
-        pass
-    if len(table) >= LIMIT:
-        table.clear()
-    value = table[key] = compute()
-    return value

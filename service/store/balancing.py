@@ -47,7 +47,7 @@ _TYPES = _Interned()
 
 
 def _convert(rows: Sequence[tuple[Any, ...]]) -> list[StoredRow]:
-    # Columns as in the balance_* queries. tuple.__new__ skips the named
+    # Columns as in BALANCE_COLUMNS (service/store/sql.py). tuple.__new__ skips the named
     # tuples' Python-level __new__, which dominates at a million rows.
     new, dates, types = tuple.__new__, _DATES, _TYPES
     return [

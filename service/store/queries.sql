@@ -3,8 +3,9 @@
 -- when the queries are loaded, never from data:
 --   {carrier}  the carrier column of this database ('current_carrier', or
 --              'carrier' in an older one, or NULL);
---   {schedule_columns}  the columns of email_schedules the loaders read,
---              in the order of SCHEDULE_COLUMNS in sql.py;
+--   {schedule_columns}, {balance_columns}, {export_columns}
+--              the columns of email_schedules that the loaders, the
+--              balancer and the export read, as listed once in sql.py;
 --   {scope}    which contacts: a query containing it exists in two variants,
 --              NAME@range (contact_id BETWEEN :lo AND :hi, for chunks) and
 --              NAME@ids (a JSON array of ids in :ids, read with json_each,
@@ -263,15 +264,13 @@ SELECT id, started_at, finished_at, trigger, today, events_consumed,
 FROM scheduler_runs ORDER BY id DESC LIMIT ?;
 
 -- name: export_rows
-SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
-       desired_date, scheduled_send_date, status, skip_reason
+SELECT {export_columns}
 FROM email_schedules
 WHERE status IN ('pre-scheduled', 'skipped')
 ORDER BY contact_id, email_type, event_year, event_month, event_day;
 
 -- name: export_rows_of
-SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
-       desired_date, scheduled_send_date, status, skip_reason
+SELECT {export_columns}
 FROM email_schedules
 WHERE {scope} AND status IN ('pre-scheduled', 'skipped')
 ORDER BY contact_id, email_type, event_year, event_month, event_day;
@@ -287,16 +286,12 @@ ORDER BY scheduled_send_date, email_type;
 SELECT max(desired_date) FROM email_schedules WHERE status = 'pre-scheduled';
 
 -- name: balance_rows_by_desired
-SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
-       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
-       scheduled_send_date
+SELECT {balance_columns}
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND desired_date >= :lo AND desired_date < :hi;
 
 -- name: balance_ed_rows_by_desired
-SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
-       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
-       scheduled_send_date
+SELECT {balance_columns}
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
   AND desired_date IN (SELECT value FROM json_each(:days));
@@ -307,16 +302,12 @@ WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi
 GROUP BY balance_date;
 
 -- name: balance_rows_by_step1
-SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
-       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
-       scheduled_send_date
+SELECT {balance_columns}
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi;
 
 -- name: balance_off_day_rows
-SELECT contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
-       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
-       scheduled_send_date
+SELECT {balance_columns}
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND scheduled_send_date <> balance_date
   AND scheduled_send_date >= :lo AND balance_date < :hi;

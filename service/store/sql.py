@@ -31,6 +31,28 @@ SCHEDULE_COLUMNS = (
 :func:`column`."""
 
 
+EVENT_DATE = "printf('%04d-%02d-%02d', event_year, event_month, event_day)"
+"""A plan row's event date as ISO text, from its three identity columns."""
+
+BALANCE_COLUMNS = (
+    "contact_id", "email_type", EVENT_DATE, "COALESCE(priority, 10)", "desired_date",
+    "allowed_from", "allowed_to", "balance_date", "scheduled_send_date",
+)  # fmt: skip
+"""What the balancer reads of a row (the ``{balance_columns}`` slot), in this order."""
+
+EXPORT_COLUMNS = (
+    "contact_id", "email_type", EVENT_DATE, "desired_date", "scheduled_send_date", "status",
+    "skip_reason",
+)  # fmt: skip
+"""What the export reads of a row (the ``{export_columns}`` slot), in this order."""
+
+_COLUMN_SLOTS = {
+    "{schedule_columns}": ", ".join(SCHEDULE_COLUMNS),
+    "{balance_columns}": ", ".join(BALANCE_COLUMNS),
+    "{export_columns}": ", ".join(EXPORT_COLUMNS),
+}
+
+
 def column(name: str) -> int:
     """The position of ``name`` in :data:`SCHEDULE_COLUMNS`."""
     return SCHEDULE_COLUMNS.index(name)
@@ -82,7 +104,8 @@ def queries(carrier: str | None) -> dict[str, str]:
     result: dict[str, str] = {}
     for name, sql in _raw_queries().items():
         text = sql.replace("{carrier}", carrier or "NULL")
-        text = text.replace("{schedule_columns}", ", ".join(SCHEDULE_COLUMNS))
+        for slot, columns in _COLUMN_SLOTS.items():
+            text = text.replace(slot, columns)
         if "{scope}" in text:
             for scope, clause in _SCOPES.items():
                 result[f"{name}@{scope}"] = text.replace("{scope}", clause)
