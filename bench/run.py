@@ -31,6 +31,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -619,8 +620,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--work",
         type=Path,
-        default=Path("/work/bench-data"),
-        help="folder for the database and logs (outside the repository)",
+        default=Path(tempfile.gettempdir()) / "mailplan-bench",
+        help="folder for the database and logs (outside the repository; default: "
+        "mailplan-bench in the system's temporary folder)",
     )
     p.add_argument("--today", type=date.fromisoformat, default=date(2026, 12, 1))
     p.add_argument(
