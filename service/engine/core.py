@@ -2,7 +2,7 @@
 
 - :func:`recompute_contacts` is the incremental step the daemon runs for a
   batch of events, inside the caller's write transaction: plan the affected
-  contacts, write the difference, rebalance only the touched windows.
+  contacts, write the difference, rebalance only where the change moves the sweep.
 - :func:`full_recompute` is the reference: every contact, chunk by chunk (one
   short transaction each), then a global rebalance.
 - :func:`dry_run_plan` computes what a full recompute would store, in memory,
@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from service.engine.incremental import CountsMismatch
 from service.engine.pacing import ChunkSizer
 from service.engine.rebalance import rebalance
 from service.planning.balance import Capacity, capacity
@@ -43,6 +44,7 @@ from service.planning.params import (
 from service.planning.plan import plan_contact
 from service.planning.rules import RuleBook
 from service.store import (
+    BalanceDelta,
     Loaded,
     RunStats,
     Scope,
@@ -189,7 +191,7 @@ async def _write(
     plans: list[ContactPlan],
     run_id: str,
     today: date,
-) -> tuple[RunStats, set[date]]:
+) -> tuple[RunStats, BalanceDelta]:
     options = WriteOptions(
         run_id=run_id,
         today=today,
@@ -199,7 +201,7 @@ async def _write(
     result = await store.write_plans(loaded, plans, options)
     stats = RunStats(contacts_recomputed=len(loaded.contacts))
     stats.add_writes(result.stats)
-    return stats, result.touched
+    return stats, result.delta
 
 
 # -- incremental (SPEC 8.3) -------------------------------------------------------
@@ -216,8 +218,8 @@ async def recompute_contacts(
     report_malformed: bool = False,
     pauses: bool = True,
 ) -> RunStats:
-    """Recompute the given contacts, write their plans, rebalance the touched
-    windows (SPEC 8.3). ``report_malformed`` logs one line per contact whose
+    """Recompute the given contacts, write their plans, rebalance where the
+    change moves the sweep (SPEC 8.3). ``report_malformed`` logs one line per contact whose
     data has problems (SPEC 13: the daemon's batches of upstream changes).
     Runs inside the caller's transaction, which also consumes the events and
     records the run. Ids of contacts that no longer exist lose their plan rows.
@@ -243,10 +245,11 @@ async def recompute_contacts(
     plans = plan_all(ctx, campaigns, loaded.contacts, today)
     if report_malformed:
         _log_malformed(loaded.contacts, today, ctx.memo)
-    stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
+    stats, delta = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
-    if touched and rebalance_windows:
-        stats.add(await _rebalance(store, ctx, today, touched, pauses=pauses))
+    if rebalance_windows:
+        # Also with no change of its own: rows others took (balance gaps).
+        stats.add(await _rebalance(store, ctx, today, delta, pauses=pauses))
     return stats
 
 
@@ -254,7 +257,7 @@ async def recompute_range(
     store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, run_id: int | str
 ) -> tuple[RunStats, int]:
     """Recompute the next ``limit`` contacts with id > ``after`` (None: from the
-    first) and rebalance the touched windows, inside the caller's transaction;
+    first) and rebalance where they move the sweep, inside the caller's transaction;
     returns the stats and the last id the chunk covers (``MAX_ID`` for the last
     chunk). The chunk's scope is an id range, so plan rows of contacts deleted
     inside it are removed too: a fan-out of these chunks is a full recompute
@@ -264,9 +267,8 @@ async def recompute_range(
     campaigns = ctx.campaigns or await store.load_campaigns()
     loaded = await load_chunk(store, ctx, after, limit, today, plan_rows=False)
     plans = plan_all(ctx, campaigns, loaded.contacts, today)
-    stats, touched = await _write(store, ctx, loaded, plans, str(run_id), today)
-    if touched:
-        stats.add(await _rebalance(store, ctx, today, touched))
+    stats, delta = await _write(store, ctx, loaded, plans, str(run_id), today)
+    stats.add(await _rebalance(store, ctx, today, delta))
     return stats, loaded.scope.hi
 
 
@@ -296,42 +298,56 @@ held the lock this long, and leaves upstream writers the store's writer gap
 
 
 async def _rebalance(
-    store: Store, ctx: PlanContext, today: date, touched: set[date] | None, *, pauses: bool = True
+    store: Store,
+    ctx: PlanContext,
+    today: date,
+    delta: BalanceDelta | None,
+    *,
+    pauses: bool = True,
 ) -> RunStats:
-    # A windowed rebalance is exact only on top of a global balance for the
-    # same day and capacity (service.engine.rebalance); anything else goes global.
+    # An incremental rebalance is exact only on top of a global balance for the
+    # same day and capacity, with per-day counts equal to the table
+    # (service.engine.rebalance); anything else goes global.
     cap = await capacity_for(store, ctx, today, save=True)
     basis = _balance_basis(cap, today)
-    if touched is not None and await store.get_state(BALANCE_BASIS) != basis:
-        touched = None
-    if touched is None:
-        # A global rebalance commits as it goes (short transactions for
-        # upstream writers, as the store's writer gap); until it has finished, the
-        # stored balance is no basis for a windowed one, also after a crash.
-        await invalidate_balance(store)
-        # Gaps recorded so far are covered by this pass; one recorded while
-        # it has committed part way stays for the windowed rebalance after.
-        await store.clear_balance_gaps()
-        since = time.monotonic()
+    if delta is not None and await store.get_state(BALANCE_BASIS) != basis:
+        delta = None
+    if delta is not None:
+        try:
+            result = await rebalance(store, cap, today, delta)
+            return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
+        except CountsMismatch as exc:
+            log.warning("balance_counts_mismatch", error=str(exc), action="global rebalance")
+    # A global rebalance commits as it goes (short transactions for
+    # upstream writers, as the store's writer gap); until it has finished, the
+    # stored balance is no basis for an incremental one, also after a crash.
+    await invalidate_balance(store)
+    # Gaps recorded so far are covered by this pass; one recorded while
+    # it has committed part way stays for the incremental rebalance after.
+    await store.clear_balance_gaps()
+    since = time.monotonic()
 
-        async def pause() -> None:
-            nonlocal since
-            if time.monotonic() - since >= GLOBAL_COMMIT_EVERY_S:
-                await store.commit_and_resume(GLOBAL_COMMIT_GAP_S)
-                since = time.monotonic()
+    async def pause() -> None:
+        nonlocal since
+        if time.monotonic() - since >= GLOBAL_COMMIT_EVERY_S:
+            await store.commit_and_resume(GLOBAL_COMMIT_GAP_S)
+            since = time.monotonic()
 
-        result = await rebalance(
-            store, cap, today, None, chunk_days=GLOBAL_CHUNK_DAYS, pause=pause if pauses else None
-        )
-    else:
-        result = await rebalance(store, cap, today, touched)
-    if touched is None:
-        await store.set_state(BALANCE_BASIS, basis)
+    result = await rebalance(
+        store, cap, today, None, chunk_days=GLOBAL_CHUNK_DAYS, pause=pause if pauses else None
+    )
+    await store.set_state(BALANCE_BASIS, basis)
     return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
 
 
+BASIS_VERSION = "2"
+"""Changes when what a global rebalance stores besides the dates changes (2:
+the per-day counts): a balance stored by an older version is no basis."""
+
+
 def _balance_basis(cap: Capacity, today: date) -> str:
-    return f"{today.isoformat()}/{cap.cap}/{cap.threshold}/{cap.ed_limit}/{cap.window}"
+    c = cap
+    return f"v{BASIS_VERSION}/{today.isoformat()}/{c.cap}/{c.threshold}/{c.ed_limit}/{c.window}"
 
 
 async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:

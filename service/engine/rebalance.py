@@ -1,35 +1,17 @@
-"""Load balancing over the stored plan: global, or only the touched windows.
+"""Load balancing over the stored plan: global, or by the rows a change moved.
 
 The global mode streams every non-skipped plan row by desired date through
 the primitives of :mod:`service.planning.balance` and gives exactly
-:func:`~service.planning.balance.balance`. The windowed mode is the
-incremental requirement of SPEC 6 (invariant I2): after a change it re-runs
-smoothing on the touched dates and the cap sweep only from the earliest
-touched date minus ``W // 2`` until the carry equals the one of the previous
-balance, and its result equals a global rebalance.
-
-Windowed mode relies on three facts, which the writer and the engine ensure:
-
-* The stored ``balance_date`` (step-1 date) and ``scheduled_send_date`` of
-  every non-skipped row are the previous global balance, for the same *today*
-  and capacity, except for rows the change wrote (the tick rebalances
-  globally, so a new day or capacity never reaches this mode).
-* A row the change inserted, or whose desired date changed, has
-  ``balance_date = scheduled_send_date = desired_date``; a row that was only
-  updated may keep its previous balancer dates instead.
-* ``touched`` holds, for every row inserted, updated or deleted by the change
-  (and every row entering or leaving ``skipped``): its new desired date, its
-  old desired date, and every date from its old desired date to its old
-  scheduled date. The last part makes sure that no row the change removed
-  from the sweep could still have been carried past the end of a window.
-
-Why windows can be bounded: a row's step-1 date lies within ``W // 2`` days of
-its desired date, so rows whose desired date is not touched keep their step-1
-date (the crowding of their date did not change) and their stored state.
-Before the first touched date minus ``W // 2`` the old and new sweeps see the
-same rows, so the stored carry into that day is the new one. After the
-touched dates, once the new carry equals the stored one, both sweeps see the
-same rows again and the stored dates are already right.
+:func:`~service.planning.balance.balance`; it also writes the per-day counts
+(:mod:`service.store.balance_days`) anew. The incremental mode
+(:mod:`service.engine.incremental`) is the requirement of SPEC 6 (invariant
+I2): after a change it redoes the sweep only on the days where the change
+moves it, at a cost that follows the change, and its result equals a global
+rebalance. It relies on the stored dates being the previous global balance
+for the same *today* and capacity (the tick rebalances globally, so a new day
+or capacity never reaches it), on the per-day counts equal to the table, and
+on the change listing every row it moved (the writer's
+:class:`~service.store.types.BalanceDelta` and the balance gaps).
 """
 
 from __future__ import annotations
@@ -42,6 +24,7 @@ from datetime import date
 
 import structlog
 
+from service.engine.incremental import CountsMismatch, Incremental
 from service.planning.balance import (
     ONE_DAY,
     REF,
@@ -53,12 +36,12 @@ from service.planning.balance import (
 )
 from service.planning.model import RowKey
 from service.store.interface import BalanceStore
-from service.store.types import StoredRow, Update
+from service.store.types import BalanceDelta, StoredRow, Update
 
 log = structlog.get_logger(__name__)
 
 CHUNK_DAYS = 32
-"""Days of rows read per query."""
+"""Days of desired dates a global rebalance reads per query."""
 
 SAVE_BATCH = 4000
 """Rows per save of a global rebalance that pauses (about 50 ms of updates)."""
@@ -79,31 +62,39 @@ async def rebalance(
     store: BalanceStore,
     cap: Capacity,
     today: date,
-    touched: set[date] | None,
+    delta: BalanceDelta | None,
     *,
     chunk_days: int = CHUNK_DAYS,
     pause: Callable[[], Awaitable[None]] | None = None,
 ) -> RebalanceResult:
     """Bring the stored balance up to date (SPEC 6, invariant I2).
 
-    ``touched=None`` rebalances everything (the tick, a full recompute);
-    otherwise only the windows around ``touched`` (see the module docstring
-    for what the set must hold). Either way the stored dates afterwards equal
-    ``balance()`` of all non-skipped rows.
+    ``delta=None`` rebalances everything (the tick, a full recompute);
+    otherwise only where ``delta`` and the balance gaps others left move the
+    sweep (see the module docstring). Either way the stored dates afterwards
+    equal ``balance()`` of all non-skipped rows.
 
     ``pause``, in global mode, is awaited after each chunk of desired dates
     is saved: the engine commits there and lets upstream writers in, so a
     global rebalance of a large book is a run of short transactions.
+
+    Raises :class:`~service.engine.incremental.CountsMismatch` (before saving
+    anything but the consumed gaps) when the per-day counts disagree with the
+    rows; a global rebalance then puts everything right.
     """
-    if touched is None:
+    if delta is None:
         result = await _Global(store, cap, today, chunk_days, pause).run()
-    elif not touched:
-        result = RebalanceResult()
     else:
-        result = await _Windowed(store, cap, today, touched, chunk_days).run()
+        gone, back = await store.take_gaps()
+        if not delta and not gone and not back:
+            return RebalanceResult()
+        if not delta.exact:
+            raise CountsMismatch("a write could not vouch for the table")
+        moved = await Incremental(store, cap, today).run(delta, gone, back)
+        result = RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows)
     log.debug(
         "rebalanced",
-        scope="all" if touched is None else len(touched),
+        scope="all" if delta is None else len(delta.gone) + len(delta.added),
         rows=result.rows_changed,
         days=result.days_swept,
         windows=result.windows,
@@ -119,6 +110,8 @@ class _Placer:
     updates: dict[RowKey, tuple[date, date]] = field(default_factory=dict)
     counter: itertools.count[int] = field(default_factory=itertools.count)
     days: int = 0
+    scheduled: Counter[date] = field(default_factory=Counter)
+    """Rows placed on each day (the per-day counts of a global rebalance)."""
 
     def entry(self, row: StoredRow, step1: date) -> Pending:
         ref = next(self.counter)
@@ -126,6 +119,7 @@ class _Placer:
         return pending(row.item, step1, ref)
 
     def place(self, row: StoredRow, step1: date, day: date) -> None:
+        self.scheduled[day] += 1
         if row.step1 != step1 or row.scheduled != day:
             self.updates[row.item.key] = (step1, day)
 
@@ -165,10 +159,12 @@ class _Global:
         self.day = today
         self.moved: list[Update] = []
         self.changed = 0
+        self.step1s: Counter[date] = Counter()
 
     async def run(self) -> RebalanceResult:
         last = await self.store.last_desired()
         if last is None:
+            await self.store.put_balance_days(())
             return RebalanceResult()
         half = self.cap.window // 2
         lo, hi = date.min, self.today + self.chunk * ONE_DAY
@@ -178,6 +174,9 @@ class _Global:
             self._sweep(None if done else hi - half * ONE_DAY)
             await self._save()
             if done:
+                step1s, scheduled = self.step1s, self.placer.scheduled
+                days = sorted(set(step1s) | set(scheduled))
+                await self.store.put_balance_days((d, step1s[d], scheduled[d]) for d in days)
                 return RebalanceResult(self.changed, self.placer.days, 1)
             if self.pause is not None:
                 # Everything read so far is held here; later chunks only
@@ -191,6 +190,7 @@ class _Global:
         # the garbage collector to trace).
         today, arrivals = self.today, self.arrivals
         step1s = step1_dates([row.item for row in batch], self.cap, today)
+        self.step1s.update(step1s)
         for row, step1 in zip(batch, step1s, strict=True):
             day = step1 if step1 > today else today
             group = arrivals.get(day)
@@ -217,6 +217,7 @@ class _Global:
                 placer.place_kept(sweeper.step(day, entries), day)
             else:
                 placer.place_kept(sweeper.drain(day), day)
+                placer.scheduled[day] += len(rows)
                 self.moved.extend(
                     (r.item.key, s1, day)
                     for r, s1 in zip(rows, step1s, strict=True)
@@ -235,198 +236,3 @@ class _Global:
             if start and self.pause is not None:
                 await self.pause()
             await self.store.save(updates[start : start + SAVE_BATCH])
-
-
-@dataclass(slots=True)
-class _Chunk:
-    """Stored state of the days ``[lo, hi)`` of a window."""
-
-    lo: date
-    hi: date
-    counts: Counter[date]
-    off: list[StoredRow]
-    unsettled: dict[date, dict[RowKey, StoredRow]]
-    # Size of the stored carry into each day of [lo, hi].
-    carry_sizes: dict[date, int]
-    # Every row by arrival day from ``full_from`` on, read at the first
-    # crowded day of the chunk.
-    full: dict[date, list[StoredRow]] = field(default_factory=dict)
-    full_from: date | None = None
-
-
-class _Windowed:
-    """The windowed rebalance; see the module docstring for why it is exact."""
-
-    def __init__(
-        self,
-        store: BalanceStore,
-        cap: Capacity,
-        today: date,
-        touched: set[date],
-        chunk_days: int,
-    ) -> None:
-        self.store, self.cap, self.today = store, cap, today
-        self.touched = sorted(touched)
-        self.chunk = max(1, chunk_days)
-        self.placer = _Placer()
-        # Effective-date rows of the touched dates, smoothed anew: key ->
-        # (stored row, new step-1 date); they replace what the store says.
-        self.resmoothed: dict[RowKey, tuple[StoredRow, date]] = {}
-        self.new_on: dict[date, list[RowKey]] = {}
-        self.old_on: Counter[date] = Counter()
-
-    def _arrival(self, step1: date) -> date:
-        return step1 if step1 > self.today else self.today
-
-    def _zones(self) -> list[tuple[date, date]]:
-        """Merged day ranges ``[t - W//2, t + W//2]`` (not before today), inclusive."""
-        half = self.cap.window // 2
-        zones: list[tuple[date, date]] = []
-        for t in self.touched:
-            lo = self._arrival(t - half * ONE_DAY)
-            hi = self._arrival(t + half * ONE_DAY)
-            if zones and lo <= zones[-1][1] + ONE_DAY:
-                zones[-1] = (zones[-1][0], max(zones[-1][1], hi))
-            else:
-                zones.append((lo, hi))
-        return zones
-
-    async def run(self) -> RebalanceResult:
-        await self._resmooth()
-        zones = self._zones()
-        windows = 0
-        i = 0
-        while i < len(zones):
-            i = await self._window(zones, i)
-            windows += 1
-        updates = self.placer.take_updates()
-        if updates:
-            await self.store.save(updates)
-        return RebalanceResult(len(updates), self.placer.days, windows)
-
-    async def _resmooth(self) -> None:
-        rows = await self.store.ed_rows_by_desired(self.touched)
-        step1s = step1_dates([row.item for row in rows], self.cap, self.today)
-        for row, step1 in zip(rows, step1s, strict=True):
-            key = row.item.key
-            self.resmoothed[key] = (row, step1)
-            self.new_on.setdefault(self._arrival(step1), []).append(key)
-            if row.step1 is not None:
-                self.old_on[self._arrival(row.step1)] += 1
-
-    async def _window(self, zones: list[tuple[date, date]], i: int) -> int:
-        """Sweep one window starting at zone ``i``; returns the next zone to do."""
-        day = zones[i][0]
-        reach = zones[i][1] + ONE_DAY
-        i += 1
-        sweeper: Sweeper | None = None
-        span = self.cap.window
-        while True:
-            if day < reach:
-                hi = min(day + self.chunk * ONE_DAY, reach)
-            else:
-                hi = day + span * ONE_DAY
-                span = min(self.chunk, span * 2)
-            chunk = await self._load(day, hi)
-            if sweeper is None:
-                sweeper = self._open(chunk)
-            for _ in range((hi - day).days):
-                while i < len(zones) and zones[i][0] <= day:
-                    reach = max(reach, zones[i][1] + ONE_DAY)
-                    i += 1
-                await self._sweep_day(day, chunk, sweeper)
-                day += ONE_DAY
-                if day >= reach and self._converged(day, chunk, sweeper):
-                    return i
-
-    def _open(self, chunk: _Chunk) -> Sweeper:
-        # The carry into the window's first day: as stored (the old sweep saw
-        # the same rows before this day). Nothing is carried into today.
-        start = chunk.lo
-        carry = [
-            self.placer.entry(row, row.step1)
-            for row in chunk.off
-            if row.step1 is not None and self._arrival(row.step1) < start <= row.scheduled
-        ]
-        return Sweeper(self.cap, carry)
-
-    async def _load(self, lo: date, hi: date) -> _Chunk:
-        # Step-1 dates before today all arrive today.
-        q_lo = date.min if lo == self.today else lo
-        counts: Counter[date] = Counter()
-        for step1, n in (await self.store.step1_counts(q_lo, hi)).items():
-            counts[self._arrival(step1)] += n
-        off = await self.store.off_day_rows(lo, hi)
-        # Rows not stored on their arrival day: carried ones, and (read only
-        # when the chunk starts today) rows whose step-1 date has passed.
-        unsettled: dict[date, dict[RowKey, StoredRow]] = {}
-        overdue = await self.store.rows_by_step1(date.min, lo) if lo == self.today else []
-        for row in itertools.chain(off, overdue):
-            if row.step1 is None or row.item.key in self.resmoothed:
-                continue
-            arrival = self._arrival(row.step1)
-            if lo <= arrival < hi and row.scheduled != arrival:
-                unsettled.setdefault(arrival, {})[row.item.key] = row
-        return _Chunk(lo, hi, counts, off, unsettled, self._carry_sizes(off, lo, hi))
-
-    def _carry_sizes(self, off: list[StoredRow], lo: date, hi: date) -> dict[date, int]:
-        # A row is in the carry into day e when arrival < e <= scheduled.
-        delta: Counter[date] = Counter()
-        for row in off:
-            if row.step1 is not None:
-                first = max(self._arrival(row.step1) + ONE_DAY, lo)
-                last = min(row.scheduled, hi)
-                if first <= last:
-                    delta[first] += 1
-                    delta[last + ONE_DAY] -= 1
-        sizes: dict[date, int] = {}
-        size, day = 0, lo
-        while day <= hi:
-            size += delta[day]
-            sizes[day] = size
-            day += ONE_DAY
-        return sizes
-
-    async def _arrivals(self, day: date, chunk: _Chunk) -> list[Pending]:
-        """Every row of the new sweep whose step-1 date is ``day``."""
-        if chunk.full_from is None:
-            chunk.full_from = day
-            q_lo = date.min if day == self.today else day
-            for row in await self.store.rows_by_step1(q_lo, chunk.hi):
-                if row.step1 is not None and row.item.key not in self.resmoothed:
-                    chunk.full.setdefault(self._arrival(row.step1), []).append(row)
-        entry = self.placer.entry
-        out = [entry(row, row.step1) for row in chunk.full.pop(day, ()) if row.step1 is not None]
-        for key in self.new_on.get(day, ()):
-            out.append(entry(*self.resmoothed[key]))
-        return out
-
-    async def _sweep_day(self, day: date, chunk: _Chunk, sweeper: Sweeper) -> None:
-        placer = self.placer
-        new_here = self.new_on.get(day, ())
-        count = chunk.counts[day] - self.old_on[day] + len(new_here)
-        if sweeper.crowded(count):
-            placer.place_kept(sweeper.step(day, await self._arrivals(day, chunk)), day)
-        else:
-            # Everyone stays: only rows not already stored on this day change.
-            placer.place_kept(sweeper.drain(day), day)
-            for key in new_here:
-                row, step1 = self.resmoothed[key]
-                placer.place(row, step1, day)
-            for row in chunk.unsettled.get(day, {}).values():
-                if row.step1 is not None:
-                    placer.place(row, row.step1, day)
-        placer.days += 1
-
-    def _converged(self, boundary: date, chunk: _Chunk, sweeper: Sweeper) -> bool:
-        """Whether the new carry into ``boundary`` equals the stored one."""
-        if chunk.carry_sizes[boundary] != len(sweeper):
-            return False
-        if not sweeper:
-            return True
-        old = [
-            pending(row.item, row.step1, 0)[:REF]
-            for row in chunk.off
-            if row.step1 is not None and self._arrival(row.step1) < boundary <= row.scheduled
-        ]
-        return set(old) == {p[:REF] for p in sweeper.carried()}

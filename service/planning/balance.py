@@ -122,6 +122,13 @@ def _smoothed(group: Iterable[BalanceItem], d: date, cap: Capacity, today: date)
     return out
 
 
+def smoothed_date(item: BalanceItem, cap: Capacity, today: date) -> date:
+    """The step-1 date of one ``effective_date`` row whose desired date is
+    crowded (more than ``L`` such rows): the move of step 1 depends on the row
+    alone once its date is crowded."""
+    return _smoothed((item,), item.desired, cap, today)[0]
+
+
 def smooth_date(
     items_on_d: Sequence[BalanceItem], d: date, cap: Capacity, today: date
 ) -> dict[RowKey, date]:

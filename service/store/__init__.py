@@ -23,6 +23,7 @@ from service.store.interface import (
 from service.store.loaders import Loaded
 from service.store.sqlite import SqliteStore, init_db
 from service.store.types import (
+    BalanceDelta,
     ContactChunk,
     DriftReport,
     Event,
@@ -43,6 +44,7 @@ open_store = SqliteStore.open
 """Open an organisation database (see :meth:`SqliteStore.open`)."""
 
 __all__ = [
+    "BalanceDelta",
     "BalanceStore",
     "ContactChunk",
     "DriftReport",

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
 from service.errors import StoreError
 from service.planning.balance import BalanceItem
+from service.store.balance_days import BalanceDaysMixin
 from service.store.base import utc_now_text
 from service.store.journal import JournalMixin
 from service.store.types import StoredRow, Update
@@ -64,7 +65,7 @@ def _span(lo: date, hi: date) -> dict[str, str]:
     return {"lo": lo.isoformat(), "hi": hi.isoformat()}
 
 
-class BalanceMixin(JournalMixin):
+class BalanceMixin(JournalMixin, BalanceDaysMixin):
     """Implements :class:`service.store.interface.BalanceStore`."""
 
     async def commit_and_resume(self, seconds: float) -> None:
@@ -78,7 +79,7 @@ class BalanceMixin(JournalMixin):
         await asyncio.sleep(seconds)
         await self._begin("BEGIN IMMEDIATE")
 
-    async def _stored_rows(self, name: str, params: dict[str, str]) -> list[StoredRow]:
+    async def _stored_rows(self, name: str, params: Mapping[str, str | int]) -> list[StoredRow]:
         out: list[StoredRow] = []
         cursor = await self._db.execute(self.query(name), params)
         try:
@@ -106,15 +107,42 @@ class BalanceMixin(JournalMixin):
         params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
         return await self._stored_rows("balance_ed_rows_by_desired", params)
 
-    async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
-        rows = await self.fetchall("balance_step1_counts", _span(lo, hi))
+    async def ed_counts(self, days: Sequence[date]) -> dict[date, int]:
+        params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
+        rows = await self.fetchall("balance_ed_counts", params)
         return {_DATES[r[0]]: int(r[1]) for r in rows}  # type: ignore[misc]
 
-    async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
-        return await self._stored_rows("balance_rows_by_step1", _span(lo, hi))
+    async def kept_last(self, day: date, n: int) -> list[StoredRow]:
+        rows = await self._stored_rows("balance_kept_last", {"day": day.isoformat(), "n": n})
+        rows.reverse()
+        return rows
 
-    async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
-        return await self._stored_rows("balance_off_day_rows", _span(lo, hi))
+    async def carried_first(self, day: date, n: int) -> list[StoredRow]:
+        return await self._stored_rows("balance_carried_first", {"day": day.isoformat(), "n": n})
+
+    async def day_rows(self, day: date) -> list[StoredRow]:
+        return await self._stored_rows("balance_day_rows", {"day": day.isoformat()})
+
+    async def take_gaps(self) -> tuple[list[StoredRow], list[StoredRow]]:
+        rows = await self.fetchall("balance_gaps")
+        if not rows:
+            return [], []
+        gone: list[StoredRow] = []
+        back: list[StoredRow] = []
+        dates = _DATES
+        for _, cid, etype, ev, prio, des, af, at, st, sc, is_back in rows:
+            step1, scheduled = dates[st], dates[sc]
+            if step1 is None or scheduled is None or cid is None or etype is None:
+                continue
+            try:
+                event = date.fromisoformat(ev)
+            except (TypeError, ValueError):
+                continue
+            item = BalanceItem((int(cid), str(etype), event), int(prio), dates[des] or scheduled,
+                               dates[af], dates[at])  # fmt: skip
+            (back if is_back else gone).append(StoredRow(item, step1, scheduled))
+        await self.execute("delete_balance_gaps_upto", {"id": rows[-1][0]})
+        return gone, back
 
     async def save(self, updates: Sequence[Update]) -> None:
         now = utc_now_text()

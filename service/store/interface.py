@@ -27,7 +27,7 @@ Each Protocol is one role, so a component states which part it needs:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import date
 from pathlib import Path
@@ -38,6 +38,7 @@ from service.store.journal import JournalEntry
 from service.store.loaders import Loaded
 from service.store.types import (
     ContactChunk,
+    DayCounts,
     DriftReport,
     Event,
     EventsSummary,
@@ -298,7 +299,7 @@ class BalanceStore(Protocol):
 
     Every method reads or writes only non-skipped plan rows; none sees the
     balancer's own updates before :meth:`save`, which the driver calls last
-    (windowed mode) or once per chunk of desired dates (global mode).
+    (by rows) or once per chunk of desired dates (global mode).
     """
 
     async def last_desired(self) -> date | None:
@@ -313,19 +314,39 @@ class BalanceStore(Protocol):
         """``effective_date`` rows whose desired date is one of ``days``."""
         ...
 
-    async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
-        """How many rows have each step-1 date in ``[lo, hi)``."""
+    async def ed_counts(self, days: Sequence[date]) -> dict[date, int]:
+        """How many ``effective_date`` rows have each of ``days`` as desired date."""
         ...
 
-    async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
-        """Rows with ``lo <= step-1 date < hi``."""
+    async def kept_last(self, day: date, n: int) -> list[StoredRow]:
+        """The last ``n`` rows, in sweep order (SPEC 6), of those scheduled on
+        ``day`` whose allowed interval does not end by ``day``; ascending."""
         ...
 
-    async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
-        """Rows sent on another day than their step-1 date that overlap the
-        days ``[lo, hi]``: step-1 date ``< hi``, scheduled date ``>= lo`` and
-        the two different. Few rows: those carried by the sweep, and those
-        whose step-1 date has passed."""
+    async def carried_first(self, day: date, n: int) -> list[StoredRow]:
+        """The first ``n`` rows (all if ``n < 0``), in sweep order, of those
+        with step-1 date on or before ``day`` scheduled after it."""
+        ...
+
+    async def day_rows(self, day: date) -> list[StoredRow]:
+        """Every row scheduled on ``day`` (with a step-1 date)."""
+        ...
+
+    async def take_gaps(self) -> tuple[list[StoredRow], list[StoredRow]]:
+        """Consume the balance gaps: rows others took out of the sweep, with
+        the dates they had, and rows others put back into it."""
+        ...
+
+    async def balance_days(self) -> DayCounts:
+        """The per-day counts of swept rows: (step-1 rows, scheduled rows)."""
+        ...
+
+    async def add_balance_days(self, deltas: Mapping[date, Sequence[int]]) -> None:
+        """Add differences to the per-day counts."""
+        ...
+
+    async def put_balance_days(self, counts: Iterable[tuple[date, int, int]]) -> None:
+        """Replace the per-day counts."""
         ...
 
     async def save(self, updates: Sequence[Update]) -> None:

@@ -109,6 +109,8 @@ class StoredPlanRow:
     desired: str | None
     scheduled: str | None
     balanced: bool
+    step1: str | None = None
+    """The ``balance_date`` column (the step-1 date of the last balance)."""
 
 
 _STORED = SCHEDULE_COLUMNS.index("send_timezone") + 1
@@ -132,6 +134,7 @@ def stored_plan_row(row: tuple[Any, ...]) -> StoredPlanRow:
         desired=desired if desired is not None else text(sched),
         scheduled=text(sched),
         balanced=bal is not None,
+        step1=text(bal),
     )
 
 
@@ -148,7 +151,6 @@ class Loaded:
     )
     states: dict[int, tuple[str | None, str | None, str | None]] = field(default_factory=dict)
     """contact -> (review date, invalid reason, fingerprint) as stored."""
-    gaps: list[tuple[int, str | None, str | None]] = field(default_factory=list)
 
 
 class LoaderMixin(StoreBase):
@@ -277,7 +279,6 @@ class LoaderMixin(StoreBase):
         clicks = await self.fetchall(f"clicks@{variant}", recent)
         events = await self.fetchall(f"contact_events@{variant}", recent)
         states = await self.fetchall(f"plan_state@{variant}", params)
-        gaps = await self.fetchall(f"balance_gaps@{variant}", params)
 
         history: dict[int, list[HistoryEmail]] = defaultdict(list)
         history_keys: set[tuple[int, str, int | None, int | None, int | None]] = set()
@@ -330,7 +331,6 @@ class LoaderMixin(StoreBase):
             stored=stored if plan_rows else None,
             history_keys=history_keys,
             states={r[0]: (r[1], r[2], r[3]) for r in states},
-            gaps=[(r[0], text(r[1]), text(r[2])) for r in gaps],
         )
 
 

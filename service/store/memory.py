@@ -2,21 +2,29 @@
 
 It follows the writer's contract of :mod:`service.store.writer`: an inserted
 row, or a row whose desired date changed, starts with step-1 and scheduled
-date at its desired date; a row updated otherwise keeps its stored dates.
+date at its desired date; a row updated otherwise keeps its stored dates; each
+write returns its :class:`~service.store.types.BalanceDelta` and keeps the
+per-day counts equal to the rows. Rows taken by someone else (the sender) are
+recorded as balance gaps, as the database's triggers do.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 from service.planning.balance import BalanceItem, Capacity, balance
 from service.planning.model import EFFECTIVE_DATE, RowKey
-from service.store.types import StoredRow, Update
+from service.store.types import BalanceDelta, DayCounts, StoredRow, Update
 
-DAY = timedelta(days=1)
+
+def sweep_order(row: StoredRow) -> tuple[int, date, int, str, date]:
+    """A stored row's place in the sweep order of SPEC 6."""
+    cid, etype, event = row.item.key
+    assert row.step1 is not None
+    return (row.item.priority, row.step1, cid, etype, event)
 
 
 @dataclass
@@ -24,14 +32,16 @@ class MemoryBalanceStore:
     """Non-skipped plan rows in a dict; each method mirrors one SQL query.
 
     Besides the :class:`~service.store.interface.BalanceStore` methods it has
-    the writer's side (insert, update, delete with the ``touched`` dates the
-    engine collects) and counts its calls, so tests can check that windowed
-    balancing reads only what it must.
+    the writer's side (insert, update, delete, each adding to a
+    :class:`BalanceDelta`) and the sender's (``take``), and counts its calls,
+    so tests can check that balancing reads only what it must.
     """
 
     rows: dict[RowKey, StoredRow] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     saved: list[Update] = field(default_factory=list)
+    counts: dict[date, list[int]] = field(default_factory=dict)
+    gaps: list[tuple[StoredRow, bool]] = field(default_factory=list)
 
     async def last_desired(self) -> date | None:
         self.calls["last_desired"] += 1
@@ -50,21 +60,59 @@ class MemoryBalanceStore:
             if r.item.key[1] == EFFECTIVE_DATE and r.item.desired in wanted
         ]
 
-    async def step1_counts(self, lo: date, hi: date) -> dict[date, int]:
-        self.calls["step1_counts"] += 1
-        return dict(Counter(r.step1 for r in self.rows.values() if r.step1 and lo <= r.step1 < hi))
+    async def ed_counts(self, days: Sequence[date]) -> dict[date, int]:
+        self.calls["ed_counts"] += 1
+        wanted = set(days)
+        return dict(
+            Counter(
+                r.item.desired
+                for r in self.rows.values()
+                if r.item.key[1] == EFFECTIVE_DATE and r.item.desired in wanted
+            )
+        )
 
-    async def rows_by_step1(self, lo: date, hi: date) -> list[StoredRow]:
-        self.calls["rows_by_step1"] += 1
-        return [r for r in self.rows.values() if r.step1 and lo <= r.step1 < hi]
+    async def kept_last(self, day: date, n: int) -> list[StoredRow]:
+        self.calls["kept_last"] += 1
+        rows = sorted(
+            (
+                r
+                for r in self.rows.values()
+                if r.step1 is not None
+                and r.scheduled == day
+                and (r.item.allowed_to is None or r.item.allowed_to > day)
+            ),
+            key=sweep_order,
+        )
+        return rows[-n:] if n > 0 else []
 
-    async def off_day_rows(self, lo: date, hi: date) -> list[StoredRow]:
-        self.calls["off_day_rows"] += 1
-        return [
-            r
-            for r in self.rows.values()
-            if r.step1 and r.step1 < hi and r.scheduled >= lo and r.scheduled != r.step1
-        ]
+    async def carried_first(self, day: date, n: int) -> list[StoredRow]:
+        self.calls["carried_first"] += 1
+        rows = sorted(
+            (r for r in self.rows.values() if r.step1 is not None and r.step1 <= day < r.scheduled),
+            key=sweep_order,
+        )
+        return rows if n < 0 else rows[:n]
+
+    async def day_rows(self, day: date) -> list[StoredRow]:
+        self.calls["day_rows"] += 1
+        return [r for r in self.rows.values() if r.step1 is not None and r.scheduled == day]
+
+    async def take_gaps(self) -> tuple[list[StoredRow], list[StoredRow]]:
+        self.calls["take_gaps"] += 1
+        gone = [r for r, back in self.gaps if not back]
+        back = [r for r, is_back in self.gaps if is_back]
+        self.gaps = []
+        return gone, back
+
+    async def balance_days(self) -> DayCounts:
+        self.calls["balance_days"] += 1
+        return {d: (a, b) for d, (a, b) in self.counts.items()}
+
+    async def add_balance_days(self, deltas: Mapping[date, Sequence[int]]) -> None:
+        self._add_counts(deltas)
+
+    async def put_balance_days(self, counts: Iterable[tuple[date, int, int]]) -> None:
+        self.counts = {d: [a, b] for d, a, b in counts if a or b}
 
     async def save(self, updates: Sequence[Update]) -> None:
         self.calls["save"] += 1
@@ -77,26 +125,53 @@ class MemoryBalanceStore:
 
     # --- the writer's side ---------------------------------------------
 
+    def _add_counts(self, deltas: Mapping[date, Sequence[int]]) -> None:
+        for day, (a, b) in deltas.items():
+            entry = self.counts.setdefault(day, [0, 0])
+            entry[0] += a
+            entry[1] += b
+            if entry == [0, 0]:
+                del self.counts[day]
+
+    def _write(self, delta: BalanceDelta, gone: StoredRow | None, new: StoredRow | None) -> None:
+        part = BalanceDelta()
+        if gone is not None:
+            part.gone.append(gone)
+            part.count(gone.step1, gone.scheduled, -1)
+        if new is not None:
+            part.added.append(new)
+            part.count(new.step1, new.scheduled, 1)
+        self._add_counts(part.days)
+        delta.extend(part)
+
     def load_balanced(self, items: list[BalanceItem], cap: Capacity, today: date) -> None:
+        """Rows as a global rebalance leaves them, with their counts."""
         result = balance(items, cap, today)
         self.rows = {it.key: StoredRow(it, *result[it.key]) for it in items}
+        self.counts = {}
+        self._add_counts(count_rows(self.rows.values()))
 
-    def insert(self, it: BalanceItem, touched: set[date]) -> None:
-        self.rows[it.key] = StoredRow(it, it.desired, it.desired)
-        touched.add(it.desired)
+    def insert(self, it: BalanceItem, delta: BalanceDelta) -> None:
+        row = self.rows[it.key] = StoredRow(it, it.desired, it.desired)
+        self._write(delta, None, row)
 
-    def delete(self, key: RowKey, touched: set[date]) -> None:
-        old = self.rows.pop(key)
-        _touch_old(old, touched)
+    def delete(self, key: RowKey, delta: BalanceDelta) -> None:
+        self._write(delta, self.rows.pop(key), None)
 
-    def update(self, new: BalanceItem, touched: set[date]) -> None:
+    def update(self, new: BalanceItem, delta: BalanceDelta, *, restart: bool = False) -> None:
+        """A changed row; its balancing starts over at its desired date when
+        the desired date changed (or ``restart``), else it keeps its dates."""
         old = self.rows[new.key]
-        _touch_old(old, touched)
-        touched.add(new.desired)
-        if new.desired != old.item.desired:
-            self.rows[new.key] = StoredRow(new, new.desired, new.desired)
+        if restart or new.desired != old.item.desired:
+            row = StoredRow(new, new.desired, new.desired)
         else:
-            self.rows[new.key] = old._replace(item=new)
+            row = old._replace(item=new)
+        self.rows[new.key] = row
+        self._write(delta, old, row)
+
+    def take(self, key: RowKey) -> None:
+        """Someone else takes a row out of the plan (the sender marks it sent)."""
+        self.gaps.append((self.rows.pop(key), False))
 
     def state(self) -> dict[RowKey, tuple[date | None, date]]:
         return {k: (r.step1, r.scheduled) for k, r in self.rows.items()}
@@ -104,9 +179,21 @@ class MemoryBalanceStore:
     def items(self) -> list[BalanceItem]:
         return [r.item for r in self.rows.values()]
 
+    def counts_match(self) -> bool:
+        """Whether the per-day counts equal the rows (gaps not yet consumed
+        are still counted, as in the database)."""
+        expected = count_rows([*self.rows.values(), *(r for r, back in self.gaps if not back)])
+        return {d: tuple(c) for d, c in self.counts.items()} == {
+            d: tuple(c) for d, c in expected.items() if c != [0, 0]
+        }
 
-def _touch_old(old: StoredRow, touched: set[date]) -> None:
-    lo, hi = sorted((old.item.desired, old.scheduled))
-    while lo <= hi:
-        touched.add(lo)
-        lo += DAY
+
+def count_rows(rows: Iterable[StoredRow]) -> dict[date, list[int]]:
+    """Per day: rows with that step-1 date, rows scheduled on it."""
+    out: dict[date, list[int]] = {}
+    for r in rows:
+        if r.step1 is None:
+            continue
+        out.setdefault(r.step1, [0, 0])[0] += 1
+        out.setdefault(r.scheduled, [0, 0])[1] += 1
+    return out

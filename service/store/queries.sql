@@ -118,12 +118,6 @@ ON CONFLICT (contact_id) DO UPDATE SET
 -- name: delete_plan_state
 DELETE FROM contact_plan_state WHERE contact_id = ?;
 
--- name: balance_gaps
-SELECT id, lo, hi FROM scheduler_balance_gaps WHERE {scope};
-
--- name: delete_balance_gaps
-DELETE FROM scheduler_balance_gaps WHERE id IN (SELECT value FROM json_each(:ids));
-
 -- name: clear_balance_gaps
 DELETE FROM scheduler_balance_gaps;
 
@@ -296,22 +290,6 @@ FROM email_schedules
 WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
   AND desired_date IN (SELECT value FROM json_each(:days));
 
--- name: balance_step1_counts
-SELECT balance_date, count(*) FROM email_schedules
-WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi
-GROUP BY balance_date;
-
--- name: balance_rows_by_step1
-SELECT {balance_columns}
-FROM email_schedules
-WHERE status = 'pre-scheduled' AND balance_date >= :lo AND balance_date < :hi;
-
--- name: balance_off_day_rows
-SELECT {balance_columns}
-FROM email_schedules
-WHERE status = 'pre-scheduled' AND scheduled_send_date <> balance_date
-  AND scheduled_send_date >= :lo AND balance_date < :hi;
-
 -- name: balance_save
 UPDATE email_schedules SET
     balance_date = ?1,
@@ -321,3 +299,71 @@ UPDATE email_schedules SET
     updated_at = ?3
 WHERE contact_id = ?4 AND email_type = ?5 AND event_year = ?6 AND event_month = ?7
   AND event_day = ?8 AND status = 'pre-scheduled';
+
+-- name: balance_gaps
+-- Rows that left the plan set through someone else (back = 0) or came back
+-- into it (back = 1), as the triggers of migration 0006 recorded them.
+SELECT id, contact_id, email_type,
+       printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
+       scheduled_send_date, back
+FROM scheduler_balance_gaps ORDER BY id;
+
+-- name: balance_gaps_mark
+SELECT COALESCE(max(id), 0) FROM scheduler_balance_gaps;
+
+-- name: forget_balance_gaps_after
+DELETE FROM scheduler_balance_gaps WHERE id > :id;
+
+-- name: delete_balance_gaps_upto
+DELETE FROM scheduler_balance_gaps WHERE id <= :id;
+
+-- name: balance_days
+SELECT day, step1, scheduled FROM balance_days;
+
+-- name: balance_days_add
+INSERT INTO balance_days (day, step1, scheduled) VALUES (?1, ?2, ?3)
+ON CONFLICT (day) DO UPDATE SET step1 = step1 + excluded.step1,
+                                scheduled = scheduled + excluded.scheduled;
+
+-- name: balance_days_prune
+DELETE FROM balance_days WHERE step1 = 0 AND scheduled = 0;
+
+-- name: balance_days_clear
+DELETE FROM balance_days;
+
+-- name: balance_days_put
+INSERT INTO balance_days (day, step1, scheduled) VALUES (?1, ?2, ?3);
+
+-- name: balance_kept_last
+-- The rows kept on :day that are not kept by their last allowed day, from
+-- the end of the sweep order (the cap boundary of a crowded day).
+SELECT {balance_columns}
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND scheduled_send_date = :day AND balance_date IS NOT NULL
+  AND (allowed_to IS NULL OR substr(allowed_to, 1, 10) > :day)
+ORDER BY scheduled_send_date DESC, COALESCE(priority, 10) DESC, balance_date DESC,
+         contact_id DESC, email_type DESC, event_year DESC, event_month DESC, event_day DESC
+LIMIT :n;
+
+-- name: balance_day_rows
+SELECT {balance_columns}
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND scheduled_send_date = :day AND balance_date IS NOT NULL;
+
+-- name: balance_carried_first
+-- The carry out of :day (rows that arrived on or before it and are scheduled
+-- after it), from the start of the sweep order; :n < 0 reads all.
+SELECT {balance_columns}
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND scheduled_send_date > balance_date
+  AND balance_date <= :day AND scheduled_send_date > :day
+ORDER BY COALESCE(priority, 10), balance_date, contact_id, email_type,
+         event_year, event_month, event_day
+LIMIT :n;
+
+-- name: balance_ed_counts
+SELECT desired_date, count(*) FROM email_schedules
+WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
+  AND desired_date IN (SELECT value FROM json_each(:days))
+GROUP BY desired_date;

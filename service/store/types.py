@@ -91,12 +91,11 @@ class WriteStats:
 
 @dataclass(slots=True)
 class WriteResult:
-    """The writer's answer: counts, and the desired dates whose balancing
-    inputs changed (old and new dates of non-skipped rows), for the windowed
-    rebalance (SPEC 6)."""
+    """The writer's answer: counts, and what changed in the set load
+    balancing sweeps, for the rebalance by rows (SPEC 6)."""
 
     stats: WriteStats = field(default_factory=WriteStats)
-    touched: set[date] = field(default_factory=set)
+    delta: BalanceDelta = field(default_factory=lambda: BalanceDelta())
 
 
 @dataclass(slots=True)
@@ -211,6 +210,55 @@ class StoredRow(NamedTuple):
 
 Update = tuple[RowKey, date, date]
 """(row key, new step-1 date, new scheduled date)."""
+
+DayCounts = dict[date, tuple[int, int]]
+"""Per day: (rows whose step-1 date is that day, rows scheduled on it)."""
+
+
+@dataclass(slots=True)
+class BalanceDelta:
+    """What a write changed in the set that load balancing sweeps (SPEC 6).
+
+    ``gone``: the previous versions of rows that left the sweep or whose
+    balancing inputs changed, with the step-1 and scheduled dates of the last
+    balance. ``added``: the new versions of rows that joined the sweep or
+    changed, with the dates stored for them now (a new row starts at its
+    desired date). A changed row is in both. ``days``: what the write did to
+    the per-day counts (:data:`DayCounts`), as differences.
+    ``exact`` is false when the write cannot vouch for the table (an insert
+    refused by the database): balancing must then go global.
+    """
+
+    gone: list[StoredRow] = field(default_factory=list)
+    added: list[StoredRow] = field(default_factory=list)
+    days: dict[date, list[int]] = field(default_factory=dict)
+    exact: bool = True
+
+    def __bool__(self) -> bool:
+        return bool(self.gone or self.added) or not self.exact
+
+    def count(self, step1: date | None, scheduled: date | None, sign: int) -> None:
+        """Add ``sign`` to the counts of a row with these dates."""
+        if step1 is None or scheduled is None:
+            return
+        days = self.days
+        entry = days.get(step1)
+        if entry is None:
+            entry = days[step1] = [0, 0]
+        entry[0] += sign
+        entry = days.get(scheduled)
+        if entry is None:
+            entry = days[scheduled] = [0, 0]
+        entry[1] += sign
+
+    def extend(self, other: BalanceDelta) -> None:
+        self.gone.extend(other.gone)
+        self.added.extend(other.added)
+        for day, (a, b) in other.days.items():
+            entry = self.days.setdefault(day, [0, 0])
+            entry[0] += a
+            entry[1] += b
+        self.exact = self.exact and other.exact
 
 
 def _row_words(row: ExportRow, *, contact: bool = True) -> str:

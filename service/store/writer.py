@@ -12,10 +12,12 @@ a history row is never inserted (I4).
 ``scheduled_send_date`` and ``balance_date`` belong to the balancer. A new
 row starts with both at its desired date; an update resets them only when
 the row's balancing starts over (new desired date, to or from ``skipped``).
-The writer returns the dates the windowed rebalance must cover
-(``service.engine.rebalance``): for every row whose balancing inputs changed, its
-new desired date, its old desired date and every day from there to its old
-scheduled date.
+The writer returns what changed in the set the balancer sweeps
+(:class:`~service.store.types.BalanceDelta`, for ``service.engine.rebalance``):
+the previous version of every row that left the sweep or whose balancing
+inputs changed, and the new version of every row that joined it or changed;
+and it keeps the per-day counts of the swept rows (``balance_days``) equal to
+the table in the same transaction.
 
 Each contact's state keeps a fingerprint of the rows last written. A chunk
 loaded without its plan rows (a full recompute) reads the stored rows only
@@ -29,16 +31,18 @@ import marshal
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import structlog
 
+from service.planning.balance import BalanceItem
 from service.planning.model import PRE_SCHEDULED, SKIPPED, ContactPlan, PlanRow
 from service.planning.params import DEFAULT_SEND_TIME, send_time_column
+from service.store.balance_days import BalanceDaysMixin
 from service.store.base import ids_param, iso, utc_now_text
 from service.store.journal import JournalInput, JournalMixin
 from service.store.loaders import Loaded, LoaderMixin, StoredPlanRow, stored_plan_row
-from service.store.types import WriteResult, WriteStats
+from service.store.types import BalanceDelta, StoredRow, WriteResult, WriteStats
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +55,6 @@ _ISO_CACHE: dict[date, str] = {}
 
 # Positions in StoredPlanRow.content and in the new rows' content tuples.
 _STATUS, _PRIORITY, _DESIRED, _FROM, _TO = 1, 3, 7, 8, 9
-_MAX_TOUCH_SPAN = 400
-"""Longest old desired..scheduled span added to the touched dates, in days."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ class PlanDiff:
     updates: list[Params] = field(default_factory=list)
     deletes: list[tuple[int]] = field(default_factory=list)
     unchanged: int = 0
-    touched: set[date] = field(default_factory=set)
+    balance: BalanceDelta = field(default_factory=BalanceDelta)
 
 
 def _balance_inputs(content: Content, today: str) -> Content:
@@ -101,25 +103,40 @@ def _same(stored: Content, new: Content, today: str) -> bool:
     )
 
 
-def touch_span(touched: set[date], desired: str | None, scheduled: str | None) -> None:
-    """Every day from a row's desired date to its scheduled date (either order)."""
+def _day(text: object) -> date | None:
+    if not isinstance(text, str):
+        return None
     try:
-        first = date.fromisoformat((desired or scheduled or "")[:10])
-        second = date.fromisoformat(scheduled[:10]) if scheduled else first
+        return date.fromisoformat(text[:10])
     except ValueError:
-        return
-    lo, hi = min(first, second), max(first, second)
-    hi = min(hi, lo + timedelta(days=_MAX_TOUCH_SPAN))
-    day = lo
-    while day <= hi:
-        touched.add(day)
-        day += timedelta(days=1)
+        return None
 
 
-def _touch_old(touched: set[date], stored: StoredPlanRow) -> None:
-    """The dates a stored non-skipped row occupied in the previous balance."""
-    if stored.status == PRE_SCHEDULED:
-        touch_span(touched, stored.desired, stored.scheduled)
+def _stored_version(stored: StoredPlanRow) -> StoredRow | None:
+    """The row as the last balance swept it; ``None`` if it was not swept
+    (skipped, never balanced, or dates that do not parse)."""
+    if stored.status != PRE_SCHEDULED or not stored.balanced:
+        return None
+    step1, scheduled = _day(stored.step1), _day(stored.scheduled)
+    if step1 is None or scheduled is None:
+        return None
+    return StoredRow(_item(stored.key, stored.content), step1, scheduled)
+
+
+def _item(key: Key5, content: Content) -> BalanceItem:
+    """The balancer's view of a row from its identity and content, as the
+    balance queries read it back (``COALESCE(priority, 10)``)."""
+    cid, etype, ey, em, ed = key
+    event = date(ey, em, ed) if ey and em and ed else date.min
+    prio = content[_PRIORITY]
+    desired = _day(content[_DESIRED]) or date.min
+    return BalanceItem(
+        (cid, etype, event),
+        10 if prio is None else int(prio),  # type: ignore[call-overload]
+        desired,
+        _day(content[_FROM]),
+        _day(content[_TO]),
+    )
 
 
 class _Differ:
@@ -215,13 +232,13 @@ def diff_plan(
     today, tail = differ.today, (differ.run_id, differ.now)
     old = {s.key: s for s in stored}
     diff = PlanDiff()
-    touched = diff.touched
+    delta = diff.balance
     for key, row, content in entries:
         before = old.pop(key, None)
         if before is None:
             diff.inserts.append(key + content + tail)
             if row.status == PRE_SCHEDULED:
-                touched.add(row.desired_date)
+                _join(delta, key, content, None)
         elif before.balanced and _same(before.content, content, today):
             diff.unchanged += 1
         else:
@@ -230,16 +247,42 @@ def diff_plan(
             restart = restart or before.status == SKIPPED or row.status == SKIPPED
             diff.updates.append(key + content + tail + (desired if restart else None, before.id))
             if _balance_inputs(before.content, today) != _balance_inputs(content, today):
-                _touch_old(touched, before)
+                _leave(delta, before)
                 if row.status == PRE_SCHEDULED:
-                    touched.add(row.desired_date)
+                    _join(delta, key, content, None if restart else before)
+            elif restart and row.status == PRE_SCHEDULED:
+                # Same balancing inputs, the balancer's dates reset (a row
+                # never balanced): it joins the sweep anew at its desired date.
+                _leave(delta, before)
+                _join(delta, key, content, None)
     for gone in old.values():
         diff.deletes.append((gone.id,))
-        _touch_old(touched, gone)
+        _leave(delta, gone)
     return diff
 
 
-class WriterMixin(LoaderMixin, JournalMixin):
+def _leave(delta: BalanceDelta, stored: StoredPlanRow) -> None:
+    """A stored row leaves the sweep (deleted, skipped or changed)."""
+    version = _stored_version(stored)
+    if version is not None:
+        delta.gone.append(version)
+        delta.count(version.step1, version.scheduled, -1)
+
+
+def _join(delta: BalanceDelta, key: Key5, content: Content, kept: StoredPlanRow | None) -> None:
+    """A row joins the sweep: at its desired date, or with the balancer's dates
+    of ``kept`` when the update keeps them."""
+    item = _item(key, content)
+    version = _stored_version(kept) if kept is not None else None
+    if version is None:
+        row = StoredRow(item, item.desired, item.desired)
+    else:
+        row = StoredRow(item, version.step1, version.scheduled)
+    delta.added.append(row)
+    delta.count(row.step1, row.scheduled, 1)
+
+
+class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
     """The plan writer and the per-contact plan state."""
 
     async def write_plans(
@@ -275,26 +318,31 @@ class WriterMixin(LoaderMixin, JournalMixin):
         diff = diff_plan(stored, selected, differ)
         diff.unchanged += unchanged
         inserted = await self._apply(diff)
+        if inserted != len(diff.inserts):
+            diff.balance.exact = False
+        # The per-day counts follow the table in the same transaction.
+        await self.add_balance_days(diff.balance.days)
         # The plan journal (SPEC 7), in the same transaction.
         journal = JournalInput(stored, diff.inserts, diff.updates, diff.deletes)
         await self.journal_write(options.run_id, journal, inserted)
         await self._write_states(loaded, plans, prints)
-        if loaded.gaps:
-            for _, lo, hi in loaded.gaps:
-                touch_span(diff.touched, lo, hi)
-            await self.execute("delete_balance_gaps", {"ids": ids_param(g[0] for g in loaded.gaps)})
         stats = WriteStats(
             inserted=inserted,
             updated=len(diff.updates),
             deleted=len(diff.deletes),
             unchanged=diff.unchanged,
         )
-        return WriteResult(stats=stats, touched=diff.touched)
+        return WriteResult(stats=stats, delta=diff.balance)
 
     async def _apply(self, diff: PlanDiff) -> int:
         # Deletes first: a deleted identity's slot may be reused by an insert.
         if diff.deletes:
+            mark = await self.fetchone("balance_gaps_mark")
             await self.executemany("delete_plan_row", diff.deletes)
+            # Deleting rows of a contact already gone fires the gap trigger
+            # (mailplan_plan_row_gone); the delta has those rows already. No
+            # one else writes while this transaction holds the lock.
+            await self.execute("forget_balance_gaps_after", {"id": mark[0] if mark else 0})
         if diff.updates:
             await self.executemany("update_plan_row", diff.updates)
         inserted = 0

@@ -115,6 +115,37 @@ async def assert_plan_is_full_recompute(db_path: Path, cfg: Settings, today: dat
     assert actual == expected
 
 
+def balance_days_mismatch(db_path: Path) -> dict[str, tuple[object, object]]:
+    """Days whose per-day counts (``balance_days``) differ from the plan rows
+    not yet covered by a balance gap: {day: (counted, in the table)}."""
+    con = sqlite3.connect(db_path)
+    try:
+        counted = {d: (a, b) for d, a, b in con.execute("SELECT * FROM balance_days")}
+        rows = con.execute(
+            "SELECT balance_date, scheduled_send_date FROM email_schedules "
+            "WHERE status = 'pre-scheduled' AND balance_date IS NOT NULL "
+            "UNION ALL SELECT balance_date, scheduled_send_date FROM scheduler_balance_gaps "
+            "WHERE back = 0 AND balance_date IS NOT NULL "
+        ).fetchall()
+        backs = con.execute(
+            "SELECT balance_date, scheduled_send_date FROM scheduler_balance_gaps "
+            "WHERE back = 1 AND balance_date IS NOT NULL"
+        ).fetchall()
+    finally:
+        con.close()
+    table: dict[str, list[int]] = {}
+    for rs, sign in ((rows, 1), (backs, -1)):
+        for s1, sched in rs:
+            table.setdefault(s1, [0, 0])[0] += sign
+            table.setdefault(sched, [0, 0])[1] += sign
+    expected = {d: (a, b) for d, (a, b) in table.items() if a or b}
+    return {
+        d: (counted.get(d), expected.get(d))
+        for d in set(counted) | set(expected)
+        if counted.get(d) != expected.get(d)
+    }
+
+
 def pending_events(db_path: Path) -> int:
     count = query(db_path, "SELECT count(*) FROM scheduler_events")[0][0]
     assert isinstance(count, int)

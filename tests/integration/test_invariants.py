@@ -31,6 +31,7 @@ from service.daemon.processing import BatchLimits, Processor
 from service.daemon.tick import tick_if_due
 from service.engine import PlanContext
 from service.store import Store, init_db, open_store
+from tests.integration.daemon_helpers import balance_days_mismatch
 from tests.integration.daemon_helpers import settings as make_settings
 
 # A tiny cap so that balancing (ED smoothing, carries) really happens.
@@ -263,9 +264,12 @@ async def _check_i1_i2(store: Store, today: date) -> None:
     actual = await store.export_rows()
     expected = await engine.dry_run_plan(store, CTX, today)
     assert actual == expected  # I1
+    # The per-day counts the incremental rebalance relies on equal the table.
+    assert balance_days_mismatch(store.path) == {}
     async with store.transaction():
         moved = await engine.rebalance_all(store, CTX, today)
-    assert moved.rows_moved == 0  # I2: the windowed balance already was the global one
+    assert moved.rows_moved == 0  # I2: the incremental balance already was the global one
+    assert balance_days_mismatch(store.path) == {}
 
 
 def _run(book: list[dict[str, Any]], ops: list[tuple[Any, ...]], start: date,

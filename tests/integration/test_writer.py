@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from service.planning.model import ContactPlan, PlanRow
 from service.store import Scope, Store, WriteOptions, init_db, open_store
 from service.store.sql import queries
-from service.store.types import WriteResult
+from service.store.types import StoredRow, WriteResult
 
 D = date(2026, 6, 1)
 
@@ -55,6 +55,19 @@ async def _write(store: Store, ids: list[int], plans: list[ContactPlan], run: st
         return await store.write_plans(loaded, plans, WriteOptions(run_id=run))
 
 
+def _moves(result: WriteResult) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """(gone, added) of a write's balance delta: contact, step-1, scheduled, priority."""
+
+    def rows(rs: list[StoredRow]) -> list[tuple[object, ...]]:
+        return [
+            (r.item.key[0], r.step1.isoformat() if r.step1 else None, r.scheduled.isoformat(),
+             r.item.priority)
+            for r in rs
+        ]  # fmt: skip
+
+    return rows(result.delta.gone), rows(result.delta.added)
+
+
 def _contacts(path: Path, *ids: int) -> None:
     con = sqlite3.connect(path)
     con.executemany(
@@ -87,8 +100,9 @@ async def test_new_rows_are_inserted_with_the_balancer_dates_at_desired(
     row = _row(allowed_from=date(2026, 5, 10), allowed_to=D, catchup_note="caught up")
     result = await _write(store, [1], [_plan(1, row, review=date(2026, 5, 19))], "run-1")
     assert (result.stats.inserted, result.stats.updated, result.stats.deleted) == (1, 0, 0)
-    # A new non-skipped row touches its desired date (D - 14 days).
-    assert result.touched == {date(2026, 5, 18)}
+    # A new non-skipped row joins the sweep at its desired date (D - 14 days).
+    assert _moves(result) == ([], [(1, "2026-05-18", "2026-05-18", 10)])
+    assert result.delta.days == {date(2026, 5, 18): [1, 1]}
     [stored] = _rows(db_path)
     assert dict(stored) | {"id": 0, "created_at": "", "updated_at": ""} == dict(stored) | {
         "id": 0,
@@ -130,7 +144,7 @@ async def test_unchanged_rows_keep_run_id_and_created_at(store: Store, db_path: 
     before = [dict(r) for r in _rows(db_path)]
     result = await _write(store, [1], [plan], "run-2")
     assert (result.stats.unchanged, result.stats.changed) == (2, 0)
-    assert result.touched == set()
+    assert not result.delta
     assert [dict(r) for r in _rows(db_path)] == before
 
 
@@ -142,9 +156,9 @@ async def test_changed_content_is_updated_with_the_new_run_id(store: Store, db_p
         "UPDATE email_schedules SET created_at = '2020-01-01 00:00:00', "
         "scheduled_send_date = '2026-05-20', balance_date = '2026-05-19'",
     )
-    # A template change does not move the row and touches no date.
+    # A template change does not move the row and changes nothing for balancing.
     result = await _write(store, [1], [_plan(1, _row(template="new"))], "run-2")
-    assert (result.stats.updated, result.touched) == (1, set())
+    assert result.stats.updated == 1 and not result.delta
     [r] = _rows(db_path)
     assert (r["email_template"], r["scheduler_run_id"], r["created_at"]) == (
         "new",
@@ -152,15 +166,22 @@ async def test_changed_content_is_updated_with_the_new_run_id(store: Store, db_p
         "2020-01-01 00:00:00",
     )
     assert (r["scheduled_send_date"], r["balance_date"]) == ("2026-05-20", "2026-05-19")
-    # A priority change keeps the dates but touches, for the windowed rebalance,
-    # the desired date and every day from the old desired to the old scheduled date.
+    # A priority change keeps the dates; the old version leaves the sweep and
+    # the new one joins it with the same dates (step-1 05-19, scheduled 05-20).
     result = await _write(store, [1], [_plan(1, _row(template="new", priority=5))], "run-3")
-    assert result.touched == {date(2026, 5, 18), date(2026, 5, 19), date(2026, 5, 20)}
+    assert _moves(result) == (
+        [(1, "2026-05-19", "2026-05-20", 10)],
+        [(1, "2026-05-19", "2026-05-20", 5)],
+    )
+    assert not any(any(c) for c in result.delta.days.values())
     assert _rows(db_path)[0]["scheduled_send_date"] == "2026-05-20"
-    # A new desired date (catch-up) restarts balancing at it; old and new are touched.
+    # A new desired date (catch-up) restarts balancing at it.
     moved = _row(template="new", priority=5, desired=date(2026, 5, 25), catchup_note="late")
     result = await _write(store, [1], [_plan(1, moved)], "run-4")
-    assert result.touched == {date(2026, 5, d) for d in (18, 19, 20, 25)}
+    assert _moves(result) == (
+        [(1, "2026-05-19", "2026-05-20", 5)],
+        [(1, "2026-05-25", "2026-05-25", 5)],
+    )
     [r] = _rows(db_path)
     assert (r["desired_date"], r["balance_date"], r["scheduled_send_date"], r["id"]) == (
         "2026-05-25",
@@ -177,9 +198,9 @@ async def test_skipped_rows_are_scheduled_on_their_desired_date(
     await _write(store, [1], [_plan(1, _row())], "run-1")
     _exec(db_path, "UPDATE email_schedules SET scheduled_send_date = '2026-05-20'")
     result = await _write(store, [1], [_plan(1, _row(status="skipped"))], "run-2")
-    # Leaving the balanced set touches the old dates (desired 05-18 to scheduled
-    # 05-20); skipped rows are not balanced.
-    assert result.touched == {date(2026, 5, 18), date(2026, 5, 19), date(2026, 5, 20)}
+    # The row leaves the sweep with the dates it had there (step-1 05-18,
+    # scheduled 05-20); skipped rows are not balanced.
+    assert _moves(result) == ([(1, "2026-05-18", "2026-05-20", 10)], [])
     [r] = _rows(db_path)
     assert (r["status"], r["scheduled_send_date"], r["skip_reason"]) == (
         "skipped",
@@ -189,7 +210,7 @@ async def test_skipped_rows_are_scheduled_on_their_desired_date(
     result = await _write(
         store, [1], [_plan(1, _row(status="skipped", skip_reason="Frequency limit exceeded"))], "r3"
     )
-    assert (result.stats.updated, result.touched) == (1, set())
+    assert result.stats.updated == 1 and not result.delta
 
 
 async def test_rows_no_longer_planned_are_deleted(store: Store, db_path: Path) -> None:
@@ -197,7 +218,7 @@ async def test_rows_no_longer_planned_are_deleted(store: Store, db_path: Path) -
     await _write(store, [1, 2], [_plan(1, _row()), _plan(2, _row(cid=2))], "run-1")
     result = await _write(store, [1, 2], [_plan(1, _row()), _plan(2)], "run-2")
     assert (result.stats.deleted, result.stats.unchanged) == (1, 1)
-    assert result.touched == {date(2026, 5, 18)}
+    assert _moves(result) == ([(2, "2026-05-18", "2026-05-18", 10)], [])
     assert [r["contact_id"] for r in _rows(db_path)] == [1]
 
 
@@ -347,7 +368,7 @@ async def _scenario(path: Path, stored: list[tuple[Any, ...]], new: list[tuple[A
         } == expected
         assert first.stats.inserted + first.stats.updated + first.stats.unchanged == len(expected)
         again = await _write(store, [1, 2, 3], plans, "run-2")
-        assert again.stats.changed == 0 and again.touched == set()
+        assert again.stats.changed == 0 and not again.delta
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -420,12 +441,21 @@ async def test_rows_leaving_the_plan_outside_the_writer_leave_balance_gaps(
     con.commit()
     con.close()
     gaps = sqlite3.connect(db_path).execute(
-        "SELECT contact_id, lo, hi FROM scheduler_balance_gaps ORDER BY contact_id"
+        "SELECT contact_id, email_type, balance_date, scheduled_send_date, back "
+        "FROM scheduler_balance_gaps ORDER BY contact_id"
     )
-    assert gaps.fetchall() == [(1, "2026-05-18", "2026-05-20"), (2, "2026-05-18", "2026-05-20")]
-    # The next write of those contacts turns the gaps into touched dates.
-    result = await _write(store, [1, 2], [_plan(1)], "run-2")
-    assert result.touched == {date(2026, 5, 18), date(2026, 5, 19), date(2026, 5, 20)}
+    assert gaps.fetchall() == [
+        (1, "birthday", "2026-05-18", "2026-05-20", 0),
+        (2, "birthday", "2026-05-18", "2026-05-20", 0),
+    ]
+    # The next rebalance takes both rows out of the sweep, with those dates.
+    async with store.transaction():
+        gone, back = await store.take_gaps()
+    assert back == []
+    assert [(r.item.key[0], r.step1, r.scheduled) for r in gone] == [
+        (1, date(2026, 5, 18), date(2026, 5, 20)),
+        (2, date(2026, 5, 18), date(2026, 5, 20)),
+    ]
     left = sqlite3.connect(db_path).execute("SELECT count(*) FROM scheduler_balance_gaps")
     assert left.fetchone() == (0,)
 

@@ -1,10 +1,11 @@
-"""Windowed and global rebalancing over a store (SPEC 6, invariant I2).
+"""Incremental and global rebalancing over a store (SPEC 6, invariant I2).
 
-An in-memory :class:`~service.store.memory.MemoryBalanceStore` stands in for SQLite. It follows the
-writer's contract: an inserted row, or a row whose desired date changed,
-starts with step-1 and scheduled date at its desired date; a row updated
-otherwise keeps its stored dates. ``touched`` is built as the engine builds
-it: new and old desired dates, and the old desired-to-scheduled span.
+An in-memory :class:`~service.store.memory.MemoryBalanceStore` stands in for
+SQLite. It follows the writer's contract: an inserted row, or a row whose
+desired date changed, starts with step-1 and scheduled date at its desired
+date; a row updated otherwise keeps its stored dates; each write adds to a
+:class:`~service.store.types.BalanceDelta` and keeps the per-day counts; the
+sender's taking a row leaves a balance gap.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from service.engine.rebalance import RebalanceResult, rebalance
 from service.planning.balance import BalanceItem, Capacity, balance
 from service.planning.model import RowKey
 from service.store.memory import MemoryBalanceStore
-from service.store.types import StoredRow
+from service.store.types import BalanceDelta, StoredRow
 
 D = date.fromisoformat
 ED = "effective_date"
@@ -47,31 +48,32 @@ def sixty_days() -> list[BalanceItem]:
     return [row(100 * n + k, (start + n * DAY).isoformat()) for n in range(60) for k in range(2)]
 
 
-async def test_one_change_sweeps_only_its_window() -> None:
+async def test_one_change_sweeps_only_its_day() -> None:
     store = MemoryBalanceStore()
     store.load_balanced(sixty_days(), ROOMY, TODAY)
-    touched: set[date] = set()
-    store.insert(row(9999, "2027-02-09"), touched)  # day 30 of 60
-    result = await rebalance(store, ROOMY, TODAY, touched)
-    # Window [02-07, 02-11] (W // 2 = 2 either side); the carry is empty
-    # before and after, so the sweep stops right there: 5 days, not 60.
-    assert result.days_swept == 5
+    delta = BalanceDelta()
+    store.insert(row(9999, "2027-02-09"), delta)  # day 30 of 60
+    result = await rebalance(store, ROOMY, TODAY, delta)
+    # 02-09 held 2 rows, now 3 <= T = 12: the new row stays and nothing is
+    # carried, so one day is swept, not 60, and no row is read.
+    assert result.days_swept == 1
     assert result.windows == 1
     assert result.rows_changed == 0  # the new row stays on its desired date
     assert store.state() == MemoryBalanceStore.state(_fresh(store, ROOMY))
-    # No day was crowded: no full read of rows by step-1 date.
-    assert store.calls["rows_by_step1"] == 0
+    assert store.calls["day_rows"] == store.calls["carried_first"] == 0
+    assert store.calls["kept_last"] == 0
+    assert store.counts_match()
 
 
 async def test_far_apart_changes_are_separate_windows() -> None:
     store = MemoryBalanceStore()
     store.load_balanced(sixty_days(), ROOMY, TODAY)
-    touched: set[date] = set()
-    store.insert(row(9998, "2027-01-20"), touched)
-    store.delete((5000, BD, D("2027-03-01")), touched)
-    result = await rebalance(store, ROOMY, TODAY, touched)
+    delta = BalanceDelta()
+    store.insert(row(9998, "2027-01-20"), delta)
+    store.delete((5000, BD, D("2027-03-01")), delta)
+    result = await rebalance(store, ROOMY, TODAY, delta)
     assert result.windows == 2
-    assert result.days_swept == 10
+    assert result.days_swept == 2
 
 
 async def test_crowded_change_runs_until_the_carry_matches() -> None:
@@ -88,18 +90,20 @@ async def test_crowded_change_runs_until_the_carry_matches() -> None:
     # 10 and 3, carry 30; and so on: each day's p40 row slips one day.
     assert store.rows[(30, BD, D("2027-01-13"))].scheduled == D("2027-01-14")
     assert store.rows[(37, BD, D("2027-01-20"))].scheduled == D("2027-01-21")
-    touched: set[date] = set()
-    store.delete((3, BD, D("2027-01-12")), touched)
-    result = await rebalance(store, cap, TODAY, touched)
-    # Without row 3 nothing is carried any more: the window runs from 01-12
-    # over the whole chain (9 days) and every p40 row returns to its day.
+    delta = BalanceDelta()
+    store.delete((3, BD, D("2027-01-12")), delta)
+    result = await rebalance(store, cap, TODAY, delta)
+    # Without row 3 nothing is carried any more: the walk runs from 01-12
+    # over the whole chain to 01-21 (10 days) and every p40 row returns to
+    # its day.
     assert store.rows[(30, BD, D("2027-01-13"))].scheduled == D("2027-01-13")
     assert result.rows_changed == 8
     assert result.days_swept == 10
     assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
+    assert store.counts_match()
 
 
-async def test_deleting_a_carried_row_touches_its_old_span() -> None:
+async def test_deleting_a_carried_row_frees_its_old_day() -> None:
     # C = 1, T = 1, W = 1 (no smoothing).
     # 01-11: A p10, X p20 -> keep A, carry X.
     # 01-12: X, B p10      -> keep B, carry X.
@@ -112,19 +116,52 @@ async def test_deleting_a_carried_row_touches_its_old_span() -> None:
     store.load_balanced([a, x, b, c], cap, TODAY)
     assert store.rows[x.key].scheduled == D("2027-01-13")
     assert store.rows[c.key].scheduled == D("2027-01-14")
-    # Deleting X frees 01-13 for C. Knowing only X's desired date, the window
-    # would be 01-11 alone: the carry into 01-12 is empty before and after,
-    # yet C's day changed two days later - which is why `touched` also holds
-    # the old desired-to-scheduled span.
-    touched: set[date] = set()
-    store.delete(x.key, touched)
-    assert touched == {D("2027-01-11"), D("2027-01-12"), D("2027-01-13")}
-    partial = MemoryBalanceStore(dict(store.rows))
-    await rebalance(partial, cap, TODAY, {D("2027-01-11")})
-    assert partial.rows[c.key].scheduled == D("2027-01-14")  # stale
-    await rebalance(store, cap, TODAY, touched)
+    # Deleting X frees 01-13 for C, two days after X's desired date: the
+    # walk follows X out of each day's carry until its old day.
+    delta = BalanceDelta()
+    store.delete(x.key, delta)
+    await rebalance(store, cap, TODAY, delta)
     assert store.rows[c.key].scheduled == D("2027-01-13")
     assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
+
+
+async def test_a_row_the_sender_took_frees_its_place() -> None:
+    # The same book; the sender marks X sent (a balance gap, no write of
+    # mailplan's): the next rebalance, even with no change of its own,
+    # moves C up to 01-13.
+    cap = Capacity(cap=1, threshold=1, ed_limit=9, window=1)
+    a, x = row(1, "2027-01-11", 10), row(2, "2027-01-11", 20)
+    b, c = row(3, "2027-01-12", 10), row(4, "2027-01-13", 30)
+    store = MemoryBalanceStore()
+    store.load_balanced([a, x, b, c], cap, TODAY)
+    store.take(x.key)
+    result = await rebalance(store, cap, TODAY, BalanceDelta())
+    assert store.rows[c.key].scheduled == D("2027-01-13")
+    assert result.rows_changed == 1
+    assert store.gaps == []
+    assert store.counts_match()
+
+
+async def test_crowded_day_is_read_at_its_boundary_only() -> None:
+    # C = 100, T = 120: today has 130 birthday rows (priorities 10..139), so
+    # 100 stay and 30 are carried to tomorrow, which is empty. A new row of
+    # priority 5 joins today: it stays, and the last kept row (priority
+    # 109) moves to tomorrow. Only the rows around the boundary are read.
+    cap = Capacity(cap=100, threshold=120, ed_limit=9, window=1)
+    items = [row(n, TODAY.isoformat(), 10 + n) for n in range(130)]
+    store = MemoryBalanceStore()
+    store.load_balanced(items, cap, TODAY)
+    assert sum(r.scheduled == TODAY for r in store.rows.values()) == 100
+    delta = BalanceDelta()
+    store.insert(row(500, TODAY.isoformat(), 5), delta)
+    result = await rebalance(store, cap, TODAY, delta)
+    assert store.rows[(500, BD, TODAY)].scheduled == TODAY
+    assert store.rows[(99, BD, TODAY)].scheduled == TODAY + DAY
+    assert store.rows[(98, BD, TODAY)].scheduled == TODAY
+    assert result.rows_changed == 1  # row 99; the new row stays where it is
+    assert store.calls["day_rows"] == 0
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
+    assert store.counts_match()
 
 
 async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
@@ -134,9 +171,9 @@ async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
     store = MemoryBalanceStore()
     store.load_balanced(items, ROOMY, TODAY)
     assert {r.step1 for r in store.rows.values()} == {D("2027-01-20")}
-    touched: set[date] = set()
-    store.insert(row(104, "2027-01-20", 20, ED), touched)
-    await rebalance(store, ROOMY, TODAY, touched)
+    delta = BalanceDelta()
+    store.insert(row(104, "2027-01-20", 20, ED), delta)
+    await rebalance(store, ROOMY, TODAY, delta)
     # b2sum shifts (see test_balance): 101 -1, 102 +1, 103 -2, 104 -2.
     assert {k[0]: r.step1 for k, r in store.rows.items()} == {
         101: D("2027-01-19"),
@@ -144,6 +181,7 @@ async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
         103: D("2027-01-18"),
         104: D("2027-01-18"),
     }
+    assert store.counts_match()
 
 
 async def test_global_rebalance_from_any_stored_state() -> None:
@@ -157,11 +195,11 @@ async def test_global_rebalance_from_any_stored_state() -> None:
     assert result.windows == 1
 
 
-async def test_nothing_touched_does_nothing() -> None:
+async def test_nothing_changed_does_nothing() -> None:
     store = MemoryBalanceStore()
     store.load_balanced(sixty_days(), ROOMY, TODAY)
-    assert await rebalance(store, ROOMY, TODAY, set()) == RebalanceResult()
-    assert not store.calls
+    assert await rebalance(store, ROOMY, TODAY, BalanceDelta()) == RebalanceResult()
+    assert set(store.calls) == {"take_gaps"}
     assert await rebalance(MemoryBalanceStore(), ROOMY, TODAY, None) == RebalanceResult()
 
 
@@ -205,16 +243,18 @@ def scenario(draw: st.DrawFn) -> tuple[Capacity, list[BalanceItem]]:
     return cap, list(seen.values())
 
 
-def _change(data: st.DataObject, store: MemoryBalanceStore) -> set[date]:
-    """One batch of writes, each row changed at most once; returns touched."""
-    touched: set[date] = set()
+def _change(data: st.DataObject, store: MemoryBalanceStore) -> BalanceDelta:
+    """One batch of writes, each row changed at most once; returns the delta."""
+    touched = BalanceDelta()
     keys = sorted(store.rows)
     chosen = data.draw(st.lists(st.sampled_from(keys), unique=True, max_size=6)) if keys else []
     for key in chosen:
-        op = data.draw(st.sampled_from(("delete", "move", "priority", "interval")))
+        op = data.draw(st.sampled_from(("delete", "move", "priority", "interval", "sent")))
         old = store.rows[key].item
         if op == "delete":
             store.delete(key, touched)
+        elif op == "sent":
+            store.take(key)
         elif op == "move":
             desired = TODAY + data.draw(st.integers(-2, 24)) * DAY
             store.update(old._replace(desired=desired, allowed_to=None), touched)
@@ -232,17 +272,18 @@ def _change(data: st.DataObject, store: MemoryBalanceStore) -> set[date]:
 
 @settings(max_examples=150, deadline=None)
 @given(scenario(), st.data(), st.sampled_from((1, 2, 3, 32)))
-async def test_windowed_equals_global(
+async def test_incremental_equals_global(
     case: tuple[Capacity, list[BalanceItem]], data: st.DataObject, chunk_days: int
 ) -> None:
     cap, items = case
     store = MemoryBalanceStore()
     store.load_balanced(items, cap, TODAY)
     for _ in range(data.draw(st.integers(1, 3))):
-        touched = _change(data, store)
-        await rebalance(store, cap, TODAY, touched, chunk_days=chunk_days)
+        delta = _change(data, store)
+        await rebalance(store, cap, TODAY, delta, chunk_days=chunk_days)
         expected = balance(store.items(), cap, TODAY)
         assert store.state() == expected
+        assert store.counts_match()
 
 
 @settings(max_examples=60, deadline=None)
@@ -258,6 +299,7 @@ async def test_global_equals_balance(
     chunk = data.draw(st.integers(1, 40))
     await rebalance(store, cap, TODAY, None, chunk_days=chunk)
     assert store.state() == balance(items, cap, TODAY)
+    assert store.counts_match()
 
 
 def _random_item(rnd: random.Random, cid: int) -> BalanceItem:
@@ -272,25 +314,28 @@ def _random_item(rnd: random.Random, cid: int) -> BalanceItem:
     )
 
 
-def _random_change(rnd: random.Random, store: MemoryBalanceStore) -> set[date]:
-    touched: set[date] = set()
+def _random_change(rnd: random.Random, store: MemoryBalanceStore) -> BalanceDelta:
+    touched = BalanceDelta()
     keys = sorted(store.rows)
     for key in rnd.sample(keys, min(len(keys), rnd.randint(0, 5))):
         old = store.rows[key]
-        op = rnd.choice(("delete", "move", "priority", "interval"))
+        op = rnd.choice(("delete", "move", "priority", "interval", "sent"))
         if op == "delete":
             store.delete(key, touched)
+        elif op == "sent":
+            store.take(key)
         elif op == "move":
             moved = TODAY + rnd.randint(-2, 40) * DAY
             store.update(
                 old.item._replace(desired=moved, allowed_from=None, allowed_to=None), touched
             )
         elif op == "priority":
-            store.update(old.item._replace(priority=rnd.choice((5, 25, 60))), touched)
-            if rnd.random() < 0.5:
-                # The writer may also start the row's balancing over.
-                d = old.item.desired
-                store.rows[key] = store.rows[key]._replace(step1=d, scheduled=d)
+            # The writer may also start the row's balancing over.
+            store.update(
+                old.item._replace(priority=rnd.choice((5, 25, 60))),
+                touched,
+                restart=rnd.random() < 0.5,
+            )
         else:
             a_to = max(TODAY, old.item.desired) + rnd.randint(0, 2) * DAY
             store.update(old.item._replace(allowed_to=a_to), touched)
@@ -302,7 +347,7 @@ def _random_change(rnd: random.Random, store: MemoryBalanceStore) -> set[date]:
 
 
 @pytest.mark.parametrize("seed", range(40))
-async def test_windowed_equals_global_on_larger_books(seed: int) -> None:
+async def test_incremental_equals_global_on_larger_books(seed: int) -> None:
     # Up to 400 rows over six weeks, several rounds of changes: long carries,
     # many windows, smoothing crossing L both ways.
     rnd = random.Random(seed)
@@ -318,6 +363,7 @@ async def test_windowed_equals_global_on_larger_books(seed: int) -> None:
     store.load_balanced(list(items.values()), cap, TODAY)
     chunk = rnd.choice((1, 2, 3, 5, 32))
     for _ in range(4):
-        touched = _random_change(rnd, store)
-        await rebalance(store, cap, TODAY, touched, chunk_days=chunk)
+        delta = _random_change(rnd, store)
+        await rebalance(store, cap, TODAY, delta, chunk_days=chunk)
         assert store.state() == balance(store.items(), cap, TODAY)
+        assert store.counts_match()
