@@ -322,9 +322,11 @@ async def _rebalance(
     # upstream writers, as the store's writer gap); until it has finished, the
     # stored balance is no basis for an incremental one, also after a crash.
     await invalidate_balance(store)
-    # Gaps recorded so far are covered by this pass; one recorded while
-    # it has committed part way stays for the incremental rebalance after.
+    # Gaps recorded so far are covered by this pass; of those recorded while
+    # it commits part way, the ones its reads did not see stay for the
+    # incremental rebalance after.
     await store.clear_balance_gaps()
+    version, own = await store.plan_version()
     since = time.monotonic()
 
     async def pause() -> None:
@@ -336,7 +338,13 @@ async def _rebalance(
     result = await rebalance(
         store, cap, today, None, chunk_days=GLOBAL_CHUNK_DAYS, pause=pause if pauses else None
     )
-    await store.set_state(BALANCE_BASIS, basis)
+    now, own_now = await store.plan_version()
+    if now - version == own_now - own:
+        await store.set_state(BALANCE_BASIS, basis)
+    else:
+        # Another process wrote plan rows while this pass committed part way:
+        # its result is no basis; the next rebalance goes global again.
+        log.warning("global_rebalance_overlapped", others=(now - version) - (own_now - own))
     return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
 
 

@@ -168,7 +168,12 @@ class _Global:
             return RebalanceResult()
         half = self.cap.window // 2
         lo, hi = date.min, self.today + self.chunk * ONE_DAY
+        # Gaps others leave while this pass commits part way: which of them
+        # its reads already saw is settled at the end (store.settle_gaps).
+        since = await self.store.gap_mark()
+        reads: list[tuple[date, date, int]] = []
         while True:
+            reads.append((lo, hi, await self.store.gap_mark()))
             self._add(await self.store.rows_by_desired(lo, hi))
             done = hi > last
             self._sweep(None if done else hi - half * ONE_DAY)
@@ -177,6 +182,7 @@ class _Global:
                 step1s, scheduled = self.step1s, self.placer.scheduled
                 days = sorted(set(step1s) | set(scheduled))
                 await self.store.put_balance_days((d, step1s[d], scheduled[d]) for d in days)
+                await self.store.settle_gaps(since, reads)
                 return RebalanceResult(self.changed, self.placer.days, 1)
             if self.pause is not None:
                 # Everything read so far is held here; later chunks only

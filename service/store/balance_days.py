@@ -20,7 +20,51 @@ from service.store.types import DayCounts
 
 
 class BalanceDaysMixin(StoreBase):
-    """Reads and writes ``balance_days``."""
+    """Reads and writes ``balance_days``, the plan version and the gap marks."""
+
+    _own_plan_writes = 0
+    """Plan-version bumps made through this store object."""
+
+    async def bump_plan_version(self) -> None:
+        """Record, inside a write transaction, that plan rows or their balance changed."""
+        await self.execute("bump_plan_version")
+        self._own_plan_writes += 1
+
+    async def plan_version(self) -> tuple[int, int]:
+        """(the plan version, how many of its bumps were this store's)."""
+        row = await self.fetchone("plan_version")
+        return (int(row[0]) if row else 0), self._own_plan_writes
+
+    async def gap_mark(self) -> int:
+        """The id of the last balance gap recorded so far (0: none)."""
+        row = await self.fetchone("balance_gaps_mark")
+        return int(row[0]) if row else 0
+
+    async def settle_gaps(self, since: int, reads: Sequence[tuple[date, date, int]]) -> int:
+        """After a global rebalance that read desired dates ``[lo, hi)`` when the
+        last gap was ``mark`` (``reads``): forget the gaps recorded after
+        ``since`` that its reads already saw (the row gone, or back, before its
+        dates were read); the others stay for the next incremental rebalance.
+        Returns how many stay."""
+        rows = await self.fetchall("balance_gaps_since", {"id": since})
+        forget: list[tuple[int]] = []
+        for gap_id, day_text, back in rows:
+            try:
+                day = date.fromisoformat(str(day_text)[:10])
+            except ValueError:
+                forget.append((gap_id,))
+                continue
+            mark = next((m for lo, hi, m in reads if lo <= day < hi), None)
+            if mark is None:
+                # Dates never read: a row gone was not in the balance; a row
+                # back must still be added.
+                if not back:
+                    forget.append((gap_id,))
+            elif gap_id <= mark:
+                forget.append((gap_id,))
+        if forget:
+            await self.executemany("delete_balance_gap", forget)
+        return len(rows) - len(forget)
 
     async def balance_days(self) -> DayCounts:
         """Every day's (step-1 rows, scheduled rows)."""

@@ -156,3 +156,4 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
             for (cid, etype, ev), s1, day in updates
         ]
         await self.executemany("balance_save", rows)
+        await self.bump_plan_version()

@@ -337,6 +337,21 @@ class BalanceStore(Protocol):
         the dates they had, and rows others put back into it."""
         ...
 
+    async def gap_mark(self) -> int:
+        """The id of the last balance gap recorded so far (0: none)."""
+        ...
+
+    async def settle_gaps(self, since: int, reads: Sequence[tuple[date, date, int]]) -> int:
+        """Forget the gaps after ``since`` that a global rebalance's reads
+        (desired dates ``[lo, hi)`` read when the last gap was ``mark``)
+        already saw; how many stay."""
+        ...
+
+    async def plan_version(self) -> tuple[int, int]:
+        """(transactions that changed plan rows or their balance, in any
+        process; how many of them were this store's)."""
+        ...
+
     async def balance_days(self) -> DayCounts:
         """The per-day counts of swept rows: (step-1 rows, scheduled rows)."""
         ...

@@ -104,6 +104,16 @@ class MemoryBalanceStore:
         self.gaps = []
         return gone, back
 
+    async def gap_mark(self) -> int:
+        return 0
+
+    async def settle_gaps(self, since: int, reads: Sequence[tuple[date, date, int]]) -> int:
+        # One process, no concurrent writer: every gap left is still pending.
+        return len(self.gaps)
+
+    async def plan_version(self) -> tuple[int, int]:
+        return 0, 0
+
     async def balance_days(self) -> DayCounts:
         self.calls["balance_days"] += 1
         return {d: (a, b) for d, (a, b) in self.counts.items()}

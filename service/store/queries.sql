@@ -309,6 +309,24 @@ SELECT id, contact_id, email_type,
        scheduled_send_date, back
 FROM scheduler_balance_gaps ORDER BY id;
 
+-- name: bump_plan_version
+-- Counts the transactions that change plan rows or their balance (any
+-- process): a global rebalance that sees it move by someone else's write
+-- while it committed part way does not vouch for the balance.
+INSERT INTO scheduler_state (key, value, updated_at) VALUES ('plan_version', '1', datetime('now'))
+ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+
+-- name: plan_version
+SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM scheduler_state
+                 WHERE key = 'plan_version'), 0);
+
+-- name: balance_gaps_since
+SELECT id, COALESCE(desired_date, scheduled_send_date), back
+FROM scheduler_balance_gaps WHERE id > :id ORDER BY id;
+
+-- name: delete_balance_gap
+DELETE FROM scheduler_balance_gaps WHERE id = ?;
+
 -- name: balance_gaps_mark
 SELECT COALESCE(max(id), 0) FROM scheduler_balance_gaps;
 

@@ -318,6 +318,8 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         diff = diff_plan(stored, selected, differ)
         diff.unchanged += unchanged
         inserted = await self._apply(diff)
+        if diff.inserts or diff.updates or diff.deletes:
+            await self.bump_plan_version()
         if inserted != len(diff.inserts):
             diff.balance.exact = False
         # The per-day counts follow the table in the same transaction.
