@@ -173,8 +173,15 @@ class _Global:
         since = await self.store.gap_mark()
         reads: list[tuple[date, date, int]] = []
         while True:
-            reads.append((lo, hi, await self.store.gap_mark()))
-            self._add(await self.store.rows_by_desired(lo, hi))
+            if self.pause is None:
+                mark, rows = await self._read(lo, hi)
+            else:
+                # Reads of a large book take seconds: not while holding the
+                # write lock (WAL readers keep no writer waiting).
+                async with self.store.outside_write_lock():
+                    mark, rows = await self._read(lo, hi)
+            reads.append((lo, hi, mark))
+            self._add(rows)
             done = hi > last
             self._sweep(None if done else hi - half * ONE_DAY)
             await self._save()
@@ -184,11 +191,11 @@ class _Global:
                 await self.store.put_balance_days((d, step1s[d], scheduled[d]) for d in days)
                 await self.store.settle_gaps(since, reads)
                 return RebalanceResult(self.changed, self.placer.days, 1)
-            if self.pause is not None:
-                # Everything read so far is held here; later chunks only
-                # read rows with later desired dates.
-                await self.pause()
             lo, hi = hi, hi + self.chunk * ONE_DAY
+
+    async def _read(self, lo: date, hi: date) -> tuple[int, list[StoredRow]]:
+        # The gap mark and the rows in one read: which gaps the rows reflect.
+        return await self.store.gap_mark(), await self.store.rows_by_desired(lo, hi)
 
     def _add(self, batch: list[StoredRow]) -> None:
         # A full recompute passes every plan row of the book through here:

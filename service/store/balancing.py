@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
+
+import anyio
 
 from service.errors import StoreError
 from service.planning.balance import BalanceItem
@@ -78,6 +81,25 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         await self._end("COMMIT")
         await asyncio.sleep(seconds)
         await self._begin("BEGIN IMMEDIATE")
+
+    @asynccontextmanager
+    async def outside_write_lock(self) -> AsyncIterator[None]:
+        """Inside :meth:`transaction`: commit the work so far and run the body
+        in a read snapshot, so its reads keep no upstream writer waiting; then
+        take the write lock again for the rest of the caller's transaction
+        (whose context commits or rolls back that part)."""
+        if not self.in_write_transaction:
+            raise StoreError("outside_write_lock needs an open write transaction")
+        await self._end("COMMIT")
+        self._last_write_end = anyio.current_time()
+        self._tx = None
+        try:
+            async with self.snapshot():
+                yield
+        finally:
+            await self._writer_gap()
+            await self._begin("BEGIN IMMEDIATE")
+            self._tx = "write"
 
     async def _stored_rows(self, name: str, params: Mapping[str, str | int]) -> list[StoredRow]:
         out: list[StoredRow] = []

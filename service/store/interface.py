@@ -337,6 +337,11 @@ class BalanceStore(Protocol):
         the dates they had, and rows others put back into it."""
         ...
 
+    def outside_write_lock(self) -> AbstractAsyncContextManager[None]:
+        """Inside a write transaction: commit, run the body's reads in a read
+        snapshot, then take the write lock again."""
+        ...
+
     async def gap_mark(self) -> int:
         """The id of the last balance gap recorded so far (0: none)."""
         ...

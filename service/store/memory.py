@@ -11,7 +11,8 @@ recorded as balance gaps, as the database's triggers do.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -103,6 +104,10 @@ class MemoryBalanceStore:
         back = [r for r, is_back in self.gaps if is_back]
         self.gaps = []
         return gone, back
+
+    @asynccontextmanager
+    async def outside_write_lock(self) -> AsyncIterator[None]:
+        yield
 
     async def gap_mark(self) -> int:
         return 0
