@@ -137,8 +137,18 @@ class _Counts:
 class Incremental:
     """One incremental rebalance over ``store`` (see the module docstring)."""
 
-    def __init__(self, store: BalanceStore, cap: Capacity, today: date) -> None:
+    def __init__(
+        self,
+        store: BalanceStore,
+        cap: Capacity,
+        today: date,
+        since: tuple[Capacity, date] | None = None,
+    ) -> None:
         self.store, self.cap, self.today = store, cap, today
+        # The stored balance's capacity and day (a new day rebases onto today).
+        self.old_cap, self.old_today = since or (cap, today)
+        if self.old_today > today or self.old_cap.window != cap.window:
+            raise CountsMismatch("a balance for a later day or another window is no basis")
         self.rows: dict[RowKey, Row] = {}
         """Old-balance rows read from the table (not part of the change), by key."""
         self.delta_keys: set[RowKey] = set()
@@ -205,6 +215,14 @@ class Incremental:
                   gaps_back: Sequence[StoredRow]) -> IncrementalResult:  # fmt: skip
         gone = list(delta.gone) + list(gaps_gone)
         added = list(delta.added) + list(gaps_back)
+        if self.old_today < self.today:
+            # Rows the old balance kept before today (not sent yet) compete
+            # from today on: out at their old day, in at today.
+            keys = {r.item.key for r in (*gone, *added)}
+            for r in await self.store.rows_before(self.today):
+                if r.item.key not in keys and r.step1 is not None:
+                    gone.append(r)
+                    added.append(r)
         if gaps_gone or gaps_back:
             # Rows others moved: the counts follow the table first.
             gaps = BalanceDelta()
@@ -232,24 +250,26 @@ class Incremental:
             self.delta_keys.add(r.item.key)
         for r in added:
             self.delta_keys.add(r.item.key)
-        ed_days = {r.item.desired for r in (*gone, *added) if r.item.key[1] == EFFECTIVE_DATE}
-        new_counts = await self.store.ed_counts(sorted(ed_days)) if ed_days else {}
-        limit = self.cap.ed_limit
-        crossing: set[date] = set()
-        change: dict[date, int] = {}
-        for sign, rows in ((1, added), (-1, gone)):
-            for r in rows:
-                if r.item.key[1] == EFFECTIVE_DATE:
-                    change[r.item.desired] = change.get(r.item.desired, 0) + sign
-        for day in ed_days:
-            n_new = new_counts.get(day, 0)
-            n_old = n_new - change.get(day, 0)
-            if (n_old > limit) != (n_new > limit):
-                crossing.add(day)
-        if crossing:
-            # Every effective-date row of such a date moves: old and new versions.
-            for s in await self.store.ed_rows_by_desired(sorted(crossing)):
-                if s.item.key in self.delta_keys or s.step1 is None:
+        new_counts, crossing = await self._crossing(gone, added)
+        recheck: set[date] = set()
+        if self.old_today < self.today:
+            # A smoothing move may not land before today: rows moved onto the
+            # days that have passed since go back to their desired date.
+            half = self.cap.window // 2
+            first = self.old_today - half * ONE_DAY
+            span = (self.today - first).days + half + 1
+            recheck.update(first + k * ONE_DAY for k in range(span))
+        if crossing or recheck:
+            # Every effective-date row of a crossing date moves (old and new
+            # versions); of a date near the days passed, those whose move changes.
+            rows = await self.store.ed_rows_by_desired(sorted(crossing | recheck))
+            missing = sorted({s.item.desired for s in rows} - set(new_counts))
+            if missing:
+                new_counts.update(await self.store.ed_counts(missing))
+            fresh = [s for s in rows if s.item.key not in self.delta_keys and s.step1 is not None]
+            steps = _step1_dates([s.item for s in fresh], new_counts, self.cap, self.today)
+            for s, s1 in zip(fresh, steps, strict=True):
+                if s.item.desired not in crossing and s1 == s.step1:
                     continue
                 self.delta_keys.add(s.item.key)
                 gone.append(s)
@@ -261,12 +281,47 @@ class Incremental:
             for r, s1 in zip(added, new_steps, strict=True)
         ]
 
+    async def _crossing(
+        self, gone: list[StoredRow], added: list[StoredRow]
+    ) -> tuple[dict[date, int], set[date]]:
+        """The new number of ``effective_date`` rows on each desired date that
+        matters, and the dates whose crowding (more than ``L``) changes."""
+        ed_days = {r.item.desired for r in (*gone, *added) if r.item.key[1] == EFFECTIVE_DATE}
+        old_limit, limit = self.old_cap.ed_limit, self.cap.ed_limit
+        if old_limit != limit:
+            # Every date whose count lies between the two limits changes.
+            new_counts = await self.store.ed_counts(None)
+            ed_days.update(new_counts)
+        else:
+            new_counts = await self.store.ed_counts(sorted(ed_days)) if ed_days else {}
+        change: dict[date, int] = {}
+        for sign, rows in ((1, added), (-1, gone)):
+            for r in rows:
+                if r.item.key[1] == EFFECTIVE_DATE:
+                    change[r.item.desired] = change.get(r.item.desired, 0) + sign
+        crossing: set[date] = set()
+        for day in ed_days:
+            n_new = new_counts.get(day, 0)
+            n_old = n_new - change.get(day, 0)
+            if (n_old > old_limit) != (n_new > limit):
+                crossing.add(day)
+        return new_counts, crossing
+
     async def _walk(self) -> None:
         arrivals: dict[date, tuple[list[Row], list[Row]]] = {}
         for r in self.added:
             arrivals.setdefault(self._arrival(r), ([], []))[0].append(r)
         for r in self.gone:
-            arrivals.setdefault(self._arrival(r), ([], []))[1].append(r)
+            # Only the old sweep from today on matters.
+            if r.old is not None and r.old >= self.today:
+                arrivals.setdefault(self._arrival(r), ([], []))[1].append(r)
+        old, new = self.old_cap, self.cap
+        if (old.cap, old.threshold) != (new.cap, new.threshold):
+            # Another cap or threshold changes every day crowded under either.
+            low = min(old.threshold, new.threshold)
+            for day in self.counts.days:
+                if day >= self.today and self._old_n(day) > low:
+                    arrivals.setdefault(day, ([], []))
         pending = sorted(arrivals)
         p: list[Row] = []
         q: list[Row] = []
@@ -285,9 +340,10 @@ class Incremental:
             day += ONE_DAY
 
     def _old_n(self, day: date) -> int:
-        """Candidates of ``day`` in the old sweep: arrivals plus the carry in."""
-        if day <= self.today:
-            return self.counts.upto(self.today)[0]
+        """Candidates of ``day`` in the old sweep: arrivals plus the carry in
+        (rows arrived before ``day`` and not scheduled before it)."""
+        if day <= self.old_today:
+            return self.counts.upto(self.old_today)[0]
         arrived = self.counts.step1.get(day, 0)
         s1, sc = self.counts.upto(day - ONE_DAY)
         return arrived + s1 - sc
@@ -295,14 +351,14 @@ class Incremental:
     async def _day(self, day: date, p: list[Row], q: list[Row]) -> tuple[list[Row], list[Row]]:
         n_old = self._old_n(day)
         n_new = n_old + len(p) - len(q)
-        threshold, cap = self.cap.threshold, self.cap.cap
-        if n_old <= threshold and n_new <= threshold:
+        old, new = self.old_cap.threshold, self.cap.threshold
+        if n_old <= old and n_new <= new:
             for r in p:
                 self._place(r, day)
             return [], []
-        if n_new <= threshold:
+        if n_new <= new:
             return await self._drain(day, p, q)
-        if n_old > threshold and self.counts.sched.get(day, 0) == cap:
+        if n_old > old and self.counts.sched.get(day, 0) == self.old_cap.cap:
             moved = await self._boundary(day, p, q)
             if moved is not None:
                 return moved
@@ -355,7 +411,8 @@ class Incremental:
         q_forced = sum(1 for r in q if r.forced(day))
         q_ids = {id(r) for r in q}
         shift = len(p_forced) - q_forced
-        n = len(p) + len(q) + abs(shift) + 2
+        grow = self.cap.cap - self.old_cap.cap
+        n = len(p) + len(q) + abs(shift) + abs(grow) + 2
         while n <= MAX_REGION:
             kept, all_kept = await self._old_kept_last(day, n)
             carry = await self._old_carried(day, n)
@@ -374,7 +431,7 @@ class Incremental:
                 and not (hi is not None and r.sort > hi)
             ]  # fmt: skip
             region = sorted([r for r in (*kept, *carry) if id(r) not in q_ids] + middle, key=_sort)
-            room = len(kept) - shift + q_core - len(below)
+            room = len(kept) - shift + grow + q_core - len(below)
             if 0 <= room <= len(region):
                 for r in (*p_forced, *below, *region[:room]):
                     self._place(r, day)

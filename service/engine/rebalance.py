@@ -66,6 +66,7 @@ async def rebalance(
     *,
     chunk_days: int = CHUNK_DAYS,
     pause: Callable[[], Awaitable[None]] | None = None,
+    since: tuple[Capacity, date] | None = None,
 ) -> RebalanceResult:
     """Bring the stored balance up to date (SPEC 6, invariant I2).
 
@@ -78,6 +79,11 @@ async def rebalance(
     is saved: the engine commits there and lets upstream writers in, so a
     global rebalance of a large book is a run of short transactions.
 
+    ``since``, with a ``delta``: the capacity and day of the stored balance
+    when they differ from ``cap`` and ``today`` (a new day, a new capacity
+    snapshot): the incremental rebalance then also moves what they change,
+    and the result is the global balance for ``today`` all the same.
+
     Raises :class:`~service.engine.incremental.CountsMismatch` (before saving
     anything but the consumed gaps) when the per-day counts disagree with the
     rows; a global rebalance then puts everything right.
@@ -86,11 +92,11 @@ async def rebalance(
         result = await _Global(store, cap, today, chunk_days, pause).run()
     else:
         gone, back = await store.take_gaps()
-        if not delta and not gone and not back:
+        if not delta and not gone and not back and since is None:
             return RebalanceResult()
         if not delta.exact:
             raise CountsMismatch("a write could not vouch for the table")
-        moved = await Incremental(store, cap, today).run(delta, gone, back)
+        moved = await Incremental(store, cap, today, since).run(delta, gone, back)
         result = RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows)
     log.debug(
         "rebalanced",

@@ -129,10 +129,16 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
         return await self._stored_rows("balance_ed_rows_by_desired", params)
 
-    async def ed_counts(self, days: Sequence[date]) -> dict[date, int]:
-        params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
-        rows = await self.fetchall("balance_ed_counts", params)
-        return {_DATES[r[0]]: int(r[1]) for r in rows}  # type: ignore[misc]
+    async def ed_counts(self, days: Sequence[date] | None) -> dict[date, int]:
+        if days is None:
+            rows = await self.fetchall("balance_ed_counts_all")
+        else:
+            params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
+            rows = await self.fetchall("balance_ed_counts", params)
+        return {_DATES[r[0]]: int(r[1]) for r in rows if _DATES[r[0]] is not None}  # type: ignore[misc]
+
+    async def rows_before(self, day: date) -> list[StoredRow]:
+        return await self._stored_rows("balance_rows_before", {"day": day.isoformat()})
 
     async def kept_last(self, day: date, n: int) -> list[StoredRow]:
         rows = await self._stored_rows("balance_kept_last", {"day": day.isoformat(), "n": n})

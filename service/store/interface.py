@@ -314,8 +314,13 @@ class BalanceStore(Protocol):
         """``effective_date`` rows whose desired date is one of ``days``."""
         ...
 
-    async def ed_counts(self, days: Sequence[date]) -> dict[date, int]:
-        """How many ``effective_date`` rows have each of ``days`` as desired date."""
+    async def ed_counts(self, days: Sequence[date] | None) -> dict[date, int]:
+        """How many ``effective_date`` rows have each of ``days`` (every
+        date if ``None``) as desired date."""
+        ...
+
+    async def rows_before(self, day: date) -> list[StoredRow]:
+        """Rows scheduled before ``day``."""
         ...
 
     async def kept_last(self, day: date, n: int) -> list[StoredRow]:

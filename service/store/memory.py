@@ -61,16 +61,20 @@ class MemoryBalanceStore:
             if r.item.key[1] == EFFECTIVE_DATE and r.item.desired in wanted
         ]
 
-    async def ed_counts(self, days: Sequence[date]) -> dict[date, int]:
+    async def ed_counts(self, days: Sequence[date] | None) -> dict[date, int]:
         self.calls["ed_counts"] += 1
-        wanted = set(days)
+        wanted = None if days is None else set(days)
         return dict(
             Counter(
                 r.item.desired
                 for r in self.rows.values()
-                if r.item.key[1] == EFFECTIVE_DATE and r.item.desired in wanted
+                if r.item.key[1] == EFFECTIVE_DATE and (wanted is None or r.item.desired in wanted)
             )
         )
+
+    async def rows_before(self, day: date) -> list[StoredRow]:
+        self.calls["rows_before"] += 1
+        return [r for r in self.rows.values() if r.step1 is not None and r.scheduled < day]
 
     async def kept_last(self, day: date, n: int) -> list[StoredRow]:
         self.calls["kept_last"] += 1

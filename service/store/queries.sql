@@ -385,3 +385,14 @@ SELECT desired_date, count(*) FROM email_schedules
 WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
   AND desired_date IN (SELECT value FROM json_each(:days))
 GROUP BY desired_date;
+
+-- name: balance_ed_counts_all
+SELECT desired_date, count(*) FROM email_schedules
+WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
+GROUP BY desired_date;
+
+-- name: balance_rows_before
+-- Rows a balance for an earlier day kept before :day (a new day's rebase).
+SELECT {balance_columns}
+FROM email_schedules
+WHERE status = 'pre-scheduled' AND scheduled_send_date < :day AND balance_date IS NOT NULL;

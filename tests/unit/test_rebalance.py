@@ -367,3 +367,59 @@ async def test_incremental_equals_global_on_larger_books(seed: int) -> None:
         await rebalance(store, cap, TODAY, delta, chunk_days=chunk)
         assert store.state() == balance(store.items(), cap, TODAY)
         assert store.counts_match()
+
+
+# --- a new day and a new capacity (the tick) --------------------------------
+
+
+async def test_a_new_day_moves_yesterdays_leftovers_to_today() -> None:
+    # C = 1, T = 1. Yesterday (01-10) kept A (p10) and carried B (p20) to
+    # 01-11, which also has C (p30): B stays, C goes to 01-12. A was not sent.
+    # On 01-11 A competes again and wins (priority 10): B moves to 01-12,
+    # C to 01-13.
+    cap = Capacity(cap=1, threshold=1, ed_limit=9, window=1)
+    a, b = row(1, "2027-01-10", 10), row(2, "2027-01-10", 20)
+    c = row(3, "2027-01-11", 30)
+    store = MemoryBalanceStore()
+    store.load_balanced([a, b, c], cap, TODAY)
+    assert [store.rows[r.key].scheduled for r in (a, b, c)] == [TODAY, TODAY + DAY, TODAY + 2 * DAY]
+    tomorrow = TODAY + DAY
+    await rebalance(store, cap, tomorrow, BalanceDelta(), since=(cap, TODAY))
+    assert [store.rows[r.key].scheduled for r in (a, b, c)] == [
+        tomorrow,
+        tomorrow + DAY,
+        tomorrow + 2 * DAY,
+    ]
+    assert store.state() == balance(store.items(), cap, tomorrow)
+    assert store.counts_match()
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario(), st.data())
+async def test_rebase_on_a_new_day_and_capacity_equals_global(
+    case: tuple[Capacity, list[BalanceItem]], data: st.DataObject
+) -> None:
+    cap, items = case
+    store = MemoryBalanceStore()
+    store.load_balanced(items, cap, TODAY)
+    day = TODAY
+    for _ in range(data.draw(st.integers(1, 3))):
+        # The sender takes some of today's rows; the day advances; the cap,
+        # threshold and smoothing limit may change (N changed); a change may
+        # come with it.
+        todays = sorted(k for k, r in store.rows.items() if r.scheduled == day)
+        for key in data.draw(st.lists(st.sampled_from(todays), unique=True)) if todays else []:
+            store.take(key)
+        new_day = day + data.draw(st.integers(0, 3)) * DAY
+        c = max(1, cap.cap + data.draw(st.integers(-2, 2)))
+        new_cap = Capacity(
+            c,
+            max(0, c + data.draw(st.integers(-1, 2))),
+            max(0, cap.ed_limit + data.draw(st.integers(-1, 1))),
+            cap.window,
+        )
+        delta = _change(data, store) if data.draw(st.booleans()) else BalanceDelta()
+        await rebalance(store, new_cap, new_day, delta, since=(cap, day))
+        assert store.state() == balance(store.items(), new_cap, new_day)
+        assert store.counts_match()
+        cap, day = new_cap, new_day
