@@ -1,10 +1,12 @@
 """The calendar tick (SPEC 8.4): what the passage of a local day changes.
 
 Once per local date the daemon stores *today*, takes the day's capacity
-snapshot, recomputes exactly the contacts whose review date has come (5.11) and
-rebalances globally. Whether a tick is due is decided by the date stored with
-the last tick, not by counting midnights, so a daemon that slept, saw the clock
-jump or was down for days runs exactly one tick for the date it wakes up on.
+snapshot, brings the balance to the new day and capacity (the result of a
+global rebalance, redone only where they change it), and recomputes exactly
+the contacts whose review date has come (5.11). Whether a tick is due is
+decided by the date stored with the last tick, not by counting midnights, so a
+daemon that slept, saw the clock jump or was down for days runs exactly one
+tick for the date it wakes up on.
 
 The due contacts are worked off in chunks, each its own transaction; the
 date is stored with the last one. A crash in between repeats the tick on the
@@ -90,10 +92,10 @@ async def tick_if_due(
     report = TickReport(today=today, previous=previous, contacts=0)
     async with store.transaction():
         run_id = await store.start_run("tick", today)
-        await engine.capacity_for(store, ctx, today, save=True)
-        # The chunks below skip their windowed rebalances (the global one at
-        # the end covers them); until then the stored balance is not global.
-        await engine.invalidate_balance(store)
+        # The balance of the previous day, brought to today and the day's
+        # capacity (only what those change is redone); the chunks below then
+        # rebalance incrementally on top of it.
+        report.stats.add(await engine.rebalance_new_day(store, ctx, today))
         due = await store.due_contacts(today)
         if moved_back or (previous is None and not await _planned_in_full(store, ctx, today)):
             await store.enqueue_event("recompute_all")
@@ -110,16 +112,11 @@ async def tick_if_due(
         ids = due[start : start + sizer.size]
         chunk_started = time.perf_counter()
         async with store.transaction():
-            report.stats.add(
-                await engine.recompute_contacts(
-                    store, ctx, ids, today, run_id, rebalance_windows=False
-                )
-            )
+            report.stats.add(await engine.recompute_contacts(store, ctx, ids, today, run_id))
         sizer.record(len(ids), time.perf_counter() - chunk_started)
         start += len(ids)
         report.contacts += len(ids)
     async with store.transaction():
-        report.stats.add(await engine.rebalance_all(store, ctx, today))
         await store.set_last_tick(today)
         report.ms = (time.perf_counter() - started) * 1000.0
         report.stats.contacts_recomputed = report.contacts

@@ -358,6 +358,43 @@ def _balance_basis(cap: Capacity, today: date) -> str:
     return f"v{BASIS_VERSION}/{today.isoformat()}/{c.cap}/{c.threshold}/{c.ed_limit}/{c.window}"
 
 
+def _parse_basis(text: str | None) -> tuple[Capacity, date] | None:
+    """The capacity and day of a stored balance basis of this version."""
+    parts = (text or "").split("/")
+    if len(parts) != 6 or parts[0] != f"v{BASIS_VERSION}":
+        return None
+    try:
+        day = date.fromisoformat(parts[1])
+        c, t, limit, w = (int(x) for x in parts[2:])
+    except ValueError:
+        return None
+    return Capacity(cap=c, threshold=t, ed_limit=limit, window=w), day
+
+
+async def rebalance_new_day(store: Store, ctx: PlanContext, today: date) -> RunStats:
+    """The tick's rebalance (SPEC 8.4), inside the caller's transaction: the
+    stored balance is brought to the global balance for ``today`` and the
+    day's capacity. When it is the global balance of an earlier day (the
+    previous tick's), only what the new day and capacity change is redone,
+    incrementally (the result equals a global rebalance, invariant I2);
+    otherwise, or if the per-day counts disagree, the rebalance is global."""
+    cap = await capacity_for(store, ctx, today, save=True)
+    basis = _balance_basis(cap, today)
+    stored = await store.get_state(BALANCE_BASIS)
+    if stored == basis:
+        return await _rebalance(store, ctx, today, BalanceDelta())
+    since = _parse_basis(stored)
+    if since is not None and since[1] <= today and since[0].window == cap.window:
+        try:
+            result = await rebalance(store, cap, today, BalanceDelta(), since=since)
+        except CountsMismatch as exc:
+            log.warning("balance_counts_mismatch", error=str(exc), action="global rebalance")
+        else:
+            await store.set_state(BALANCE_BASIS, basis)
+            return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
+    return await _rebalance(store, ctx, today, None)
+
+
 async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:
     """A global rebalance unless the stored balance already is the global one
     for today's capacity (inside the caller's transaction). Ends a fan-out
