@@ -309,6 +309,7 @@ def daemon(b: Bench, db: Path, args: argparse.Namespace) -> None:
         sender_day(b, db, obs, d, args.sender_seconds)
         burst(b, conn, obs, d, args.timeout)
         fanout(b, conn, obs, d, args.timeout)
+        end_of_day(b, conn, obs, d, args.timeout)
         b.add(
             "daemon RSS, steady (after the runs)",
             proc_status(d.proc.pid, "VmRSS"),
@@ -543,6 +544,40 @@ def _catch_up(obs: Observer, d: Daemon, commit: Commit) -> None:
     # Later measures need a drained inbox; give it time, unmeasured.
     print("  (waiting unmeasured for the rest of the burst)", flush=True)
     wait_until(lambda: obs.drained(commit.event) or not d.alive(), 3600, 0.5)
+
+
+def end_of_day(
+    b: Bench, conn: sqlite3.Connection, obs: Observer, d: Daemon, timeout: float
+) -> None:
+    """The sender sends the rest of the day's planned rows (in production over
+    the day, at the rate the sender day measures), so that the next day's tick
+    starts from the day a production database ends with: not measured against
+    a target, only recorded, and drained before the tick."""
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM email_schedules WHERE status = 'pre-scheduled' "
+            "AND scheduled_send_date <= ? ORDER BY id",
+            (b.today.isoformat(),),
+        )
+    ]
+    stamp = f"{b.today.isoformat()} 18:00:00"
+    lo = time.monotonic()
+    commit = None
+    for start in range(0, len(ids), 1000):
+        commit = upstream.mark_sent(conn, ids[start : start + 1000], stamp)
+        time.sleep(0.05)
+    took = _drain(b, obs, d, commit, timeout) if commit is not None else 0.0
+    b.add(
+        "end of day: the rest of the day's rows marked sent -> plans committed",
+        None if took is None else time.monotonic() - lo,
+        "s",
+        note=f"{len(ids):,} rows in commits of 1,000"
+        + ("" if took is not None else ", NOT drained"),
+    )
+    b.waits("end of day", lo, time.monotonic())
+    if took is None and commit is not None:
+        _catch_up(obs, d, commit)
 
 
 def fanout(b: Bench, conn: sqlite3.Connection, obs: Observer, d: Daemon, timeout: float) -> None:
