@@ -391,7 +391,7 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) 
             _out(report.drift_text(drift, args.format))
             # Drift, even repaired, means something wrote the plan behind
             # mailplan's back or a bug: exit 1 so the nightly timer alerts.
-            return 1 if drift.drift else 0
+            return 1 if drift.any else 0
         if args.dry_run:
             rows = await engine.dry_run_plan(store, ctx, today)
             if args.contact:

@@ -204,6 +204,7 @@ class DriftLike(Protocol):
     changed: int
     samples: list[str]
     repaired: bool
+    count_days: int
 
     @property
     def drift(self) -> int: ...
@@ -221,14 +222,24 @@ def drift_text(report: DriftLike, fmt: str) -> str:
                     "changed": report.changed,
                     "repaired": report.repaired,
                     "samples": report.samples,
+                    "balance_count_days": report.count_days,
                 },
                 sort_keys=True,
             )
             + "\n"
         )
-    if not report.drift:
+    if not report.drift and not report.count_days:
         return "verify: the stored plan equals a full recompute (no drift)\n"
-    lines = [
+    lines = []
+    if report.count_days:
+        lines.append(
+            f"verify: the balancing counts (balance_days) differ from the plan rows on "
+            f"{report.count_days} days; "
+            + ("rewritten by the full recompute" if report.repaired else "not repaired (dry run)")
+        )
+    if not report.drift:
+        return "\n".join(lines) + "\n"
+    lines += [
         f"verify: DRIFT of {report.drift} rows ({report.missing} missing, {report.extra} "
         f"extra, {report.changed} changed); "
         + (

@@ -113,9 +113,11 @@ async def verify(store: Store, ctx: PlanContext, today: date, *, repair: bool) -
     # One read snapshot for both sides: upstream commits meanwhile are no drift.
     async with store.snapshot():
         report = await store.compare_plan(await dry_run_plan(store, ctx, today))
-    if report.drift:
+        # The incremental rebalance relies on these (service.store.balance_days).
+        report.count_days = await store.balance_days_drift()
+    if report.any:
         log.warning("plan_drift", missing=report.missing, extra=report.extra,
-                    changed=report.changed)  # fmt: skip
+                    changed=report.changed, balance_count_days=report.count_days)  # fmt: skip
         if repair:
             report.repair_stats = await full_recompute(
                 store, ctx, today, trigger="verify", trust_fingerprints=False

@@ -77,6 +77,16 @@ class BalanceDaysMixin(StoreBase):
                 continue
         return out
 
+    async def balance_days_drift(self) -> int:
+        """How many days' counts differ from the table (the reconcile's check)."""
+        expected = {
+            str(day): (int(a), int(b))
+            for day, a, b in await self.fetchall("balance_days_expected")
+            if a or b
+        }
+        stored = {str(day): (int(a), int(b)) for day, a, b in await self.fetchall("balance_days")}
+        return sum(1 for d in set(expected) | set(stored) if expected.get(d) != stored.get(d))
+
     async def add_balance_days(self, deltas: Mapping[date, Sequence[int]]) -> None:
         """Add differences to the counts (inside a write transaction)."""
         rows = [(d.isoformat(), int(a), int(b)) for d, (a, b) in deltas.items() if a or b]

@@ -366,6 +366,10 @@ class BalanceStore(Protocol):
         """The per-day counts of swept rows: (step-1 rows, scheduled rows)."""
         ...
 
+    async def balance_days_drift(self) -> int:
+        """How many days' per-day counts differ from the table."""
+        ...
+
     async def add_balance_days(self, deltas: Mapping[date, Sequence[int]]) -> None:
         """Add differences to the per-day counts."""
         ...

@@ -127,6 +127,9 @@ class MemoryBalanceStore:
         self.calls["balance_days"] += 1
         return {d: (a, b) for d, (a, b) in self.counts.items()}
 
+    async def balance_days_drift(self) -> int:
+        return 0 if self.counts_match() else 1
+
     async def add_balance_days(self, deltas: Mapping[date, Sequence[int]]) -> None:
         self._add_counts(deltas)
 

@@ -396,3 +396,21 @@ GROUP BY desired_date;
 SELECT {balance_columns}
 FROM email_schedules
 WHERE status = 'pre-scheduled' AND scheduled_send_date < :day AND balance_date IS NOT NULL;
+
+-- name: balance_days_expected
+-- What balance_days must hold: the swept rows by step-1 and by scheduled
+-- date, with the rows of balance gaps not yet consumed (still counted if
+-- gone, not yet counted if back).
+SELECT day, sum(a), sum(b) FROM (
+    SELECT balance_date AS day, 1 AS a, 0 AS b FROM email_schedules
+    WHERE status = 'pre-scheduled' AND balance_date IS NOT NULL
+    UNION ALL
+    SELECT scheduled_send_date, 0, 1 FROM email_schedules
+    WHERE status = 'pre-scheduled' AND balance_date IS NOT NULL
+    UNION ALL
+    SELECT balance_date, CASE back WHEN 0 THEN 1 ELSE -1 END, 0 FROM scheduler_balance_gaps
+    WHERE balance_date IS NOT NULL AND scheduled_send_date IS NOT NULL
+    UNION ALL
+    SELECT scheduled_send_date, 0, CASE back WHEN 0 THEN 1 ELSE -1 END FROM scheduler_balance_gaps
+    WHERE balance_date IS NOT NULL AND scheduled_send_date IS NOT NULL
+) GROUP BY day;

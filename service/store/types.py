@@ -176,10 +176,17 @@ class DriftReport:
     samples: list[str] = field(default_factory=list)
     repaired: bool = False
     repair_stats: RunStats | None = None
+    count_days: int = 0
+    """Days whose per-day balancing counts differ from the plan rows."""
 
     @property
     def drift(self) -> int:
         return self.missing + self.extra + self.changed
+
+    @property
+    def any(self) -> bool:
+        """Anything to repair: plan rows, or the balancing counts."""
+        return bool(self.drift or self.count_days)
 
     def note(self, kind: str, row: ExportRow, new: ExportRow | None = None) -> None:
         """Count one difference (``missing``, ``extra`` or ``changed``); keep a few."""

@@ -367,3 +367,18 @@ async def test_global_rebalance_in_many_transactions_equals_the_dry_run(
     await writer
     assert _count(book, "SELECT count(*) FROM contacts WHERE last_emailed = '2026-11-01'") == 1
     await _assert_export_is_dry_run(store, TODAY)
+
+
+async def test_verify_finds_and_repairs_wrong_balancing_counts(store: Store, book: Path) -> None:
+    await engine.full_recompute(store, CTX, TODAY)
+    clean = await engine.verify(store, CTX, TODAY, repair=False)
+    assert (clean.drift, clean.count_days) == (0, 0)
+    # Something behind mailplan's back changes a count: the plan rows still
+    # equal a full recompute, but the next incremental rebalance would trust
+    # a wrong number of candidates on that day.
+    _upstream(book, "UPDATE balance_days SET scheduled = scheduled + 5 WHERE day = "
+                    "(SELECT min(day) FROM balance_days)")  # fmt: skip
+    found = await engine.verify(store, CTX, TODAY, repair=True)
+    assert (found.drift, found.count_days, found.repaired) == (0, 1, True)
+    again = await engine.verify(store, CTX, TODAY, repair=False)
+    assert (again.drift, again.count_days) == (0, 0)
