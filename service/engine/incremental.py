@@ -107,6 +107,10 @@ class IncrementalResult:
     rows_changed: int
     days_swept: int
     windows: int
+    rows_read: int = 0
+    """Rows read from the store (the cost: index seeks read a few)."""
+    whole_days: int = 0
+    """Days read whole (crossing the threshold, forced rows above the cap)."""
 
 
 @dataclass(slots=True)
@@ -157,10 +161,13 @@ class Incremental:
         self.placed: dict[int, tuple[Row, date]] = {}
         self.days = 0
         self.windows = 0
+        self.rows_read = 0
+        self.whole_days = 0
 
     # -- the old view of the table -------------------------------------------
 
     def _old_row(self, stored: StoredRow) -> Row | None:
+        self.rows_read += 1
         key = stored.item.key
         if key in self.delta_keys or stored.step1 is None:
             return None
@@ -379,6 +386,7 @@ class Incremental:
         self, day: date, p: list[Row], q: list[Row], n_old: int
     ) -> tuple[list[Row], list[Row]]:
         """The day selected from all its candidates, as the pure sweep does."""
+        self.whole_days += 1
         kept_old = await self._old_kept(day)
         carried_old = await self._old_carried(day, -1)
         if len(kept_old) + len(carried_old) != n_old:
@@ -463,7 +471,9 @@ class Incremental:
         if updates:
             await self.store.save(updates)
             await self.store.add_balance_days(days.days)
-        return IncrementalResult(len(updates), self.days, self.windows)
+        return IncrementalResult(
+            len(updates), self.days, self.windows, self.rows_read, self.whole_days
+        )
 
 
 def _bump(step1: dict[date, int], sched: dict[date, int], s1: date | None,

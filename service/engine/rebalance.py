@@ -17,6 +17,7 @@ on the change listing every row it moved (the writer's
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ log = structlog.get_logger(__name__)
 
 CHUNK_DAYS = 32
 """Days of desired dates a global rebalance reads per query."""
+
+SLOW_MS = 200.0
+"""An incremental rebalance taking this long is logged with what it read."""
 
 SAVE_BATCH = 4000
 """Rows per save of a global rebalance that pauses (about 50 ms of updates)."""
@@ -96,8 +100,18 @@ async def rebalance(
             return RebalanceResult()
         if not delta.exact:
             raise CountsMismatch("a write could not vouch for the table")
+        started = time.perf_counter()
         moved = await Incremental(store, cap, today, since).run(delta, gone, back)
         result = RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows)
+        ms = (time.perf_counter() - started) * 1000
+        if ms >= SLOW_MS:
+            # What a slow one did, for the operator (SPEC 12: a change costs
+            # index seeks; reading days whole is the exception).
+            log.info("rebalance_slow", ms=round(ms), rows_in=len(delta.added),
+                     rows_out=len(delta.gone), gaps=len(gone) + len(back),
+                     days=moved.days_swept, rows_read=moved.rows_read,
+                     whole_days=moved.whole_days, moved=moved.rows_changed,
+                     new_day=since is not None)  # fmt: skip
     log.debug(
         "rebalanced",
         scope="all" if delta is None else len(delta.gone) + len(delta.added),
