@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
@@ -327,16 +327,13 @@ async def _rebalance(
     # incremental rebalance after.
     await store.clear_balance_gaps()
     version, own = await store.plan_version()
-    since = time.monotonic()
-
-    async def pause() -> None:
-        nonlocal since
-        if time.monotonic() - since >= GLOBAL_COMMIT_EVERY_S:
-            await store.commit_and_resume(GLOBAL_COMMIT_GAP_S)
-            since = time.monotonic()
-
     result = await rebalance(
-        store, cap, today, None, chunk_days=GLOBAL_CHUNK_DAYS, pause=pause if pauses else None
+        store,
+        cap,
+        today,
+        None,
+        chunk_days=GLOBAL_CHUNK_DAYS,
+        pause=_commit_pause(store) if pauses else None,
     )
     now, own_now = await store.plan_version()
     if now - version == own_now - own:
@@ -385,14 +382,33 @@ async def rebalance_new_day(store: Store, ctx: PlanContext, today: date) -> RunS
         return await _rebalance(store, ctx, today, BalanceDelta())
     since = _parse_basis(stored)
     if since is not None and since[1] <= today and since[0].window == cap.window:
+        # It may commit part way (the rows left from the day before can be
+        # many): until it has finished, the stored balance is no basis.
+        await invalidate_balance(store)
         try:
-            result = await rebalance(store, cap, today, BalanceDelta(), since=since)
+            result = await rebalance(
+                store, cap, today, BalanceDelta(), since=since, pause=_commit_pause(store)
+            )
         except CountsMismatch as exc:
             log.warning("balance_counts_mismatch", error=str(exc), action="global rebalance")
         else:
             await store.set_state(BALANCE_BASIS, basis)
             return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
     return await _rebalance(store, ctx, today, None)
+
+
+def _commit_pause(store: Store) -> Callable[[], Awaitable[None]]:
+    """A pause that commits and leaves upstream writers the store's writer gap
+    once the lock has been held for :data:`GLOBAL_COMMIT_EVERY_S`."""
+    since = time.monotonic()
+
+    async def pause() -> None:
+        nonlocal since
+        if time.monotonic() - since >= GLOBAL_COMMIT_EVERY_S:
+            await store.commit_and_resume(GLOBAL_COMMIT_GAP_S)
+            since = time.monotonic()
+
+    return pause
 
 
 async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:

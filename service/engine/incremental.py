@@ -39,7 +39,7 @@ raised and the caller rebalances globally, which writes them anew.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -57,6 +57,9 @@ from service.store.interface import BalanceStore
 from service.store.types import BalanceDelta, StoredRow, Update
 
 log = structlog.get_logger(__name__)
+
+SAVE_BATCH = 4000
+"""Rows per save when the caller lets the rebalance commit part way."""
 
 MAX_REGION = 4096
 """Rows read around a crowded day's boundary before reading the day whole."""
@@ -147,8 +150,12 @@ class Incremental:
         cap: Capacity,
         today: date,
         since: tuple[Capacity, date] | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store, self.cap, self.today = store, cap, today
+        self.pause = pause
+        """Awaited between batches of saves (the caller commits there); only
+        where the caller accepts a balance committed part way."""
         # The stored balance's capacity and day (a new day rebases onto today).
         self.old_cap, self.old_today = since or (cap, today)
         if self.old_today > today or self.old_cap.window != cap.window:
@@ -456,21 +463,27 @@ class Incremental:
     # -- saving ---------------------------------------------------------------------
 
     async def _save(self) -> IncrementalResult:
-        updates: list[Update] = []
-        days = BalanceDelta()
+        moves: list[tuple[Update, tuple[date, date]]] = []
         for row, day in self.placed.values():
             if row.table is None:
                 continue  # an old version: gone from the table
             if row.table != (row.step1, day):
-                updates.append((row.item.key, row.step1, day))
-                days.count(row.table[0], row.table[1], -1)
-                days.count(row.step1, day, 1)
+                moves.append(((row.item.key, row.step1, day), row.table))
         for row in self.added:
             if id(row) not in self.placed:
                 raise CountsMismatch(f"row {row.item.key} was never placed")
-        if updates:
-            await self.store.save(updates)
+        for start in range(0, len(moves), SAVE_BATCH):
+            if start and self.pause is not None:
+                # A large move (a new day's leftovers): short transactions.
+                await self.pause()
+            part = moves[start : start + SAVE_BATCH]
+            days = BalanceDelta()
+            for (_, s1, day), (t1, t2) in part:
+                days.count(t1, t2, -1)
+                days.count(s1, day, 1)
+            await self.store.save([u for u, _ in part])
             await self.store.add_balance_days(days.days)
+        updates = moves
         return IncrementalResult(
             len(updates), self.days, self.windows, self.rows_read, self.whole_days
         )

@@ -79,9 +79,11 @@ async def rebalance(
     sweep (see the module docstring). Either way the stored dates afterwards
     equal ``balance()`` of all non-skipped rows.
 
-    ``pause``, in global mode, is awaited after each chunk of desired dates
-    is saved: the engine commits there and lets upstream writers in, so a
-    global rebalance of a large book is a run of short transactions.
+    ``pause`` is awaited between batches of saves (and, in global mode,
+    chunks of desired dates): the engine commits there and lets upstream
+    writers in, so a global rebalance of a large book, or a new day's move of
+    many rows, is a run of short transactions. The caller must have made the
+    stored balance no basis until it has finished.
 
     ``since``, with a ``delta``: the capacity and day of the stored balance
     when they differ from ``cap`` and ``today`` (a new day, a new capacity
@@ -101,7 +103,7 @@ async def rebalance(
         if not delta.exact:
             raise CountsMismatch("a write could not vouch for the table")
         started = time.perf_counter()
-        moved = await Incremental(store, cap, today, since).run(delta, gone, back)
+        moved = await Incremental(store, cap, today, since, pause).run(delta, gone, back)
         result = RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows)
         ms = (time.perf_counter() - started) * 1000
         if ms >= SLOW_MS:
