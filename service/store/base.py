@@ -32,11 +32,35 @@ Params = Sequence[Any] | Mapping[str, Any]
 BUSY_TIMEOUT_MS = 5000
 """How long SQLite itself waits for a lock before reporting SQLITE_BUSY."""
 
-WRITER_GAP_EVERY_S = 0.1
-WRITER_GAP_S = 0.12
-"""At most 0.1 s of back-to-back write transactions, then 0.12 s without the
-lock: longer than the 100 ms between polls of a writer that has waited a while
-in SQLite's busy handler, so it gets in (see ``StoreBase._writer_gap``)."""
+WRITER_GAP_EVERY_S = 0.025
+WRITER_GAP_S = 0.02
+"""At most 25 ms of back-to-back write transactions, then at least 20 ms
+without the lock (longer after a longer streak: :func:`writer_gap_after`), so
+that an upstream writer waiting in SQLite's busy handler gets in within
+about 50 ms (see ``StoreBase._writer_gap``)."""
+
+BUSY_HANDLER_DELAYS_MS = (1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100)
+"""The sleeps of SQLite's default busy handler (``sqlite3_busy_timeout``
+with usleep) between a waiting writer's attempts; 100 ms from then on."""
+GAP_MARGIN_S = 0.005
+
+
+def writer_gap_after(streak_s: float) -> float:
+    """How long to leave the lock free after holding it ``streak_s`` seconds
+    (back to back) so that every writer that waited meanwhile retries inside
+    the gap: the longest sleep of the busy handler that such a writer can be
+    in, plus a margin; never less than :data:`WRITER_GAP_S`."""
+    waited_ms, longest = 0.0, 0
+    streak_ms = streak_s * 1000.0
+    for delay in BUSY_HANDLER_DELAYS_MS:
+        longest = max(longest, delay)
+        waited_ms += delay
+        if waited_ms >= streak_ms:
+            break
+    else:
+        longest = BUSY_HANDLER_DELAYS_MS[-1]
+    return max(WRITER_GAP_S, longest / 1000.0 + GAP_MARGIN_S)
+
 
 SHORT_BUSY_TIMEOUT = "PRAGMA busy_timeout = 0"
 """The daemon does not wait inside SQLite (see ``use_short_lock_waits``)."""
@@ -408,21 +432,25 @@ class StoreBase:
     async def _writer_gap(self) -> None:
         """Leave upstream writers a gap in a run of back-to-back transactions.
 
-        SQLite's lock is not fair: a writer waiting in its busy handler polls
-        (every 50-100 ms once it has waited a while) and can miss every gap
-        between our transactions until its busy timeout refuses it. Once our
-        transactions have followed each other for ``WRITER_GAP_EVERY_S``, the
-        next one starts only after ``WRITER_GAP_S`` without the lock. Every
-        writer of mailplan (the daemon's batches and chunks, ``recompute``,
-        the tick) goes through here.
+        SQLite's lock is not fair: a writer waiting in its busy handler
+        sleeps 1, 2, 5, 10, 15, 20, 25 ... 100 ms between attempts and can
+        miss every gap between our transactions until its busy timeout
+        refuses it. Once our transactions have followed each other for
+        ``WRITER_GAP_EVERY_S``, the next one starts only after a gap as long
+        as the longest sleep such a writer can be in (:func:`writer_gap_after`),
+        so its next attempt falls inside the gap. Every writer of mailplan
+        (the daemon's batches and chunks, ``recompute``, the tick) goes
+        through here.
         """
         now = anyio.current_time()
         idle = now - self._last_write_end
-        if idle >= WRITER_GAP_S:
+        streak = self._last_write_end - self._streak_start
+        gap = writer_gap_after(streak)
+        if idle >= gap:
             self._streak_start = now
             return
-        if now - self._streak_start >= WRITER_GAP_EVERY_S:
-            await anyio.sleep(WRITER_GAP_S - idle)
+        if streak >= WRITER_GAP_EVERY_S:
+            await anyio.sleep(gap - idle)
             self._streak_start = anyio.current_time()
 
     @asynccontextmanager
