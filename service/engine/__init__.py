@@ -10,15 +10,14 @@ names re-exported here.
 from service.engine.core import (
     PlanContext,
     capacity_for,
-    full_recompute,
     invalidate_balance,
     rebalance_all,
     rebalance_if_stale,
     rebalance_new_day,
     recompute_contacts,
-    recompute_range,
     record_full_plan,
 )
+from service.engine.fullpass import full_recompute, recompute_range
 from service.engine.reference import dry_run_contacts, dry_run_plan, verify
 
 __all__ = [

@@ -19,12 +19,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
 
-import anyio
-import anyio.to_thread
 import structlog
 
 from service.engine.incremental import CountsMismatch
-from service.engine.pacing import ChunkSizer
 from service.engine.rebalance import rebalance
 from service.planning.balance import Capacity, capacity
 from service.planning.contacts import resolve_contact, zip_lookup
@@ -51,8 +48,7 @@ from service.store import (
     Store,
     WriteOptions,
 )
-from service.store.base import WRITER_GAP_EVERY_S, WRITER_GAP_S
-from service.store.loaders import MAX_ID
+from service.store.base import WRITER_GAP_EVERY_S, writer_gap_after
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +91,9 @@ class PlanContext:
     send_in_contact_timezone: bool = False
     campaigns: Campaigns | None = None
     chunk_size: int = DEFAULT_CHUNK
+    planning_workers: int | None = None
+    """Processes that plan a full recompute's chunks; None: the default
+    (:func:`service.engine.chunks.default_workers`), 0: in this process."""
     journal_retention_days: int = 400
     fingerprint: str = ""
     """The planning fingerprint of the settings (SPEC 4); empty for a context
@@ -135,18 +134,22 @@ class PlanContext:
 # -- shared steps -------------------------------------------------------------
 
 
-async def capacity_for(store: Store, ctx: PlanContext, today: date, *, save: bool) -> Capacity:
+async def capacity_for(
+    store: Store, ctx: PlanContext, today: date, *, save: bool, count: int | None = None
+) -> Capacity:
     """The day's capacity from its snapshot of N; taking one if there is none
-    (stored unless ``save`` is false, as in a dry run) (SPEC 6)."""
+    (stored unless ``save`` is false, as in a dry run) (SPEC 6). ``count`` is
+    N as the caller just counted it (outside the write lock)."""
     n = await store.capacity_snapshot(today)
     if n is None:
-        n = await store.contact_count_with_email()
+        n = count if count is not None else await store.contact_count_with_email()
         if save:
             await store.save_capacity_snapshot(today, n)
     return capacity(ctx.balance, n)
 
 
-def _timezones(ctx: PlanContext, contacts: Sequence[ContactData]) -> dict[int, str | None] | None:
+def timezones(ctx: PlanContext, contacts: Sequence[ContactData]) -> dict[int, str | None] | None:
+    """Each contact's send zone (``send_in_contact_timezone``), else None."""
     if not ctx.send_in_contact_timezone:
         return None
     zones: dict[int, str | None] = {}
@@ -196,7 +199,7 @@ async def _write(
         run_id=run_id,
         today=today,
         send_time=ctx.send_time,
-        timezones=_timezones(ctx, loaded.contacts),
+        timezones=timezones(ctx, loaded.contacts),
     )
     result = await store.write_plans(loaded, plans, options)
     stats = RunStats(contacts_recomputed=len(loaded.contacts))
@@ -253,25 +256,6 @@ async def recompute_contacts(
     return stats
 
 
-async def recompute_range(
-    store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, run_id: int | str
-) -> tuple[RunStats, int]:
-    """Recompute the next ``limit`` contacts with id > ``after`` (None: from the
-    first) and rebalance where they move the sweep, inside the caller's transaction;
-    returns the stats and the last id the chunk covers (``MAX_ID`` for the last
-    chunk). The chunk's scope is an id range, so plan rows of contacts deleted
-    inside it are removed too: a fan-out of these chunks is a full recompute
-    (SPEC 8.3)."""
-    if not store.in_write_transaction:
-        raise RuntimeError("recompute_range must run inside store.transaction()")
-    campaigns = ctx.campaigns or await store.load_campaigns()
-    loaded = await load_chunk(store, ctx, after, limit, today, plan_rows=False)
-    plans = plan_all(ctx, campaigns, loaded.contacts, today)
-    stats, delta = await _write(store, ctx, loaded, plans, str(run_id), today)
-    stats.add(await _rebalance(store, ctx, today, delta))
-    return stats, loaded.scope.hi
-
-
 async def rebalance_all(store: Store, ctx: PlanContext, today: date) -> RunStats:
     """Global rebalance (the tick's, SPEC 8.4), inside the caller's transaction."""
     return await _rebalance(store, ctx, today, None)
@@ -291,10 +275,21 @@ GLOBAL_CHUNK_DAYS = 4
 """Days of desired dates a global rebalance reads (and commits) at a time."""
 
 GLOBAL_COMMIT_EVERY_S = WRITER_GAP_EVERY_S
-GLOBAL_COMMIT_GAP_S = WRITER_GAP_S
 """A global rebalance commits after each chunk of desired days once it has
 held the lock this long, and leaves upstream writers the store's writer gap
-(:meth:`~service.store.base.StoreBase._writer_gap`) before going on."""
+for the time it held it (:func:`~service.store.base.writer_gap_after`)
+before going on."""
+GLOBAL_COMMIT_GAP_S: float | None = None
+"""A fixed gap instead (tests); None: the store's gap for the streak."""
+
+
+async def rebalance_delta(
+    store: Store, ctx: PlanContext, today: date, delta: BalanceDelta
+) -> RunStats:
+    """Rebalance where ``delta`` moves the sweep (global when the stored
+    balance is no basis for an incremental one), inside the caller's
+    transaction."""
+    return await _rebalance(store, ctx, today, delta)
 
 
 async def _rebalance(
@@ -405,7 +400,9 @@ def _commit_pause(store: Store) -> Callable[[], Awaitable[None]]:
     async def pause() -> None:
         nonlocal since
         if time.monotonic() - since >= GLOBAL_COMMIT_EVERY_S:
-            await store.commit_and_resume(GLOBAL_COMMIT_GAP_S)
+            fixed = GLOBAL_COMMIT_GAP_S
+            held = time.monotonic() - since
+            await store.commit_and_resume(writer_gap_after(held) if fixed is None else fixed)
             since = time.monotonic()
 
     return pause
@@ -435,90 +432,6 @@ def progress_text(run_id: int, after: int) -> str:
 
 def _no_progress(after: int) -> None:
     return None
-
-
-async def full_recompute(
-    store: Store,
-    ctx: PlanContext,
-    today: date,
-    *,
-    trigger: str = "full",
-    consume_events: bool = True,
-    trust_fingerprints: bool = True,
-    progress: Callable[[int], None] = _no_progress,
-) -> RunStats:
-    """Recompute every contact and rebalance globally; the run's statistics.
-
-    Contacts are worked off in chunks, each in its own short transaction (the
-    database stays available to upstream writers); the global rebalance runs
-    last. Events already in the inbox when the run starts are covered by it
-    and are consumed at the end (``consume_events``); later ones stay.
-
-    With ``trust_fingerprints`` the stored plan rows of a contact are read
-    only when its plan's fingerprint differs from the one stored with the
-    last write; without, every stored row is compared (what a repair needs
-    when rows may have been edited behind mailplan's back).
-    """
-    return await _full_recompute(
-        store, ctx, today, trigger, consume_events, trust_fingerprints, progress
-    )
-
-
-async def _full_recompute(
-    store: Store,
-    ctx: PlanContext,
-    today: date,
-    trigger: str,
-    consume_events: bool,
-    trust_fingerprints: bool,
-    progress: Callable[[int], None],
-) -> RunStats:
-    started = time.perf_counter()
-    # The ZIP directory is built on first use: not while holding the write
-    # lock (seconds on a loaded machine, and every upstream writer waits).
-    await anyio.to_thread.run_sync(zip_lookup, "10001")
-    async with store.transaction():
-        covered = await store.max_event_id()
-        run_id = await store.start_run(trigger, today)
-        await capacity_for(store, ctx, today, save=True)
-        # Until the closing global rebalance the stored balance is stale.
-        await store.delete_state(BALANCE_BASIS)
-        campaigns = ctx.campaigns or await store.load_campaigns()
-    stats = RunStats()
-    sizer = ChunkSizer(ctx.chunk_size)
-    try:
-        after: int | None = None
-        while True:
-            chunk_started = time.perf_counter()
-            async with store.transaction():
-                loaded = await load_chunk(
-                    store, ctx, after, sizer.size, today, plan_rows=not trust_fingerprints
-                )
-                plans = plan_all(ctx, campaigns, loaded.contacts, today)
-                chunk_stats, _ = await _write(store, ctx, loaded, plans, str(run_id), today)
-                # Progress for `mailplan status` and a terminal's progress bar.
-                await store.set_state(PROGRESS_KEY, progress_text(run_id, loaded.scope.hi))
-            # Short transactions whatever the machine's load: upstream waits.
-            sizer.record(len(loaded.contacts), time.perf_counter() - chunk_started)
-            stats.add(chunk_stats)
-            progress(loaded.scope.hi)
-            if loaded.scope.hi == MAX_ID:
-                break
-            after = loaded.scope.hi
-        async with store.transaction():
-            stats.add(await rebalance_all(store, ctx, today))
-            if consume_events:
-                stats.events_consumed = await store.delete_events_upto(covered)
-            await store.delete_state(PROGRESS_KEY)
-            await record_full_plan(store, ctx, today)
-            await store.finish_run(run_id, stats, duration_ms=_ms(started))
-    except Exception as exc:
-        await _record_failure(store, run_id, stats, started, exc)
-        raise
-    log.info("full_recompute_done", run_id=run_id, ms=round(_ms(started)),
-             contacts=stats.contacts_recomputed, inserted=stats.inserted,
-             updated=stats.updated, deleted=stats.deleted, moved=stats.rows_moved)  # fmt: skip
-    return stats
 
 
 async def record_full_plan(store: Store, ctx: PlanContext, today: date) -> None:

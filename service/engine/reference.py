@@ -17,11 +17,11 @@ import structlog
 from service.engine.core import (
     PlanContext,
     capacity_for,
-    full_recompute,
     load_chunk,
     plan_all,
     recompute_contacts,
 )
+from service.engine.fullpass import full_recompute
 from service.planning.balance import BalanceItem, balance
 from service.planning.model import PRE_SCHEDULED
 from service.store import DriftReport, ExportRow, Store

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from service.planning.model import Campaigns, ContactData, ContactPlan
 from service.store.journal import JournalEntry
-from service.store.loaders import Loaded
+from service.store.loaders import ChunkRows, Loaded, StoredPlanRow
 from service.store.types import (
     ContactChunk,
     DayCounts,
@@ -51,7 +51,7 @@ from service.store.types import (
     Update,
     WriteResult,
 )
-from service.store.writer import WriteOptions
+from service.store.writer import Prepared, State, WriteOptions
 
 
 class Transactions(Protocol):
@@ -270,6 +270,22 @@ class PlanSource(Protocol):
         """The contacts of ``scope`` with their stored plan rows."""
         ...
 
+    async def read_chunk(
+        self,
+        after: int | None,
+        limit: int,
+        *,
+        since: date | None,
+        engagement_since: date | None,
+        scope: Scope | None = None,
+    ) -> ChunkRows:
+        """A chunk's rows for planning elsewhere (run it in a snapshot)."""
+        ...
+
+    async def event_seq(self) -> int:
+        """The last event id ever handed out (moves with every upstream change)."""
+        ...
+
 
 class PlanWriter(Protocol):
     """Writes plan rows by identity (SPEC 7) and the per-contact review dates."""
@@ -279,6 +295,18 @@ class PlanWriter(Protocol):
     ) -> WriteResult:
         """Insert, update and delete plan rows so the stored plan of the
         contacts in ``loaded`` becomes ``plans``; unchanged rows untouched."""
+        ...
+
+    async def write_prepared(
+        self,
+        prepared: Prepared,
+        options: WriteOptions,
+        *,
+        stored: list[StoredPlanRow] | None = None,
+        states: Mapping[int, State] | None = None,
+        trust: bool = True,
+    ) -> WriteResult:
+        """Write prepared plans of a scope (a chunk planned elsewhere)."""
         ...
 
     async def clear_balance_gaps(self) -> None:

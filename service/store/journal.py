@@ -124,6 +124,7 @@ class JournalMixin(StateMixin):
     journal_clock: Clock | None = None
     """The caller's clock (set by :meth:`Store.open`)."""
     journal_run: int | None = None
+    _trigger_of: tuple[object, object] | None = None
     """The run of the balancer's moves: the last run started on this store."""
 
     def _journal_time(self) -> str | None:
@@ -153,9 +154,18 @@ class JournalMixin(StateMixin):
         if inserted != len(write.inserts):
             rows = [r for r in rows if r[5] != "insert" or await self._inserted(r, run_id)]
         if rows:
-            found = await self.fetchone("run_trigger", (run_id,))
-            trigger = None if found is None else found[0]
+            trigger = await self._run_trigger(run_id)
             await self.executemany("journal_append", [(*r, trigger) for r in rows])
+
+    async def _run_trigger(self, run_id: object) -> object:
+        # A run's trigger never changes: one look-up per run, not per write.
+        cached = self._trigger_of
+        if cached is not None and cached[0] == run_id:
+            return cached[1]
+        found = await self.fetchone("run_trigger", (run_id,))
+        trigger = None if found is None else found[0]
+        self._trigger_of = (run_id, trigger)
+        return trigger
 
     async def _inserted(self, row: JournalParams, run_id: object) -> bool:
         event = row[4]

@@ -8,134 +8,61 @@ one query per contact.
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from service.planning.dates import parse_date, parse_instant
-from service.planning.flags import TRUE_WORDS, parse_flag
 from service.planning.model import (
-    PLAN_STATUSES,
-    CampaignInstance,
     Campaigns,
     CampaignType,
-    Click,
     Contact,
-    ContactCampaign,
     ContactData,
-    ContactEvent,
-    HistoryEmail,
 )
 from service.store.base import StoreBase, ids_param
-from service.store.sql import SCHEDULE_COLUMNS
-from service.store.sql import column as _column
+from service.store.rows import (
+    _TRUE,
+    MAX_ID,
+    MIN_ID,
+    ChunkRows,
+    Grouped,
+    RelatedRows,
+    StoredPlanRow,
+    _flag,
+    _instance_from_row,
+    _int_or,
+    build_contacts,
+    contact_from_row,
+    event_date_of,
+    group_related,
+    input_digest,
+    scope_params,
+    send_date_of,
+    send_instant_of,
+    stored_plan_row,
+    text,
+)
 from service.store.types import ContactChunk, Scope
 
-MAX_ID = 2**63 - 1
-MIN_ID = -(2**63)
+_scope_params = scope_params
 
-_INSTANCE_DATES = ("active_start_date", "active_end_date", "spread_start_date", "spread_end_date")
-
-
-def text(value: object) -> str | None:
-    """A text column as upstream filled it: numbers become their text, bytes
-    are decoded leniently (SPEC 13: bad input never crashes a load)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _date_of(value: object) -> date | None:
-    return parse_date(text(value))
-
-
-def event_date_of(year: object, month: object, day: object) -> date | None:
-    if isinstance(year, int) and isinstance(month, int) and isinstance(day, int):
-        try:
-            return date(year, month, day)
-        except ValueError:
-            return None
-    return None
-
-
-_TRUE = json.dumps(sorted(TRUE_WORDS))
-"""The yes words, bound as a JSON array where a query reads a flag written as text."""
-
-
-def _flag(value: object) -> bool:
-    if isinstance(value, str):
-        return parse_flag(value) is True
-    return bool(value)
-
-
-def contact_from_row(r: tuple[Any, ...]) -> Contact:
-    # The contacts queries cast every column to text and the flag to 0/1.
-    return Contact(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7] == 1)
-
-
-def send_instant_of(actual: object, sent_at: object) -> datetime | None:
-    """The send instant of a history email, from the column that gives its
-    send date (SPEC 5.7), when that column has a time part."""
-    if _date_of(actual) is not None:
-        return parse_instant(text(actual))
-    if _date_of(sent_at) is not None:
-        return parse_instant(text(sent_at))
-    return None
-
-
-def send_date_of(actual: object, sent_at: object, scheduled: object) -> date | None:
-    """The send date of a history email (SPEC 5.7): actual send time, else
-    ``sent_at``, else the scheduled date (a claimed row not yet sent)."""
-    return _date_of(actual) or _date_of(sent_at) or _date_of(scheduled)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPlanRow:
-    """A plan row as stored, reduced to what the writer compares.
-
-    ``content`` is compared with the content of the newly planned row; the
-    balancer's own columns (scheduled date, step-1 date) are not part of it.
-    """
-
-    id: int
-    key: tuple[int, str, int | None, int | None, int | None]
-    content: tuple[object, ...]
-    status: str
-    desired: str | None
-    scheduled: str | None
-    balanced: bool
-    step1: str | None = None
-    """The ``balance_date`` column (the step-1 date of the last balance)."""
-
-
-_STORED = SCHEDULE_COLUMNS.index("send_timezone") + 1
-"""The leading columns of :data:`SCHEDULE_COLUMNS` a stored plan row keeps."""
-_CONTACT, _TYPE, _STATUS = (_column(c) for c in ("contact_id", "email_type", "status"))
-_EVENT = tuple(_column(c) for c in ("event_year", "event_month", "event_day"))
-_SCHEDULED, _INSTANCE = _column("scheduled_send_date"), _column("campaign_instance_id")
-_ACTUAL, _SENT_AT = _column("actual_send_datetime"), _column("sent_at")
-
-
-def stored_plan_row(row: tuple[Any, ...]) -> StoredPlanRow:
-    # The leading columns of SCHEDULE_COLUMNS, in their order.
-    (rid, cid, etype, status, ey, em, ed, sched, stime, reason, prio, tmpl, inst,
-     note, desired, bal, a_from, a_to, tz) = row[:_STORED]  # fmt: skip
-    content = (stime, status, reason, prio, tmpl, inst, note, desired, a_from, a_to, tz)
-    return StoredPlanRow(
-        id=rid,
-        key=(cid, etype, ey, em, ed),
-        content=content,
-        status=status,
-        desired=desired if desired is not None else text(sched),
-        scheduled=text(sched),
-        balanced=bal is not None,
-        step1=text(bal),
-    )
+__all__ = [
+    "MAX_ID",
+    "MIN_ID",
+    "ChunkRows",
+    "Loaded",
+    "LoaderMixin",
+    "StoredPlanRow",
+    "build_contacts",
+    "contact_from_row",
+    "event_date_of",
+    "group_related",
+    "input_digest",
+    "send_date_of",
+    "send_instant_of",
+    "stored_plan_row",
+    "text",
+]
 
 
 @dataclass(slots=True)
@@ -151,6 +78,10 @@ class Loaded:
     )
     states: dict[int, tuple[str | None, str | None, str | None]] = field(default_factory=dict)
     """contact -> (review date, invalid reason, fingerprint) as stored."""
+    grouped: Grouped | None = None
+    """The related rows as read, by contact (for the input digests)."""
+    contact_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """The contacts' rows as read, in the order of ``contacts``."""
 
 
 class LoaderMixin(StoreBase):
@@ -237,9 +168,48 @@ class LoaderMixin(StoreBase):
         hi = MAX_ID if len(rows) < chunk_size else int(rows[-1][0])
         scope = Scope.of_range(MIN_ID if after is None else after + 1, hi)
         contacts = [contact_from_row(r) for r in rows]
-        return await self._load_related(
+        loaded = await self._load_related(
             scope, contacts, since, engagement_since or since, plan_rows=plan_rows
         )
+        loaded.contact_rows = rows
+        return loaded
+
+    async def read_chunk(
+        self,
+        after: int | None,
+        limit: int,
+        *,
+        since: date | None,
+        engagement_since: date | None,
+        scope: Scope | None = None,
+    ) -> ChunkRows:
+        """The rows a chunk's plans are made from, without building anything:
+        the next ``limit`` contacts after ``after`` (or those of the range
+        ``scope``), their related rows (history, not plan rows), their stored
+        fingerprint columns and the event sequence (:meth:`event_seq`). Run
+        it in a :meth:`snapshot` so that all of it is one state."""
+        if scope is None:
+            start = MIN_ID if after is None else after
+            rows = await self.fetchall(
+                "contacts_after", {"after": start, "limit": limit, "true_words": _TRUE}
+            )
+            hi = MAX_ID if len(rows) < limit else int(rows[-1][0])
+            scope = Scope.of_range(MIN_ID if after is None else after + 1, hi)
+        else:
+            rows = await self.fetchall(
+                "contacts_between", {"lo": scope.lo, "hi": scope.hi, "true_words": _TRUE}
+            )
+        seq = await self.event_seq()
+        related = await self.read_related(scope, since, engagement_since or since, plan_rows=False)
+        span = {"lo": scope.lo, "hi": scope.hi}
+        prints = await self.fetchall("plan_prints", span)
+        untidy = bool(await self.fetchall("orphan_plan_contacts", span))
+        return ChunkRows(scope, rows, related, {r[0]: r[1] for r in prints}, seq, untidy)
+
+    async def event_seq(self) -> int:
+        """The last event id ever handed out; it moves with every upstream change."""
+        row = await self.fetchone("event_seq")
+        return int(row[0]) if row else 0
 
     async def load_scope(
         self, scope: Scope, *, since: date | None = None, engagement_since: date | None = None
@@ -256,7 +226,9 @@ class LoaderMixin(StoreBase):
         else:
             raise ValueError("load_scope takes an id scope; use iter_loaded_chunks for ranges")
         contacts = [contact_from_row(r) for r in rows]
-        return await self._load_related(scope, contacts, since, engagement_since or since)
+        loaded = await self._load_related(scope, contacts, since, engagement_since or since)
+        loaded.contact_rows = rows
+        return loaded
 
     async def _load_related(
         self,
@@ -267,125 +239,38 @@ class LoaderMixin(StoreBase):
         *,
         plan_rows: bool = True,
     ) -> Loaded:
-        params: dict[str, object]
-        if scope.ids is not None:
-            variant, params = "ids", {"ids": ids_param(scope.ids)}
-        else:
-            variant, params = "range", {"lo": scope.lo, "hi": scope.hi}
-        cut = {**params, "since": since.isoformat() if since else ""}
-        recent = {**params, "since": engagement_since.isoformat() if engagement_since else ""}
-        schedules = await self.fetchall(f"{'schedules' if plan_rows else 'history'}@{variant}", cut)
-        targeting = await self.fetchall(f"targeting@{variant}", params)
-        clicks = await self.fetchall(f"clicks@{variant}", recent)
-        events = await self.fetchall(f"contact_events@{variant}", recent)
+        raw = await self.read_related(scope, since, engagement_since, plan_rows=plan_rows)
+        params = _scope_params(scope)
+        variant = "ids" if scope.ids is not None else "range"
         states = await self.fetchall(f"plan_state@{variant}", params)
-
-        history: dict[int, list[HistoryEmail]] = defaultdict(list)
-        history_keys: set[tuple[int, str, int | None, int | None, int | None]] = set()
-        stored: list[StoredPlanRow] = []
-        for r in schedules:
-            if r[_STATUS] in PLAN_STATUSES:
-                stored.append(stored_plan_row(r))
-            else:
-                cid = r[_CONTACT]
-                history[cid].append(_history_from_row(r))
-                history_keys.add((cid, r[_TYPE], r[_EVENT[0]], r[_EVENT[1]], r[_EVENT[2]]))
-        by_targeting: dict[int, list[ContactCampaign]] = defaultdict(list)
-        for r in targeting:
-            if isinstance(r[1], int):
-                by_targeting[r[0]].append(
-                    ContactCampaign(r[0], r[1], _date_of(r[2]), text(r[3]) or "")
-                )
-        by_clicks: dict[int, list[Click]] = defaultdict(list)
-        for r in clicks:
-            clicked = _date_of(r[1])
-            if clicked is not None:
-                by_clicks[r[0]].append(Click(r[0], clicked, parse_instant(text(r[1]))))
-        by_events: dict[int, list[ContactEvent]] = defaultdict(list)
-        for r in events:
-            created = _date_of(r[3])
-            if created is not None:
-                by_events[r[0]].append(
-                    ContactEvent(
-                        r[0], text(r[1]) or "", text(r[2]), created, parse_instant(text(r[3]))
-                    )
-                )
-        data = []
-        for c in contacts:
-            cid = c.id
-            if cid in history or cid in by_targeting or cid in by_clicks or cid in by_events:
-                data.append(
-                    ContactData(
-                        c,
-                        tuple(history.get(cid, ())),
-                        tuple(by_targeting.get(cid, ())),
-                        tuple(by_clicks.get(cid, ())),
-                        tuple(by_events.get(cid, ())),
-                    )
-                )
-            else:
-                data.append(ContactData(c))
+        grouped = group_related(raw)
+        data, stored, history_keys = build_contacts(contacts, grouped, plan_rows=plan_rows)
         return Loaded(
             scope=scope,
             contacts=data,
             stored=stored if plan_rows else None,
             history_keys=history_keys,
             states={r[0]: (r[1], r[2], r[3]) for r in states},
+            grouped=grouped,
         )
 
-
-def _int_or(value: object, default: int) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return default
-    return default
-
-
-def _instance_from_row(r: tuple[Any, ...]) -> CampaignInstance:
-    errors: list[str] = []
-    dates: dict[str, date | None] = {}
-    for column, raw in zip(_INSTANCE_DATES, r[5:9], strict=True):
-        value = text(raw)
-        parsed = parse_date(value)
-        if parsed is None and value is not None and value.strip():
-            errors.append(
-                f"campaign instance {r[0]}: {column} {value!r} is not a date (YYYY-MM-DD)"
-            )
-        dates[column] = parsed
-    return CampaignInstance(
-        id=r[0],
-        campaign_type=text(r[1]) or "",
-        instance_name=text(r[2]) or "",
-        email_template=text(r[3]),
-        sms_template=text(r[4]),
-        active_start_date=dates["active_start_date"],
-        active_end_date=dates["active_end_date"],
-        spread_start_date=dates["spread_start_date"],
-        spread_end_date=dates["spread_end_date"],
-        target_states=text(r[9]),
-        target_carriers=text(r[10]),
-        errors=tuple(errors),
-    )
-
-
-def _history_from_row(r: tuple[Any, ...]) -> HistoryEmail:
-    inst = r[_INSTANCE]
-    actual, sent_at = r[_ACTUAL], r[_SENT_AT]
-    year, month, day = _EVENT
-    return HistoryEmail(
-        contact_id=r[_CONTACT],
-        email_type=text(r[_TYPE]) or "",
-        status=text(r[_STATUS]) or "",
-        send_date=send_date_of(actual, sent_at, r[_SCHEDULED]),
-        event_date=event_date_of(r[year], r[month], r[day]),
-        campaign_instance_id=inst if isinstance(inst, int) else None,
-        send_at=send_instant_of(actual, sent_at),
-    )
+    async def read_related(
+        self,
+        scope: Scope,
+        since: date | None,
+        engagement_since: date | None,
+        *,
+        plan_rows: bool = True,
+    ) -> RelatedRows:
+        """The rows of every table a plan reads for ``scope``, as SQLite gives them."""
+        params = _scope_params(scope)
+        variant = "ids" if scope.ids is not None else "range"
+        cut = {**params, "since": since.isoformat() if since else ""}
+        recent = {**params, "since": engagement_since.isoformat() if engagement_since else ""}
+        schedules = await self.fetchall(f"{'schedules' if plan_rows else 'history'}@{variant}", cut)
+        return RelatedRows(
+            schedules=schedules,
+            targeting=await self.fetchall(f"targeting@{variant}", params),
+            clicks=await self.fetchall(f"clicks@{variant}", recent),
+            events=await self.fetchall(f"contact_events@{variant}", recent),
+        )

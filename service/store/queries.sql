@@ -34,6 +34,26 @@ SELECT id, CAST(email AS TEXT), CAST(birth_date AS TEXT), CAST(effective_date AS
            ELSE 0 END
 FROM contacts WHERE id > :after ORDER BY id LIMIT :limit;
 
+-- name: contacts_between
+-- The contacts of one chunk's id range (a chunk planned again inside the lock).
+SELECT id, CAST(email AS TEXT), CAST(birth_date AS TEXT), CAST(effective_date AS TEXT),
+       CAST(state AS TEXT), CAST(zip_code AS TEXT), CAST({carrier} AS TEXT),
+       CASE typeof(failed_underwriting)
+           WHEN 'integer' THEN failed_underwriting <> 0
+           WHEN 'real' THEN failed_underwriting <> 0
+           WHEN 'text' THEN lower(trim(failed_underwriting)) IN (SELECT value FROM json_each(:true_words))
+           ELSE 0 END
+FROM contacts WHERE id BETWEEN :lo AND :hi ORDER BY id;
+
+-- name: plan_prints
+-- The stored fingerprint column of a range's contacts (input digests, SPEC 12).
+SELECT contact_id, fingerprint FROM contact_plan_state WHERE contact_id BETWEEN :lo AND :hi;
+
+-- name: event_seq
+-- The last event id ever handed out (AUTOINCREMENT never reuses one): it
+-- moves with every upstream change, also one whose event is consumed already.
+SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'scheduler_events'), 0);
+
 -- name: contacts_by_ids
 SELECT id, CAST(email AS TEXT), CAST(birth_date AS TEXT), CAST(effective_date AS TEXT),
        CAST(state AS TEXT), CAST(zip_code AS TEXT), CAST({carrier} AS TEXT),

@@ -41,13 +41,26 @@ from service.planning.params import DEFAULT_SEND_TIME, send_time_column
 from service.store.balance_days import BalanceDaysMixin
 from service.store.base import ids_param, iso, utc_now_text
 from service.store.journal import JournalInput, JournalMixin
-from service.store.loaders import Loaded, LoaderMixin, StoredPlanRow, stored_plan_row
-from service.store.types import BalanceDelta, StoredRow, WriteResult, WriteStats
+from service.store.loaders import (
+    Loaded,
+    LoaderMixin,
+    StoredPlanRow,
+    _scope_params,
+    stored_plan_row,
+)
+from service.store.types import BalanceDelta, Scope, StoredRow, WriteResult, WriteStats
 
 log = structlog.get_logger(__name__)
 
 Key5 = tuple[int, str, int | None, int | None, int | None]
 Content = tuple[object, ...]
+
+
+def _print_of(states: Mapping[int, tuple[object, object, str | None]], cid: int) -> str | None:
+    state = states.get(cid)
+    return None if state is None else state[2]
+
+
 Params = tuple[object, ...]
 
 _ISO_CACHE: dict[date, str] = {}
@@ -170,7 +183,9 @@ class _Differ:
         )  # fmt: skip
 
 
-Entry = tuple[Key5, PlanRow, Content]
+Entry = tuple[Key5, Content]
+State = tuple[str | None, str | None, str | None]
+"""A contact's stored plan state: review date, invalid reason, fingerprints."""
 
 
 def kept_rows(plan: ContactPlan, taken: AbstractSet[Key5]) -> list[tuple[Key5, PlanRow]]:
@@ -196,17 +211,6 @@ def kept_rows(plan: ContactPlan, taken: AbstractSet[Key5]) -> list[tuple[Key5, P
     return out
 
 
-def planned_entries(
-    plans: Iterable[ContactPlan], differ: _Differ, taken: AbstractSet[Key5]
-) -> dict[int, list[Entry]]:
-    """Each contact's written rows with identity and content, in plan order."""
-    content = differ.content
-    return {
-        plan.contact_id: [(key, row, content(row)) for key, row in kept_rows(plan, taken)]
-        for plan in plans
-    }
-
-
 _NO_ROWS = hashlib.blake2b(marshal.dumps([], 2), digest_size=12).hexdigest()
 
 
@@ -219,8 +223,100 @@ def fingerprint(entries: list[Entry]) -> str:
     """
     if not entries:
         return _NO_ROWS
-    data = marshal.dumps([key + content for key, _, content in entries], 2)
+    data = marshal.dumps([key + content for key, content in entries], 2)
     return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def state_print(
+    output: str, inputs: str | None, today: str, review: str | None, rows: int = 0
+) -> str:
+    """The ``fingerprint`` column of a contact's plan state: the digest of the
+    rows written, and with an input digest also that digest, the *today* it
+    was planned on, the review date of that plan and its number of rows
+    (``out:in:day:review:rows``)."""
+    if not inputs:
+        return output
+    return f"{output}:{inputs}:{today}:{review or ''}:{rows}"
+
+
+def stored_rows(column: str | None) -> int:
+    """The number of plan rows recorded in a ``fingerprint`` column (0 if none)."""
+    parts = (column or "").split(":")
+    return int(parts[4]) if len(parts) == 5 and parts[4].isdigit() else 0
+
+
+def output_print(column: str | None) -> str | None:
+    """The digest of the rows written, from a stored ``fingerprint`` column."""
+    if column is None:
+        return None
+    return column.split(":", 1)[0]
+
+
+def inputs_unchanged(column: str | None, inputs: str, today: str) -> bool:
+    """The stored plan is the plan of these inputs on ``today`` (ISO): same
+    input digest, planned on ``today``, or earlier with a review date after
+    ``today`` (SPEC 5.11: the plan is the same on every day strictly between
+    the day it was made and its review date; none means never)."""
+    if not column or not inputs:
+        return False
+    parts = column.split(":")
+    if len(parts) != 5 or parts[1] != inputs:
+        return False
+    day, review = parts[2], parts[3]
+    return day == today or (day < today and (not review or today < review))
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A scope's new plans, turned into what the writer compares and stores.
+
+    Plain tuples and strings: built in a planning process, it pickles cheaply.
+    ``skipped`` are contacts of the scope left unplanned because their inputs
+    did not change (:func:`inputs_unchanged`): their rows and state stay.
+    """
+
+    scope: Scope
+    entries: dict[int, list[Entry]] = field(default_factory=dict)
+    prints: dict[int, str] = field(default_factory=dict)
+    states: dict[int, State] = field(default_factory=dict)
+    skipped: set[int] = field(default_factory=set)
+    skipped_rows: int = 0
+    """The plan rows of the skipped contacts (left unchanged)."""
+
+
+def prepare(
+    scope: Scope,
+    plans: Iterable[ContactPlan],
+    taken: AbstractSet[Key5],
+    options: WriteOptions,
+    inputs: Mapping[int, str] | None = None,
+    skipped: Iterable[int] = (),
+    skipped_rows: int = 0,
+) -> Prepared:
+    """The rows, fingerprints and states of ``plans`` (pure)."""
+    differ = _Differ(options)
+    content, isos, today = differ.content, _ISO_CACHE, differ.today
+    inputs = inputs or {}
+    out = Prepared(scope, skipped=set(skipped), skipped_rows=skipped_rows)
+    for plan in plans:
+        cid = plan.contact_id
+        if not scope.contains(cid):
+            continue
+        rows = [(key, content(row)) for key, row in kept_rows(plan, taken)]
+        out.entries[cid] = rows
+        fp = out.prints[cid] = fingerprint(rows)
+        review = plan.review_date
+        text = (
+            None
+            if review is None
+            else isos.get(review) or isos.setdefault(review, review.isoformat())
+        )
+        out.states[cid] = (
+            text,
+            plan.invalid,
+            state_print(fp, inputs.get(cid), today, text, len(rows)),
+        )
+    return out
 
 
 def diff_plan(
@@ -233,24 +329,25 @@ def diff_plan(
     old = {s.key: s for s in stored}
     diff = PlanDiff()
     delta = diff.balance
-    for key, row, content in entries:
+    for key, content in entries:
         before = old.pop(key, None)
+        status = content[_STATUS]
         if before is None:
             diff.inserts.append(key + content + tail)
-            if row.status == PRE_SCHEDULED:
+            if status == PRE_SCHEDULED:
                 _join(delta, key, content, None)
         elif before.balanced and _same(before.content, content, today):
             diff.unchanged += 1
         else:
             desired = content[_DESIRED]
             restart = not before.balanced or before.desired != desired
-            restart = restart or before.status == SKIPPED or row.status == SKIPPED
+            restart = restart or before.status == SKIPPED or status == SKIPPED
             diff.updates.append(key + content + tail + (desired if restart else None, before.id))
             if _balance_inputs(before.content, today) != _balance_inputs(content, today):
                 _leave(delta, before)
-                if row.status == PRE_SCHEDULED:
+                if status == PRE_SCHEDULED:
                     _join(delta, key, content, None if restart else before)
-            elif restart and row.status == PRE_SCHEDULED:
+            elif restart and status == PRE_SCHEDULED:
                 # Same balancing inputs, the balancer's dates reset (a row
                 # never balanced): it joins the sweep anew at its desired date.
                 _leave(delta, before)
@@ -290,33 +387,63 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         loaded: Loaded,
         plans: Iterable[ContactPlan],
         options: WriteOptions,
+        *,
+        inputs: Mapping[int, str] | None = None,
+        skipped: Iterable[int] = (),
     ) -> WriteResult:
         """Write the new plans of ``loaded.scope`` (SPEC 7) and their plan state.
 
         ``loaded`` is what :meth:`load_scope` / :meth:`load_chunk` read inside
         the same transaction. Contacts of the scope without a plan (deleted
-        meanwhile, or not in ``plans``) lose their plan rows. A chunk loaded
+        meanwhile, or not in ``plans``) lose their plan rows, except those in
+        ``skipped`` (inputs unchanged: left as they are). ``inputs`` are the
+        contacts' input digests, stored with their state. A chunk loaded
         without plan rows is compared by fingerprint first.
         """
-        plans = [p for p in plans if loaded.scope.contains(p.contact_id)]
-        differ = _Differ(options)
-        entries = planned_entries(plans, differ, loaded.history_keys)
-        prints = {cid: fingerprint(rows) for cid, rows in entries.items()}
+        prepared = prepare(loaded.scope, plans, loaded.history_keys, options, inputs, skipped)
+        return await self.write_prepared(
+            prepared, options, stored=loaded.stored, states=loaded.states
+        )
+
+    async def write_prepared(
+        self,
+        prepared: Prepared,
+        options: WriteOptions,
+        *,
+        stored: list[StoredPlanRow] | None = None,
+        states: Mapping[int, State] | None = None,
+        trust: bool = True,
+    ) -> WriteResult:
+        """Write prepared plans (:func:`prepare`) of a scope, inside the
+        caller's transaction. ``states`` not given are read here, in the
+        transaction; ``stored`` None means: compare fingerprints first and
+        read only the stored rows of contacts whose rows changed, or without
+        ``trust`` read every stored plan row of the scope."""
+        scope = prepared.scope
+        if states is None:
+            variant = "ids" if scope.ids is not None else "range"
+            rows = await self.fetchall(f"plan_state@{variant}", _scope_params(scope))
+            states = {r[0]: (r[1], r[2], r[3]) for r in rows}
+        entries, prints, skipped = prepared.entries, prepared.prints, prepared.skipped
         unchanged = 0
-        if loaded.stored is None:
-            states = loaded.states
-            todo = {cid for cid, fp in prints.items() if states.get(cid, ("",) * 3)[2] != fp}
-            todo.update(await self._vanished(loaded, prints))
+        if stored is None:
+            todo = {
+                cid
+                for cid, fp in prints.items()
+                if not trust or output_print(_print_of(states, cid)) != fp
+            }
+            todo.update(await self._vanished(scope, states, prints, skipped))
             for cid, rows in entries.items():
                 if cid not in todo:
                     unchanged += len(rows)
             stored = await self._plan_rows(todo)
             selected: Iterable[Entry] = (e for cid in sorted(todo) for e in entries.get(cid, ()))
         else:
-            stored = loaded.stored
+            if skipped:
+                stored = [s for s in stored if s.key[0] not in skipped]
             selected = (e for rows in entries.values() for e in rows)
-        diff = diff_plan(stored, selected, differ)
-        diff.unchanged += unchanged
+        diff = diff_plan(stored, selected, _Differ(options))
+        diff.unchanged += unchanged + prepared.skipped_rows
         inserted = await self._apply(diff)
         if diff.inserts or diff.updates or diff.deletes:
             await self.bump_plan_version()
@@ -327,7 +454,7 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         # The plan journal (SPEC 7), in the same transaction.
         journal = JournalInput(stored, diff.inserts, diff.updates, diff.deletes)
         await self.journal_write(options.run_id, journal, inserted)
-        await self._write_states(loaded, plans, prints)
+        await self._write_states(states, prepared)
         stats = WriteStats(
             inserted=inserted,
             updated=len(diff.updates),
@@ -354,16 +481,20 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
                 log.warning("plan_identity_taken_by_history", skipped=len(diff.inserts) - inserted)
         return inserted
 
-    async def _vanished(self, loaded: Loaded, planned: Mapping[int, str]) -> set[int]:
+    async def _vanished(
+        self,
+        scope: Scope,
+        states: Mapping[int, State],
+        planned: Mapping[int, str],
+        skipped: AbstractSet[int],
+    ) -> set[int]:
         """Contacts of the scope with plan rows but no plan now: deleted ones."""
-        gone = {cid for cid in loaded.states if cid not in planned}
-        if loaded.scope.ids is None:
-            rows = await self.fetchall(
-                "orphan_plan_contacts", {"lo": loaded.scope.lo, "hi": loaded.scope.hi}
-            )
-            gone.update(r[0] for r in rows)
+        gone = {cid for cid in states if cid not in planned and cid not in skipped}
+        if scope.ids is None:
+            rows = await self.fetchall("orphan_plan_contacts", {"lo": scope.lo, "hi": scope.hi})
+            gone.update(r[0] for r in rows if r[0] not in skipped)
         else:
-            gone.update(cid for cid in loaded.scope.ids if cid not in planned)
+            gone.update(cid for cid in scope.ids if cid not in planned and cid not in skipped)
         return gone
 
     async def _plan_rows(self, ids: AbstractSet[int]) -> list[StoredPlanRow]:
@@ -372,22 +503,10 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         rows = await self.fetchall("plan_rows@ids", {"ids": ids_param(ids)})
         return [stored_plan_row(r) for r in rows]
 
-    async def _write_states(
-        self, loaded: Loaded, plans: list[ContactPlan], prints: Mapping[int, str]
-    ) -> None:
-        upserts: list[tuple[int, str | None, str | None, str | None]] = []
-        states, isos = loaded.states, _ISO_CACHE
-        for plan in plans:
-            cid, review = plan.contact_id, plan.review_date
-            text = (
-                None
-                if review is None
-                else isos.get(review) or isos.setdefault(review, review.isoformat())
-            )
-            state = (text, plan.invalid, prints.get(cid))
-            if states.get(cid) != state:
-                upserts.append((cid, *state))
-        gone = [(cid,) for cid in states if cid not in prints]
+    async def _write_states(self, states: Mapping[int, State], prepared: Prepared) -> None:
+        new, skipped = prepared.states, prepared.skipped
+        upserts = [(cid, *state) for cid, state in new.items() if states.get(cid) != state]
+        gone = [(cid,) for cid in states if cid not in new and cid not in skipped]
         if gone:
             await self.executemany("delete_plan_state", gone)
         if upserts:

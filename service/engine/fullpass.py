@@ -1,0 +1,213 @@
+"""The full recompute: every contact, chunk by chunk, then a global rebalance.
+
+Each chunk is read in a read snapshot without the write lock (WAL readers
+never block a writer), planned in this process or in a pool of planning
+processes (:mod:`service.engine.chunks`), and written in its own short write
+transaction. Reads, planning and writes of successive chunks overlap.
+
+Why reading outside the lock is correct: every upstream change to a table a
+plan reads appends an event in the same transaction (SPEC 8.1), and event ids
+are never reused. The write transaction of a chunk first compares the event
+sequence with the one its rows were read at; if it moved, an upstream change
+may have happened in between (and the daemon may even have consumed its
+event already), so the chunk is read and planned again inside the write
+transaction, as before. Otherwise the rows read are still the database's
+rows. A crash at any point leaves whole chunks written or not: the next run
+repeats work only (I5).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import date
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from service.engine.chunks import (
+    POOL_MIN_CONTACTS,
+    Planner,
+    Task,
+    default_workers,
+    input_key,
+    plan_chunk,
+)
+from service.engine.core import (
+    BALANCE_BASIS,
+    PROGRESS_KEY,
+    PlanContext,
+    _ms,
+    _no_progress,
+    _record_failure,
+    capacity_for,
+    progress_text,
+    rebalance_all,
+    rebalance_delta,
+    record_full_plan,
+)
+from service.engine.pacing import WRITE_TARGET_S, ChunkSizer
+from service.planning.contacts import zip_lookup
+from service.planning.model import Campaigns
+from service.store import RunStats, Store, WriteOptions
+from service.store.loaders import MAX_ID, ChunkRows
+from service.store.writer import Prepared
+
+log = structlog.get_logger(__name__)
+
+PROGRESS_EVERY_S = 0.5
+"""How often a full recompute records its progress (``mailplan status``)."""
+
+
+async def full_recompute(
+    store: Store,
+    ctx: PlanContext,
+    today: date,
+    *,
+    trigger: str = "full",
+    consume_events: bool = True,
+    trust_fingerprints: bool = True,
+    progress: Callable[[int], None] = _no_progress,
+) -> RunStats:
+    """Recompute every contact and rebalance globally; the run's statistics.
+
+    Contacts are worked off in chunks, each written in its own short
+    transaction (the database stays available to upstream writers); the
+    global rebalance runs last. Events already in the inbox when the run
+    starts are covered by it and are consumed at the end
+    (``consume_events``); later ones stay.
+
+    With ``trust_fingerprints`` a contact whose input digest is unchanged is
+    not planned again, and the stored plan rows of a contact are read only
+    when its plan's fingerprint differs from the one stored with the last
+    write; without, every contact is planned and every stored row compared
+    (what a repair needs when rows may have been edited behind mailplan's back).
+    """
+    started = time.perf_counter()
+    # The ZIP directory is built on first use: not while holding the write
+    # lock (seconds on a loaded machine, and every upstream writer waits).
+    await anyio.to_thread.run_sync(zip_lookup, "10001")
+    # Counting a million contacts takes a while: not while holding the lock.
+    async with store.snapshot():
+        contacts = await store.contact_count_with_email()
+    async with store.transaction():
+        covered = await store.max_event_id()
+        run_id = await store.start_run(trigger, today)
+        await capacity_for(store, ctx, today, save=True, count=contacts)
+        # Until the closing global rebalance the stored balance is stale.
+        await store.delete_state(BALANCE_BASIS)
+        campaigns = ctx.campaigns or await store.load_campaigns()
+    stats = RunStats()
+    workers = default_workers() if ctx.planning_workers is None else ctx.planning_workers
+    if contacts < POOL_MIN_CONTACTS:
+        workers = 0
+    try:
+        async with Planner(ctx, campaigns, workers) as planner:
+            await _chunks(store, ctx, campaigns, today, run_id, trust_fingerprints, planner,
+                          stats, progress)  # fmt: skip
+        phase = time.perf_counter()
+        async with store.transaction():
+            stats.add(await rebalance_all(store, ctx, today))
+            if consume_events:
+                stats.events_consumed = await store.delete_events_upto(covered)
+            await store.delete_state(PROGRESS_KEY)
+            await record_full_plan(store, ctx, today)
+            await store.finish_run(run_id, stats, duration_ms=_ms(started))
+    except Exception as exc:
+        await _record_failure(store, run_id, stats, started, exc)
+        raise
+    log.info("full_recompute_done", run_id=run_id, ms=round(_ms(started)),
+             rebalance_ms=round(_ms(phase)), workers=workers,
+             contacts=stats.contacts_recomputed, inserted=stats.inserted,
+             updated=stats.updated, deleted=stats.deleted, moved=stats.rows_moved)  # fmt: skip
+    return stats
+
+
+async def recompute_range(
+    store: Store, ctx: PlanContext, after: int | None, limit: int, today: date, run_id: int | str
+) -> tuple[RunStats, int]:
+    """Recompute the next ``limit`` contacts with id > ``after`` (None: from the
+    first) and rebalance where they move the sweep, inside the caller's transaction;
+    returns the stats and the last id the chunk covers (``MAX_ID`` for the last
+    chunk). The chunk's scope is an id range, so plan rows of contacts deleted
+    inside it are removed too: a fan-out of these chunks is a full recompute
+    (SPEC 8.3). Contacts whose input digest is unchanged are not planned again.
+    """
+    if not store.in_write_transaction:
+        raise RuntimeError("recompute_range must run inside store.transaction()")
+    campaigns = ctx.campaigns or await store.load_campaigns()
+    rows = await store.read_chunk(
+        after, limit, since=ctx.history_since(today), engagement_since=ctx.engagement_since(today)
+    )
+    options = WriteOptions(run_id=str(run_id), today=today, send_time=ctx.send_time)
+    prepared = plan_chunk(ctx, campaigns, Task(rows, today, input_key(ctx, campaigns), options))
+    result = await store.write_prepared(prepared, options)
+    stats = RunStats(contacts_recomputed=len(rows.contact_rows))
+    stats.add_writes(result.stats)
+    # Also with no change of its own: rows others took (balance gaps).
+    stats.add(await rebalance_delta(store, ctx, today, result.delta))
+    return stats, rows.scope.hi
+
+
+async def _chunks(
+    store: Store,
+    ctx: PlanContext,
+    campaigns: Campaigns,
+    today: date,
+    run_id: int,
+    trust: bool,
+    planner: Planner,
+    stats: RunStats,
+    progress: Callable[[int], None],
+) -> None:
+    key = input_key(ctx, campaigns) if trust else None
+    options = WriteOptions(run_id=str(run_id), today=today, send_time=ctx.send_time)
+    sizer = ChunkSizer(ctx.chunk_size, target_s=WRITE_TARGET_S)
+    since, recent = ctx.history_since(today), ctx.engagement_since(today)
+    inflight: deque[tuple[ChunkRows, Awaitable[Prepared]]] = deque()
+    after: int | None = None
+    reading = True
+    noted = float("-inf")
+    while reading or inflight:
+        while reading and len(inflight) < planner.depth:
+            async with store.snapshot():
+                rows = await store.read_chunk(
+                    after, sizer.size, since=since, engagement_since=recent
+                )
+            inflight.append((rows, planner.submit(Task(rows, today, key, options))))
+            after = rows.scope.hi
+            reading = after != MAX_ID
+        rows, pending = inflight.popleft()
+        prepared = await pending
+        chunk = RunStats(contacts_recomputed=len(rows.contact_rows))
+        stats.add(chunk)
+        if not rows.needs_write(prepared.states) and await store.event_seq() == rows.seq:
+            # Every contact's inputs are unchanged and no upstream change
+            # came since the read: the stored plan of the range is its plan
+            # already, and the write lock is not taken at all.
+            stats.unchanged += prepared.skipped_rows
+            progress(rows.scope.hi)
+            continue
+        async with store.transaction():
+            write_started = time.perf_counter()
+            if await store.event_seq() != rows.seq:
+                # An upstream change since the read: plan again, inside the lock.
+                async with store.snapshot():
+                    fresh = await store.read_chunk(
+                        None, 0, since=since, engagement_since=recent, scope=rows.scope
+                    )
+                prepared = await planner.plan_here(Task(fresh, today, key, options))
+                stats.contacts_recomputed += len(fresh.contact_rows) - len(rows.contact_rows)
+                rows = fresh
+            result = await store.write_prepared(prepared, options, trust=trust)
+            if write_started - noted >= PROGRESS_EVERY_S or not inflight:
+                # Progress for `mailplan status` and a terminal's progress bar.
+                await store.set_state(PROGRESS_KEY, progress_text(run_id, rows.scope.hi))
+                noted = write_started
+        # Short write transactions (commit included) whatever the machine's
+        # load: upstream writers wait while one is open.
+        sizer.record(len(rows.contact_rows), time.perf_counter() - write_started)
+        stats.add_writes(result.stats)
+        progress(rows.scope.hi)

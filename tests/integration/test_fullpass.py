@@ -1,0 +1,190 @@
+"""The full recompute's chunk pipeline (SPEC 12): planning in a process pool,
+reads outside the write lock, contacts skipped when their inputs did not
+change. Each path must store exactly what the reference (the dry run) says."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from service import engine
+from service.config import Settings
+from service.engine import PlanContext, chunks, fullpass
+from service.planning.model import Campaigns, ContactData, ContactPlan
+from service.store import open_store
+from service.store.loaders import MAX_ID
+from service.store.sqlite import SqliteStore
+from service.tools.generate import generate
+
+TODAY = date(2026, 11, 29)
+
+
+def _ctx(**settings: object) -> PlanContext:
+    # Built from settings: a planning fingerprint, so input digests are kept.
+    return PlanContext.from_settings(Settings(daily_cap=4, **settings), chunk_size=41)  # type: ignore[arg-type]
+
+
+def _upstream(path: Path, sql: str, params: tuple[object, ...] = ()) -> None:
+    con = sqlite3.connect(path, timeout=10)
+    con.execute(sql, params)
+    con.commit()
+    con.close()
+
+
+@pytest.fixture
+def book(db_path: Path) -> Path:
+    generate(db_path, 160, seed=11, today=TODAY)
+    return db_path
+
+
+class _Counting:
+    """Counts the contacts the pass really plans (in this process)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.planned: list[int] = []
+        real = chunks.plan_all
+
+        def counting(
+            ctx: PlanContext, campaigns: Campaigns, data: Iterable[ContactData], today: date
+        ) -> list[ContactPlan]:
+            data = list(data)
+            self.planned.extend(d.contact.id for d in data)
+            return real(ctx, campaigns, data, today)
+
+        monkeypatch.setattr(chunks, "plan_all", counting)
+
+
+async def _export_is_dry_run(store: SqliteStore, ctx: PlanContext, today: date) -> None:
+    assert await store.export_rows() == await engine.dry_run_plan(store, ctx, today)
+
+
+async def test_pool_plans_what_this_process_plans(
+    book: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "copy.sqlite3"
+    shutil.copy(book, other)
+    monkeypatch.setattr(fullpass, "POOL_MIN_CONTACTS", 0)
+    exports = []
+    for path, workers in ((book, 0), (other, 2)):
+        ctx = PlanContext.from_settings(Settings(daily_cap=4), chunk_size=41,
+                                        planning_workers=workers)  # fmt: skip
+        async with open_store(path) as store:
+            stats = await engine.full_recompute(store, ctx, TODAY)
+            assert stats.contacts_recomputed == 160 and stats.inserted > 0
+            exports.append(await store.export_rows())
+            await _export_is_dry_run(store, ctx, TODAY)
+    assert exports[0] == exports[1]
+
+
+async def test_unchanged_contacts_are_not_planned_again(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _ctx()
+    async with open_store(book) as store:
+        first = await engine.full_recompute(store, ctx, TODAY)
+        counting = _Counting(monkeypatch)
+        again = await engine.full_recompute(store, ctx, TODAY)
+        # Nothing changed: nothing planned, nothing written, every row unchanged.
+        assert counting.planned == []
+        assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+        assert again.unchanged == first.inserted > 0
+        # One contact's birth date and another's click change upstream (no
+        # daemon consumes their events): exactly those two are planned again.
+        _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id = 7")
+        _upstream(book, "INSERT INTO tracking_clicks (contact_id, clicked_at) "
+                        "VALUES (12, '2026-11-20 10:00:00')")  # fmt: skip
+        await engine.full_recompute(store, ctx, TODAY)
+        assert sorted(counting.planned) == [7, 12]
+        await _export_is_dry_run(store, ctx, TODAY)
+        # Other settings, or no trust in fingerprints: everyone is planned.
+        counting.planned.clear()
+        other = _ctx(horizon_days=200)
+        await engine.full_recompute(store, other, TODAY)
+        assert len(counting.planned) == 160
+        await _export_is_dry_run(store, other, TODAY)
+        counting.planned.clear()
+        await engine.full_recompute(store, other, TODAY, trust_fingerprints=False)
+        assert len(counting.planned) == 160
+
+
+async def test_a_later_day_plans_only_contacts_whose_review_date_has_come(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _ctx()
+    later = date(2026, 12, 20)
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        states = await store.fetchall("plan_state@range", {"lo": 0, "hi": 10**9})
+        reviews = {r[0]: r[1] for r in states}
+        counting = _Counting(monkeypatch)
+        await engine.full_recompute(store, ctx, later)
+        # SPEC 5.11: a plan is the same on every day strictly before its
+        # review date, so only contacts due by then are planned again.
+        due = sorted(c for c, r in reviews.items() if r is not None and r <= later.isoformat())
+        assert 0 < len(due) < 160
+        assert sorted(counting.planned) == due
+        await _export_is_dry_run(store, ctx, later)
+
+
+async def test_an_upstream_change_between_read_and_write_replans_the_chunk(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chunk holding a contact with plan rows is read, then an upstream
+    # writer deletes that contact before the chunk's write transaction: the
+    # event sequence moved, so the chunk is read and planned again inside
+    # the lock, and the deleted contact gets no rows.
+    ctx = _ctx()
+    async with open_store(book) as store:
+        victim = (await engine.dry_run_plan(store, ctx, TODAY))[100].contact_id
+    real = SqliteStore.read_chunk
+    changed = False
+
+    async def read_then_change(self: SqliteStore, *args: object, **kwargs: object) -> object:
+        nonlocal changed
+        rows = await real(self, *args, **kwargs)  # type: ignore[arg-type]
+        if not changed and rows.scope.contains(victim) and kwargs.get("scope") is None:
+            _upstream(book, "DELETE FROM contacts WHERE id = ?", (victim,))
+            changed = True
+        return rows
+
+    monkeypatch.setattr(SqliteStore, "read_chunk", read_then_change)
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        assert changed
+        # The change's event stays for the daemon; the plan is already its own.
+        assert await store.pending_event_count() == 1
+        assert await store.export_rows([victim]) == []
+        await _export_is_dry_run(store, ctx, TODAY)
+
+
+async def test_a_fanout_chunk_plans_only_contacts_whose_inputs_changed(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon's fan-out (recompute_all, a settings reload) walks every
+    # contact with recompute_range; after a full recompute under the same
+    # settings only a contact changed since is planned again.
+    ctx = _ctx()
+
+    async def fanout(store: SqliteStore) -> None:
+        after: int | None = None
+        while True:
+            async with store.transaction():
+                _, hi = await engine.recompute_range(store, ctx, after, 50, TODAY, run_id=9)
+            if hi == MAX_ID:
+                return
+            after = hi
+
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        counting = _Counting(monkeypatch)
+        await fanout(store)
+        assert counting.planned == []
+        _upstream(book, "UPDATE contacts SET state = 'CA' WHERE id = 9")
+        await fanout(store)
+        assert counting.planned == [9]
+        await _export_is_dry_run(store, ctx, TODAY)
