@@ -35,7 +35,7 @@ from service.daemon.clock import Clock
 from service.daemon.early import stop_requested_early
 from service.daemon.notify import Notifier
 from service.daemon.worker import DaemonOptions, DaemonStatus, Worker
-from service.errors import StoreBusy, StoreError, StoreUnavailable
+from service.errors import SchemaError, StoreBusy, StoreError, StoreUnavailable
 from service.inbox.ingest import check_inbox_path
 from service.store import Store, open_store
 
@@ -150,6 +150,13 @@ class Daemon:
                         log.error("database_unavailable", path=str(self.db_path), error=str(exc))
                         failure = exc
                         break
+                    await self._wait_for_database(exc)
+                except SchemaError as exc:
+                    if self.options.once or not self._reopen.failures:
+                        failure = exc
+                        break
+                    # The database came back while init-db is still creating
+                    # it (the daemon was waiting for it): wait on.
                     await self._wait_for_database(exc)
                 except StoreError as exc:
                     failure = exc

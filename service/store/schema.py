@@ -11,7 +11,7 @@ database of unknown history safe.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import aiosqlite
 import structlog
@@ -87,17 +87,18 @@ async def missing_columns(db: aiosqlite.Connection) -> list[str]:
     return missing
 
 
-async def _apply(db: aiosqlite.Connection, migration: Migration, added: list[str]) -> None:
+async def _apply(db: aiosqlite.Connection, pending: Sequence[Migration], added: list[str]) -> None:
+    """Every pending migration in one transaction: other connections (a
+    daemon waiting for the database) see the old version or the latest,
+    never one in between."""
     await db.execute("BEGIN IMMEDIATE")
     try:
-        added.extend(
-            await _add_missing(
-                db, ((a.table, a.column, a.definition) for a in migration.add_columns)
-            )
-        )
-        for statement in migration.statements:
-            await db.execute(statement)
-        await db.execute(f"PRAGMA user_version = {migration.version:d}")
+        for migration in pending:
+            wanted = ((a.table, a.column, a.definition) for a in migration.add_columns)
+            added.extend(await _add_missing(db, wanted))
+            for statement in migration.statements:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {migration.version:d}")
         await db.execute("COMMIT")
     except BaseException:
         await db.execute("ROLLBACK")
@@ -116,15 +117,17 @@ async def migrate(db: aiosqlite.Connection, path: object, added: list[str] | Non
     current = await user_version(db)
     target = latest_version()
     _refuse_newer(current, target, path, StoreError)
-    for migration in migrations()[current:]:
+    pending = migrations()[current:]
+    if pending:
         try:
-            await _apply(db, migration, added)
+            await _apply(db, pending, added)
         except sqlite3.Error as exc:
             raise StoreError(
-                f"migration {migration.name} failed on {path}: {exc}; the database is "
-                f"left at schema version {migration.version - 1}"
+                f"migrating {path} to schema version {target} failed: {exc}; the database "
+                f"is left at schema version {current}"
             ) from exc
-        log.info("migration_applied", version=migration.version, name=migration.name)
+        for migration in pending:
+            log.info("migration_applied", version=migration.version, name=migration.name)
     try:
         await db.execute("BEGIN IMMEDIATE")
         try:

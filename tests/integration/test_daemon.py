@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -309,6 +310,33 @@ async def test_database_replaced_under_the_daemon_is_reopened(tmp_path: Path) ->
             )  # fmt: skip
             await wait_until(lambda: pending_events(db) == 0, limit=20)
         assert [e["event"] for e in logs if e["event"] == "database_gone"] == ["database_gone"]
+    await assert_plan_is_full_recompute(db, CFG, TODAY)
+
+
+async def test_database_recreated_while_waiting_is_waited_for_until_migrated(
+    tmp_path: Path,
+) -> None:
+    # The database disappears, and comes back as a file init-db has not
+    # migrated yet (schema version 0): the daemon waits on instead of exiting,
+    # and serves the database once init-db has brought it up to date.
+    db = tmp_path / "org.sqlite3"
+    await init_db(db)
+    upstream(db, SEED_SQL)
+    async with running_daemon(db, CFG, poll_interval=0.05, max_backoff=0.1) as run:
+        await run.settle()
+        with capture_logs() as logs:
+            _remove_database(db)
+            await wait_until(lambda: any(e["event"] == "database_unavailable" for e in logs))
+            sqlite3.connect(db).close()  # an empty database file
+            await wait_until(
+                lambda: any("schema version 0" in str(e.get("error", "")) for e in logs)
+            )
+            await init_db(db)
+            await anyio.to_thread.run_sync(
+                upstream, db, "INSERT INTO contacts (id, email, birth_date, state) "
+                "VALUES (1, 'new@example.com', '1950-03-20', 'TX');",
+            )  # fmt: skip
+            await wait_until(lambda: pending_events(db) == 0, limit=20)
     await assert_plan_is_full_recompute(db, CFG, TODAY)
 
 
