@@ -1,12 +1,12 @@
 """The calendar tick (SPEC 8.4): what the passage of a local day changes.
 
 Once per local date the daemon stores *today*, takes the day's capacity
-snapshot, brings the balance to the new day and capacity (the result of a
-global rebalance, redone only where they change it), and recomputes exactly
-the contacts whose review date has come (5.11). Whether a tick is due is
-decided by the date stored with the last tick, not by counting midnights, so a
-daemon that slept, saw the clock jump or was down for days runs exactly one
-tick for the date it wakes up on.
+snapshot, moves the caught-up rows of the contacts that are not due to *today*
+(the catch-up move, :mod:`service.planning.review`), recomputes exactly the
+contacts whose review date has come (5.11) and rebalances globally. Whether a
+tick is due is decided by the date stored with the last tick, not by counting
+midnights, so a daemon that slept, saw the clock jump or was down for days runs
+exactly one tick for the date it wakes up on.
 
 The due contacts are worked off in chunks, each its own transaction; the
 date is stored with the last one. A crash in between repeats the tick on the
@@ -44,6 +44,8 @@ class TickReport:
     ms: float = 0.0
     finished: bool = True
     full_recompute_queued: bool = False
+    caught_up_moved: int = 0
+    """Caught-up rows of contacts not due, moved to *today* (SPEC 5.11)."""
 
 
 def _never() -> bool:
@@ -92,14 +94,17 @@ async def tick_if_due(
     report = TickReport(today=today, previous=previous, contacts=0)
     async with store.transaction():
         run_id = await store.start_run("tick", today)
-        # The balance of the previous day, brought to today and the day's
-        # capacity (only what those change is redone); the chunks below then
-        # rebalance incrementally on top of it.
-        report.stats.add(await engine.rebalance_new_day(store, ctx, today))
+        await engine.capacity_for(store, ctx, today, save=True)
+        # The chunks below skip their windowed rebalances (the global one at
+        # the end covers them); until then the stored balance is not global.
+        await engine.invalidate_balance(store)
         due = await store.due_contacts(today)
         if moved_back or (previous is None and not await _planned_in_full(store, ctx, today)):
             await store.enqueue_event("recompute_all")
             report.full_recompute_queued = True
+    if not moved_back and not report.full_recompute_queued:
+        if not await _move_caught_up(store, today, run_id, report, should_stop):
+            return report
     sizer = ChunkSizer(chunk)
     start = 0
     while start < len(due):
@@ -112,11 +117,16 @@ async def tick_if_due(
         ids = due[start : start + sizer.size]
         chunk_started = time.perf_counter()
         async with store.transaction():
-            report.stats.add(await engine.recompute_contacts(store, ctx, ids, today, run_id))
+            report.stats.add(
+                await engine.recompute_contacts(
+                    store, ctx, ids, today, run_id, rebalance_windows=False
+                )
+            )
         sizer.record(len(ids), time.perf_counter() - chunk_started)
         start += len(ids)
         report.contacts += len(ids)
     async with store.transaction():
+        report.stats.add(await engine.rebalance_all(store, ctx, today))
         await store.set_last_tick(today)
         report.ms = (time.perf_counter() - started) * 1000.0
         report.stats.contacts_recomputed = report.contacts
@@ -127,10 +137,41 @@ async def tick_if_due(
         today=today.isoformat(),
         previous=previous.isoformat() if previous else None,
         contacts=report.contacts,
+        caught_up_moved=report.caught_up_moved,
         moved=report.stats.rows_moved,
         ms=round(report.ms, 1),
     )
     return report
+
+
+MOVE_CHUNK = 20_000
+"""Most caught-up rows moved in one transaction (the sizer keeps it short)."""
+
+
+async def _move_caught_up(
+    store: Store,
+    today: date,
+    run_id: int,
+    report: TickReport,
+    should_stop: Callable[[], bool],
+) -> bool:
+    """The catch-up move of every contact that is not due (SPEC 5.10, 5.11), in
+    short transactions; False if stopped part way (the next start repeats the
+    tick, and only rows not yet moved still match)."""
+    sizer = ChunkSizer(MOVE_CHUNK)
+    start: int | None = 0
+    while start is not None:
+        chunk_started = time.perf_counter()
+        async with store.transaction():
+            step = await store.move_caught_up(today, run_id, start, sizer.size)
+        sizer.record(step.rows, time.perf_counter() - chunk_started)
+        report.caught_up_moved += step.rows
+        start = step.next_from
+        if start is not None and should_stop():
+            report.finished = False
+            log.info("tick_interrupted", today=today.isoformat(), moved=report.caught_up_moved)
+            return False
+    return True
 
 
 async def prune_journal(store: Store, before: date) -> int:

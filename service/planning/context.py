@@ -15,7 +15,13 @@ from service.planning.exclusion import Exclusion, allowed_interval, check_exclus
 from service.planning.memo import Memo
 from service.planning.model import HistoryEmail, PlanRow
 from service.planning.params import PlanParams
-from service.planning.review import ONE_DAY, Review
+from service.planning.review import (
+    ONE_DAY,
+    Review,
+    excluded_run_end,
+    free_run_end,
+    next_rule_change,
+)
 from service.planning.rules import RuleBook
 
 _EMPTY_KEYS: frozenset[tuple[str, date]] = frozenset()
@@ -30,6 +36,7 @@ class ContactContext(Review):
     """
 
     __slots__ = (
+        "caught_up",
         "excludable",
         "history_keys",
         "horizon",
@@ -69,6 +76,8 @@ class ContactContext(Review):
         self.pw_sources: list[tuple[date, date]] = []
         # Unknown states, and states without any rule, skip the exclusion machinery.
         self.excludable = rc.state is not None and bool(rules.rules_for(rc.state))
+        # Whether a row was caught up (plan.plan_contact's frequency and conflict wakes).
+        self.caught_up = False
 
     def in_history(self, email_type: str, event: date) -> bool:
         """True if this identity is a history row: it is never planned again (5.10)."""
@@ -112,18 +121,31 @@ class ContactContext(Review):
             return None
         today = self.today
         note = None
-        if desired < today:
+        caught = desired < today
+        if caught:
+            # From now on the row only follows today (the tick's catch-up
+            # move, review.caught_up_move) until its last live day or a change
+            # of its exclusion decision, reported below.
             note = f"caught up from {desired.isoformat()}"
             desired = today
-        # Review.wake, inlined: the day after is always after today.
-        after = desired + ONE_DAY
-        if self.review is None or after < self.review:
-            self.review = after
+            self.caught_up = True
+            if upper is not None:
+                self.wake(upper + ONE_DAY)
+        else:
+            # Review.wake, inlined: the day after is always after today. The
+            # row is caught up from then on.
+            after = desired + ONE_DAY
+            if self.review is None or after < self.review:
+                self.review = after
         exc = None
-        if skip is None and windows and self.excludable:
+        checked = skip is None and windows and self.excludable
+        if checked:
             exc = check_exclusion(self.rc, desired, self.rules, self.params)
             if exc is not None:
                 skip = exc.reason
+                if caught:
+                    self._wake_rules()
+                    self.wake(excluded_run_end(self.rc, today, exc, self.rules, self.params))
         if skip is not None:
             self.rows.append(
                 PlanRow(
@@ -136,6 +158,9 @@ class ContactContext(Review):
         high: date | None = None
         if (windows or interval) and self.excludable:
             low, high = allowed_interval(self.rc, desired, self.rules, self.params)
+            if caught:
+                self._wake_rules()
+                self.wake(free_run_end(today, high, upper))
         if high is None or (upper is not None and upper < high):
             high = upper
         self.rows.append(
@@ -145,6 +170,15 @@ class ContactContext(Review):
             )
         )  # fmt: skip
         return None
+
+    def _wake_rules(self) -> None:
+        """A caught-up row's exclusion decision follows the rules in force on
+        *today*: report the next day they change (SPEC 5.3, 5.11)."""
+        state = self.rc.state
+        assert state is not None
+        change = next_rule_change(self.rules, state, self.today, self.memo.changes)
+        if change is not None:
+            self.wake(change)
 
 
 def _horizon(horizon_days: int, today: date) -> tuple[timedelta, date]:

@@ -23,7 +23,7 @@ LIMIT = 100_000
 class Memo:
     """Tables of pure answers, each keyed by all of its inputs."""
 
-    __slots__ = ("dates", "locations", "reach", "usable")
+    __slots__ = ("changes", "dates", "locations", "reach", "usable")
 
     def __init__(self) -> None:
         self.dates: dict[str, date | None] = {}
@@ -34,3 +34,5 @@ class Memo:
         """id of a rule book -> (the book, (state, buffer) -> how far its windows reach)."""
         self.usable: dict[tuple[int, date], tuple[Any, Any]] = {}
         """(id of the campaigns, today) -> (the campaigns, their usable instances)."""
+        self.changes: dict[int, tuple[Any, dict[str, tuple[date, ...]]]] = {}
+        """id of a rule book -> (the book, state -> the days its rules change)."""

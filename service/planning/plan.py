@@ -25,6 +25,7 @@ from service.planning.followups import plan_followup
 from service.planning.limits import apply_frequency_limit, resolve_campaign_conflicts
 from service.planning.memo import Memo
 from service.planning.model import (
+    CAMPAIGN_PREFIX,
     Campaigns,
     ContactData,
     ContactPlan,
@@ -32,6 +33,7 @@ from service.planning.model import (
 )
 from service.planning.params import PlanParams
 from service.planning.postwindow import plan_post_windows
+from service.planning.review import ONE_DAY
 from service.planning.rules import RuleBook
 
 __all__ = ["ContactContext", "campaign_config_errors", "plan_contact"]
@@ -73,7 +75,9 @@ def plan_contact(
       :meth:`ContactContext.emit`); skipped rows keep desired = scheduled and no
       interval.
     - ``review_date`` is the first day after ``today`` on which the result can
-      differ through time alone (5.11, see :mod:`service.planning.review`).
+      differ through time alone from its catch-up move (5.11, see
+      :mod:`service.planning.review`: :func:`~service.planning.review.caught_up_move`
+      gives the plan of every day before it).
       ``allowed_from`` is ``max(today, ...)`` and so follows *today*; it is the
       only field that may move without a review (the balancer clamps to its
       own *today*, so a stored value that lags behind is harmless). Notes may
@@ -103,14 +107,33 @@ def plan_contact(
     notes = rc.problems + tuple(ctx.notes) if ctx.notes else rc.problems
     if not rows:
         return ContactPlan(contact.id, (), ctx.review, notes)
-    if campaigns.instances and len(rows) > 1:
-        resolve_campaign_conflicts(rows)
-    if len(rows) + len(data.history) > params.max_emails_per_period:
-        # Otherwise every window holds at most the maximum: nothing to skip (5.9).
-        apply_frequency_limit(rows, data.history, params)
+    _apply_limits(ctx, rows, data, campaigns)
     if len(rows) > 1:
         rows.sort(key=_row_order)
     return ContactPlan(contact.id, tuple(rows), ctx.review, notes)
+
+
+def _apply_limits(
+    ctx: ContactContext, rows: list[PlanRow], data: ContactData, campaigns: Campaigns
+) -> None:
+    """Same-day campaign conflicts (5.8) and the frequency limit (5.9), in place."""
+    tomorrow = ctx.today + ONE_DAY
+    if campaigns.instances and len(rows) > 1:
+        if ctx.caught_up and _caught_up_campaign_meets_another(rows):
+            # Conflicts compare desired dates, and the reason names the day (5.8).
+            ctx.wake(tomorrow)
+        resolve_campaign_conflicts(rows)
+    if len(rows) + len(data.history) > ctx.params.max_emails_per_period:
+        # Otherwise every window holds at most the maximum: nothing to skip (5.9).
+        if ctx.caught_up:
+            # Which rows the limit admits depends on the caught-up dates.
+            ctx.wake(tomorrow)
+        apply_frequency_limit(rows, data.history, ctx.params)
+
+
+def _caught_up_campaign_meets_another(rows: list[PlanRow]) -> bool:
+    campaign = [r for r in rows if r.email_type.startswith(CAMPAIGN_PREFIX)]
+    return len(campaign) > 1 and any(r.catchup_note is not None for r in campaign)
 
 
 def _row_order(row: PlanRow) -> tuple[str, date]:

@@ -13,27 +13,59 @@ The decisions that depend on *today*, and the date each one reports:
 - an occurrence stops being live: its event date + 1 (birthday, effective
   date, targeted campaign), ``active_end_date + 1`` (campaigns), send date +
   ``followup_lookback_days`` + 1 (follow-ups), the post-window date + 1;
-- catch-up: the day after every row's desired date (skipped rows included).
-  From then on the desired date is *today* and moves every day, so a contact
-  with a caught-up row is reviewed daily until the row ends;
+- catch-up: the day after a row's desired date, when it becomes a caught-up
+  row (its desired date is *today* from then on, SPEC 5.10);
 - a future-dated value becomes current: a birth date after *today* becomes
   valid on that day; a history email dated after *today* becomes a follow-up
   candidate on its send date.
 
-A state rule's ``effective_from``/``effective_to`` needs no entry of its own:
-a rule applies to an email according to the email's desired date, which only
-moves through catch-up, already reviewed daily. The same holds for same-day
-conflicts and the frequency limit, which depend on desired dates only.
-Reporting a date earlier than necessary is always sound (the contact is
+**The catch-up move.** A caught-up row's desired date is *today* and so moves
+every day; nothing else about it changes until one of the dates below. The
+daemon's tick applies that move to every caught-up row of a contact that is
+not due in one statement (:meth:`~service.store.interface.PlanWriter.
+move_caught_up`) instead of recomputing the contact, so the review date
+names only the days on which the plan can differ from its catch-up move
+(:func:`caught_up_move`). For a caught-up row those are:
+
+- the day after its last live day (its event date, a campaign's end or
+  trigger, a follow-up's lookback);
+- the first day its exclusion decision differs from *today*'s: for a skipped
+  row the day after the window occurrence that skips it, or the day a rule
+  of higher rank starts to cover it; for a row that is not skipped the day
+  after the exclusion-free run around *today* (its allowed interval) ends;
+- a change of the state's rules (any ``effective_from``, the day after any
+  ``effective_to``): which rule decides, and the allowed interval, follow
+  the desired date;
+- every day, when the frequency limit (5.9) has to admit the contact's rows
+  or a caught-up campaign row meets another campaign row (5.8): those
+  decisions compare desired dates, and the conflict reason names the day.
+
+For a row that is not caught up a state rule's ``effective_from`` /
+``effective_to`` needs no entry of its own: a rule applies to an email
+according to the email's desired date, which does not move until the row is
+caught up (reported). Reporting a date earlier than necessary is always sound (the contact is
 recomputed and found unchanged); missing one is a bug, which the property test
 in ``tests/unit/test_review.py`` hunts for.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from dataclasses import replace
 from datetime import date, timedelta
+from typing import Any
+
+from service.planning.contacts import ResolvedContact
+from service.planning.exclusion import Exclusion, rule_exclusion
+from service.planning.model import ContactPlan, PlanRow
+from service.planning.params import PlanParams
+from service.planning.rules import RuleBook
 
 ONE_DAY = timedelta(days=1)
+INTERVAL_LIMIT_DAYS = 400
+"""How far :func:`~service.planning.exclusion.allowed_interval` looks either way
+by default: an interval that reaches it is cut by the limit, not by a window."""
+_YEAR = 365
 
 
 def days(n: int) -> timedelta:
@@ -57,3 +89,97 @@ class Review:
         """
         if d > self.today and (self.review is None or d < self.review):
             self.review = d
+
+
+def caught_up_move(plan: ContactPlan, day: date) -> ContactPlan:
+    """``plan`` as time alone makes it on ``day``, up to the contact's review
+    date: every caught-up row's desired date (and lower bound) becomes ``day``,
+    every lower bound is at least ``day``; nothing else changes (SPEC 5.10, 5.11).
+
+    The store's :meth:`move_caught_up` does the same to the stored rows.
+    """
+    rows: list[PlanRow] = []
+    for row in plan.rows:
+        low = row.allowed_from
+        if row.catchup_note is not None:
+            row = replace(row, desired_date=day, allowed_from=None if low is None else day)
+        elif low is not None and low < day:
+            row = replace(row, allowed_from=day)
+        rows.append(row)
+    return replace(plan, rows=tuple(rows))
+
+
+def rule_changes(
+    rules: RuleBook, state: str, memo: dict[int, tuple[Any, dict[str, tuple[date, ...]]]]
+) -> tuple[date, ...]:
+    """:meth:`RuleBook.change_dates` of ``state``, memoised per rule book in ``memo``
+    (a run's :attr:`Memo.changes <service.planning.memo.Memo.changes>`; the
+    entry keeps its book alive, so its ``id`` cannot be reused meanwhile)."""
+    entry = memo.get(id(rules))
+    if entry is None or entry[0] is not rules:
+        if len(memo) >= 8:
+            memo.clear()
+        entry = memo[id(rules)] = (rules, {})
+    found = entry[1].get(state)
+    if found is None:
+        found = entry[1][state] = rules.change_dates(state)
+    return found
+
+
+def next_rule_change(
+    rules: RuleBook,
+    state: str,
+    today: date,
+    memo: dict[int, tuple[Any, dict[str, tuple[date, ...]]]],
+) -> date | None:
+    """The first day after ``today`` on which a rule of ``state`` starts or ends."""
+    changes = rule_changes(rules, state, memo)
+    i = bisect_right(changes, today)
+    return changes[i] if i < len(changes) else None
+
+
+def free_run_end(today: date, high: date, upper: date | None) -> date:
+    """When a caught-up row that is not excluded on ``today`` may change: the
+    day after the exclusion-free run around ``today`` (``high`` is its last
+    day, as :func:`~service.planning.exclusion.allowed_interval` found it).
+
+    A run cut by the interval's look-ahead limit rather than by a window
+    moves its end with *today*: the row's ``allowed_to`` then follows *today*
+    unless the row's own bound ``upper`` comes first, so it is reviewed
+    daily.
+    """
+    if (high - today).days >= INTERVAL_LIMIT_DAYS and (upper is None or upper > high):
+        return today + ONE_DAY
+    return high + ONE_DAY
+
+
+def excluded_run_end(
+    rc: ResolvedContact, today: date, exc: Exclusion, rules: RuleBook, params: PlanParams
+) -> date:
+    """When a caught-up row skipped by ``exc`` on ``today`` may change: the
+    first later day whose exclusion decision (rule, reason, window end) can
+    differ, not counting rule changes (:func:`next_rule_change`).
+
+    - year-round: only a rule change ends it;
+    - a window occurrence: the day after it ends, unless the state's
+      anchored rule (checked first, SPEC 5.3) starts a window before then
+      while an annual period is what skips the row today; an occurrence a
+      year or longer may meet the next one of its rule, reviewed daily.
+    """
+    if exc.year_round or exc.window_end is None or exc.window_start is None:
+        return date.max
+    end = exc.window_end
+    if (end - exc.window_start).days + 1 >= _YEAR:
+        return today + ONE_DAY
+    state = rc.state
+    assert state is not None
+    anchored = rules.rule_on(state, today)
+    buffer = params.pre_window_buffer_days
+    if anchored is not None and rule_exclusion(rc, today, anchored, buffer) is None:
+        # The annual period skips today; the anchored rule wins where it starts.
+        day = today + ONE_DAY
+        while day <= end:
+            if rule_exclusion(rc, day, anchored, buffer) is not None:
+                return day
+            day += ONE_DAY
+    return end + ONE_DAY if end < date.max else date.max

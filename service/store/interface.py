@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from service.planning.model import Campaigns, ContactData, ContactPlan
+from service.store.catchup import CatchUpStep
 from service.store.journal import JournalEntry
 from service.store.loaders import ChunkRows, Loaded, StoredPlanRow
 from service.store.types import (
@@ -319,6 +320,14 @@ class PlanWriter(Protocol):
 
     async def due_contacts(self, today: date) -> list[int]:
         """Contacts whose review date has come by ``today``."""
+        ...
+
+    async def move_caught_up(
+        self, today: date, run_id: int, start: int = 0, limit: int = 2000
+    ) -> CatchUpStep:
+        """Move up to ``limit`` caught-up plan rows of contacts from id
+        ``start`` on that are not due on ``today`` to ``today`` (the tick's
+        catch-up move, SPEC 5.11), with their journal entries."""
         ...
 
 

@@ -434,3 +434,52 @@ SELECT day, sum(a), sum(b) FROM (
     SELECT scheduled_send_date, 0, CASE back WHEN 0 THEN 1 ELSE -1 END FROM scheduler_balance_gaps
     WHERE balance_date IS NOT NULL AND scheduled_send_date IS NOT NULL
 ) GROUP BY day;
+-- name: catchup_rows
+-- The tick's catch-up move (service/store/catchup.py): the next caught-up plan
+-- rows from contact :from on whose desired date is before :today, of contacts
+-- that are not due (review date after :today, or none); in contact order.
+SELECT s.id, s.contact_id FROM email_schedules AS s INDEXED BY idx_plan_caught_up
+WHERE s.catchup_note IS NOT NULL AND s.status IN ('pre-scheduled', 'skipped')
+    AND s.contact_id >= :from AND s.desired_date < :today
+    AND NOT EXISTS (
+        SELECT 1 FROM contact_plan_state AS p
+        WHERE p.contact_id = s.contact_id AND p.review_date <= :today
+    )
+ORDER BY s.contact_id
+LIMIT :limit;
+
+-- name: catchup_journal
+-- One journal entry per moved row (SPEC 7), appended before the move, as the
+-- writer's update with a new desired date would write it: the balancing
+-- starts over at the new desired date.
+INSERT INTO plan_journal (
+    run_id, trigger, at, contact_id, email_type, event_date, op,
+    old_desired, old_scheduled, old_status, old_reason,
+    new_desired, new_scheduled, new_status, new_reason
+)
+SELECT :run, (SELECT trigger FROM scheduler_runs WHERE id = :run),
+       COALESCE(:at, strftime('%Y-%m-%d %H:%M:%f', 'now')),
+       contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       'update', desired_date, scheduled_send_date, status, skip_reason,
+       :today, :today, status, skip_reason
+FROM email_schedules
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 'skipped');
+
+-- name: catchup_move
+-- The move itself: desired date, and the balancer's dates (which start over
+-- there, as for the writer's update with a new desired date), to :today.
+UPDATE email_schedules SET
+    desired_date = :today,
+    balance_date = :today,
+    scheduled_send_date = :today,
+    scheduler_run_id = :run_text,
+    updated_at = :now,
+    send_at_utc = CASE WHEN send_timezone IS NOT NULL
+                       THEN mailplan_utc(:today, scheduled_send_time, send_timezone) END
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 'skipped');
+
+-- name: catchup_forget_fingerprints
+-- The moved contacts' stored rows no longer match the fingerprint of the plan
+-- last written: a full recompute compares their rows instead of trusting it.
+UPDATE contact_plan_state SET fingerprint = NULL
+WHERE contact_id IN (SELECT value FROM json_each(:ids));

@@ -17,6 +17,7 @@ from service.planning.dates import parse_date
 from service.store import schema
 from service.store.balancing import BalanceMixin
 from service.store.base import StoreBase, ids_param
+from service.store.catchup import CatchUpMixin
 from service.store.contacts_in import ContactsInMixin
 from service.store.journal import Clock
 from service.store.loaders import text
@@ -57,7 +58,7 @@ def _export_rows(rows: Iterable[tuple[Any, ...]]) -> list[ExportRow]:
     return out
 
 
-class SqliteStore(WriterMixin, BalanceMixin, ContactsInMixin):
+class SqliteStore(WriterMixin, BalanceMixin, CatchUpMixin, ContactsInMixin):
     """mailplan's access to one organisation's SQLite database."""
 
     @classmethod

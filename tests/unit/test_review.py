@@ -17,6 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.planning.contacts import ResolvedContact, resolve_contact
+from service.planning.exclusion import allowed_interval, check_exclusion
 from service.planning.model import (
     CampaignInstance,
     Campaigns,
@@ -31,6 +33,12 @@ from service.planning.model import (
 )
 from service.planning.params import PlanParams
 from service.planning.plan import plan_contact
+from service.planning.review import (
+    caught_up_move,
+    excluded_run_end,
+    free_run_end,
+    next_rule_change,
+)
 from service.planning.rules import RuleBook, StateRule, builtin_rules
 
 D = date.fromisoformat
@@ -222,12 +230,18 @@ def scenarios(draw: st.DrawFn) -> tuple[ContactData, Campaigns, PlanParams, date
 
 
 def assert_same_plan(before: ContactPlan, after: ContactPlan, day: date) -> None:
-    """``after`` (planned on ``day``) equals ``before`` but for allowed_from following today."""
+    """``after`` (planned on ``day``) equals ``before`` moved to ``day`` by time
+    alone: caught-up rows at ``day``, every lower bound at least ``day``."""
     assert after.invalid == before.invalid
     assert len(after.rows) == len(before.rows), (before.rows, after.rows)
     for old, new in zip(before.rows, after.rows, strict=True):
-        moved = None if old.allowed_from is None else max(old.allowed_from, day)
-        assert new == replace(old, allowed_from=moved), (day, old, new)
+        low = old.allowed_from
+        if old.catchup_note is not None:
+            expected = replace(old, desired_date=day, allowed_from=None if low is None else day)
+        else:
+            expected = replace(old, allowed_from=None if low is None else max(low, day))
+        assert new == expected, (day, old, new)
+    assert caught_up_move(before, day).rows == after.rows
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -246,3 +260,84 @@ def test_plan_is_constant_until_review_date(
     while day < stop:
         assert_same_plan(first, plan_contact(data, campaigns, rules, params, day), day)
         day += _days(1)
+
+
+# ------------------------------------------- the catch-up move's exclusion ends
+
+# Rules with law changes and ages, so rule changes and annual periods are met.
+MOVING_RULES = RuleBook(
+    [
+        *WITH_ANNUAL.rules,
+        StateRule("AR", "birthday", before_days=0, after_days=45, effective_to=date(2026, 3, 31)),
+        StateRule("AR", "birthday", before_days=10, after_days=90, effective_from=date(2026, 4, 1)),
+        StateRule("WI", "effective_date", before_days=5, after_days=40, min_age=66),
+        StateRule("WI", "annual_period", period_from=(10, 1), period_to=(10, 20)),
+    ]
+)
+
+
+@st.composite
+def exclusion_days(draw: st.DrawFn) -> tuple[ResolvedContact, date, PlanParams]:
+    today = draw(st.dates(date(2025, 1, 1), date(2027, 12, 31)))
+    birth = draw(st.one_of(st.none(), st.dates(date(1940, 1, 1), date(1962, 12, 31))))
+    effective = draw(st.one_of(st.none(), st.dates(date(2015, 1, 1), date(2026, 12, 31))))
+    state = draw(st.sampled_from(["CA", "NV", "MO", "NY", "VA", "AR", "WI", "TX", "OR"]))
+    contact = Contact(
+        1,
+        "pat@example.com",
+        birth.isoformat() if birth else None,
+        effective.isoformat() if effective else None,
+        state,
+        None,
+    )
+    params = PlanParams(pre_window_buffer_days=draw(st.sampled_from([0, 20, 60])))
+    return resolve_contact(contact, today), today, params
+
+
+@settings(max_examples=400, deadline=None)
+@given(exclusion_days())
+def test_exclusion_decision_constant_until_its_run_ends(
+    case: tuple[ResolvedContact, date, PlanParams],
+) -> None:
+    """What the review date relies on for a caught-up row (its desired date is
+    *today*): until the next rule change and the end the helpers report, the
+    exclusion decision on each day is the one of ``today`` (a skipped row's
+    reason and window end), or, for a free day, no window and the same end of
+    the exclusion-free run (the row's ``allowed_to``)."""
+    rc, today, params = case
+    rules = MOVING_RULES
+    assert rc.state is not None
+    stop = next_rule_change(rules, rc.state, today, {}) or date.max
+    exc = check_exclusion(rc, today, rules, params)
+    if exc is not None:
+        stop = min(stop, excluded_run_end(rc, today, exc, rules, params))
+        want: object = (exc.reason, exc.year_round, exc.window_end)
+    else:
+        high = allowed_interval(rc, today, rules, params)[1]
+        stop = min(stop, free_run_end(today, high, None))
+        want = high
+    assert stop > today
+    day = today + _days(1)
+    while day < min(stop, today + _days(SCAN_DAYS)):
+        found = check_exclusion(rc, day, rules, params)
+        if exc is not None:
+            assert found is not None, day
+            assert (found.reason, found.year_round, found.window_end) == want, day
+        else:
+            assert found is None, day
+            assert allowed_interval(rc, day, rules, params)[1] == want, day
+        day += _days(1)
+
+
+def test_caught_up_row_waits_for_its_event() -> None:
+    # TX has no rules. Birthday 1960-05-20, desired 05-20 - 14 = 05-06; on 05-10 it
+    # is caught up (desired 05-10) and only follows today until its event date
+    # 05-20: the plan differs from its catch-up move first on 05-21.
+    contact = Contact(1, "pat@example.com", "1960-05-20", None, "TX", None)
+    plan = plan_contact(ContactData(contact), Campaigns(), RULES, PlanParams(), D("2026-05-10"))
+    assert [(r.email_type, r.desired_date, r.catchup_note) for r in plan.rows] == [
+        ("birthday", D("2026-05-10"), "caught up from 2026-05-06")
+    ]
+    assert plan.review_date == D("2026-05-21")
+    moved = caught_up_move(plan, D("2026-05-15"))
+    assert moved.rows[0].desired_date == D("2026-05-15")
