@@ -276,18 +276,25 @@ class Daemon:
         tg.start_soon(wakers.each_local_midnight, self.clock, lambda: self.wake("tick"))
         if self.options.watch:
             self._watch(tg, self.db_path.parent, wakers.database_filter(self.db_path), "db",
-                        wakers.DB_STEP_MS)  # fmt: skip
+                        wakers.DB_STEP_MS, wakers.DB_HOT_STEP_MS)  # fmt: skip
             if self.options.inbox is not None:
                 folder = self.options.inbox
                 self._watch(tg, folder, wakers.inbox_filter(folder), "inbox",
                             wakers.INBOX_STEP_MS)  # fmt: skip
 
     def _watch(
-        self, tg: TaskGroup, folder: Path, keep: wakers.Filter, reason: str, step_ms: int
+        self,
+        tg: TaskGroup,
+        folder: Path,
+        keep: wakers.Filter,
+        reason: str,
+        step_ms: int,
+        hot_step_ms: int | None = None,
     ) -> None:
         stop = anyio.Event()
         self._watch_stops.append(stop)
-        tg.start_soon(wakers.watch_folder, folder, keep, lambda: self.wake(reason), stop, step_ms)
+        tg.start_soon(wakers.watch_folder, folder, keep, lambda: self.wake(reason), stop,
+                      step_ms, hot_step_ms)  # fmt: skip
 
     def _poll(self) -> bool:
         if wakers.file_identity(self.db_path) != self._db_identity:
