@@ -231,3 +231,16 @@ async def test_an_unchanged_contact_writes_nothing(seeded: Store, db_path: Path)
     stats = report.stats
     assert (stats.inserted, stats.updated, stats.deleted, stats.rows_moved) == (0, 0, 0, 0)
     assert query(db_path, "SELECT * FROM email_schedules ORDER BY id") == before
+
+
+async def test_a_batch_over_the_time_target_shrinks_the_next(seeded: Store, db_path: Path) -> None:
+    # 40 statements each updating the 8 contacts: 320 events. Batches of at most
+    # 200 events; with a target no transaction can meet, every full or slow batch
+    # sizes the next one down to the floor of 50 events (pacing.MIN_CHUNK):
+    # 200, then 50 at a time for the remaining 120 (50, 50, 20).
+    write(db_path, "".join(f"UPDATE contacts SET last_name = 'x{i}';" for i in range(40)))
+    processor = Processor(seeded, CTX, BatchLimits(max_events=200, max_contacts=100))
+    processor._batch_sizer.target_s = 1e-9
+    reports = await drain(processor)
+    assert [r.events for r in reports] == [200, 50, 50, 20]
+    assert query(db_path, "SELECT count(*) FROM scheduler_events") == [(0,)]
