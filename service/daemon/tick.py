@@ -159,7 +159,7 @@ async def _move_caught_up(
     short transactions; False if stopped part way (the next start repeats the
     tick, and only rows not yet moved still match)."""
     sizer = ChunkSizer(MOVE_CHUNK)
-    start: int | None = 0
+    start: tuple[str, int] | None = ("", 0)
     while start is not None:
         chunk_started = time.perf_counter()
         async with store.transaction():

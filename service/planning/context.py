@@ -121,31 +121,26 @@ class ContactContext(Review):
             return None
         today = self.today
         note = None
-        caught = desired < today
-        if caught:
-            # From now on the row only follows today (the tick's catch-up
-            # move, review.caught_up_move) until its last live day or a change
-            # of its exclusion decision, reported below.
+        if desired < today:
             note = f"caught up from {desired.isoformat()}"
             desired = today
             self.caught_up = True
-            if upper is not None:
-                self.wake(upper + ONE_DAY)
-        else:
-            # Review.wake, inlined: the day after is always after today. The
-            # row is caught up from then on.
-            after = desired + ONE_DAY
-            if self.review is None or after < self.review:
-                self.review = after
+        if not interval and upper is not None:
+            # Its last live day (5.10); until then, once caught up, the row
+            # only follows today (review.caught_up_move).
+            self.wake(upper + ONE_DAY)
+        elif interval:
+            # A post-window email is never caught up: it ends when its date passes.
+            self.wake(desired + ONE_DAY)
         exc = None
-        checked = skip is None and windows and self.excludable
-        if checked:
+        if skip is None and windows and self.excludable:
             exc = check_exclusion(self.rc, desired, self.rules, self.params)
             if exc is not None:
                 skip = exc.reason
-                if caught:
-                    self._wake_rules()
-                    self.wake(excluded_run_end(self.rc, today, exc, self.rules, self.params))
+                # From its desired date on (caught up or not) the row keeps
+                # this decision until the window or the rule changes.
+                self._wake_rules(desired)
+                self.wake(excluded_run_end(self.rc, desired, exc, self.rules, self.params))
         if skip is not None:
             self.rows.append(
                 PlanRow(
@@ -158,9 +153,9 @@ class ContactContext(Review):
         high: date | None = None
         if (windows or interval) and self.excludable:
             low, high = allowed_interval(self.rc, desired, self.rules, self.params)
-            if caught:
-                self._wake_rules()
-                self.wake(free_run_end(today, high, upper))
+            if not interval:
+                self._wake_rules(desired)
+                self.wake(free_run_end(desired, high, upper))
         if high is None or (upper is not None and upper < high):
             high = upper
         self.rows.append(
@@ -171,12 +166,13 @@ class ContactContext(Review):
         )  # fmt: skip
         return None
 
-    def _wake_rules(self) -> None:
-        """A caught-up row's exclusion decision follows the rules in force on
-        *today*: report the next day they change (SPEC 5.3, 5.11)."""
+    def _wake_rules(self, desired: date) -> None:
+        """Once caught up, a row's exclusion decision follows the rules in
+        force on *today*: report the next day after its desired date on which
+        they change (SPEC 5.3, 5.11)."""
         state = self.rc.state
         assert state is not None
-        change = next_rule_change(self.rules, state, self.today, self.memo.changes)
+        change = next_rule_change(self.rules, state, desired, self.memo.changes)
         if change is not None:
             self.wake(change)
 

@@ -117,23 +117,19 @@ def _apply_limits(
     ctx: ContactContext, rows: list[PlanRow], data: ContactData, campaigns: Campaigns
 ) -> None:
     """Same-day campaign conflicts (5.8) and the frequency limit (5.9), in place."""
-    tomorrow = ctx.today + ONE_DAY
     if campaigns.instances and len(rows) > 1:
-        if ctx.caught_up and _caught_up_campaign_meets_another(rows):
-            # Conflicts compare desired dates, and the reason names the day (5.8).
-            ctx.wake(tomorrow)
+        campaign = [r.desired_date for r in rows if r.email_type.startswith(CAMPAIGN_PREFIX)]
+        if len(campaign) > 1:
+            # Conflicts compare desired dates, and the reason names the day
+            # (5.8): from the first catch-up on they can change every day.
+            ctx.wake(min(campaign) + ONE_DAY)
         resolve_campaign_conflicts(rows)
     if len(rows) + len(data.history) > ctx.params.max_emails_per_period:
         # Otherwise every window holds at most the maximum: nothing to skip (5.9).
-        if ctx.caught_up:
-            # Which rows the limit admits depends on the caught-up dates.
-            ctx.wake(tomorrow)
+        # Which rows the limit admits depends on their desired dates: from the
+        # first catch-up on they can change every day.
+        ctx.wake(min(r.desired_date for r in rows) + ONE_DAY)
         apply_frequency_limit(rows, data.history, ctx.params)
-
-
-def _caught_up_campaign_meets_another(rows: list[PlanRow]) -> bool:
-    campaign = [r for r in rows if r.email_type.startswith(CAMPAIGN_PREFIX)]
-    return len(campaign) > 1 and any(r.catchup_note is not None for r in campaign)
 
 
 def _row_order(row: PlanRow) -> tuple[str, date]:

@@ -13,37 +13,37 @@ The decisions that depend on *today*, and the date each one reports:
 - an occurrence stops being live: its event date + 1 (birthday, effective
   date, targeted campaign), ``active_end_date + 1`` (campaigns), send date +
   ``followup_lookback_days`` + 1 (follow-ups), the post-window date + 1;
-- catch-up: the day after a row's desired date, when it becomes a caught-up
-  row (its desired date is *today* from then on, SPEC 5.10);
 - a future-dated value becomes current: a birth date after *today* becomes
   valid on that day; a history email dated after *today* becomes a follow-up
   candidate on its send date.
 
-**The catch-up move.** A caught-up row's desired date is *today* and so moves
-every day; nothing else about it changes until one of the dates below. The
-daemon's tick applies that move to every caught-up row of a contact that is
-not due in one statement (:meth:`~service.store.interface.PlanWriter.
-move_caught_up`) instead of recomputing the contact, so the review date
-names only the days on which the plan can differ from its catch-up move
-(:func:`caught_up_move`). For a caught-up row those are:
+**The catch-up move.** Once a row's desired date has passed, its desired date
+is *today* (noted "caught up from <the date>") and moves every day; nothing
+else about it changes until one of the dates below. The daemon's tick applies
+that move, to every row whose desired date has passed, of every contact that
+is not due, in SQL (:meth:`~service.store.interface.PlanWriter.move_caught_up`)
+instead of recomputing the contact, so the review date names only the days on
+which the plan can differ from its catch-up move (:func:`caught_up_move`).
+For a row, counted from its desired date (*today* once caught up), those are:
 
-- the day after its last live day (its event date, a campaign's end or
-  trigger, a follow-up's lookback);
-- the first day its exclusion decision differs from *today*'s: for a skipped
-  row the day after the window occurrence that skips it, or the day a rule
-  of higher rank starts to cover it; for a row that is not skipped the day
-  after the exclusion-free run around *today* (its allowed interval) ends;
+- the day after its last live day (above);
+- the first day its exclusion decision can differ from the one on its
+  desired date: for a skipped row the day after the window occurrence that
+  skips it, or the day a rule of higher rank starts to cover it; for a row
+  that is not skipped the day after the exclusion-free run around its date
+  (its allowed interval) ends;
 - a change of the state's rules (any ``effective_from``, the day after any
   ``effective_to``): which rule decides, and the allowed interval, follow
-  the desired date;
-- every day, when the frequency limit (5.9) has to admit the contact's rows
-  or a caught-up campaign row meets another campaign row (5.8): those
-  decisions compare desired dates, and the conflict reason names the day.
+  the desired date once it is caught up;
+- the day after the earliest desired date of the contact's rows when the
+  frequency limit (5.9) has to admit them, or of its campaign rows when there
+  are several (5.8): those decisions compare desired dates, and the conflict
+  reason names the day, so from the first catch-up on they can change daily.
 
-For a row that is not caught up a state rule's ``effective_from`` /
-``effective_to`` needs no entry of its own: a rule applies to an email
-according to the email's desired date, which does not move until the row is
-caught up (reported). Reporting a date earlier than necessary is always sound (the contact is
+Before its desired date a row needs no entry for a rule's effective dates:
+rules apply to an email by its desired date, which does not move until then.
+Post-window emails are never caught up: they end the day after their date.
+Reporting a date earlier than necessary is always sound (the contact is
 recomputed and found unchanged); missing one is a bug, which the property test
 in ``tests/unit/test_review.py`` hunts for.
 """
@@ -93,16 +93,21 @@ class Review:
 
 def caught_up_move(plan: ContactPlan, day: date) -> ContactPlan:
     """``plan`` as time alone makes it on ``day``, up to the contact's review
-    date: every caught-up row's desired date (and lower bound) becomes ``day``,
-    every lower bound is at least ``day``; nothing else changes (SPEC 5.10, 5.11).
+    date (SPEC 5.10, 5.11): every row whose desired date is before ``day`` is
+    caught up to ``day`` (noted "caught up from <its desired date>" unless it
+    already was; a lower bound becomes ``day``), every other lower bound is at
+    least ``day``; nothing else changes.
 
-    The store's :meth:`move_caught_up` does the same to the stored rows.
+    The store's ``move_caught_up`` does the same to the stored rows.
     """
     rows: list[PlanRow] = []
     for row in plan.rows:
         low = row.allowed_from
-        if row.catchup_note is not None:
-            row = replace(row, desired_date=day, allowed_from=None if low is None else day)
+        if row.desired_date < day:
+            note = row.catchup_note or f"caught up from {row.desired_date.isoformat()}"
+            row = replace(
+                row, desired_date=day, catchup_note=note, allowed_from=None if low is None else day
+            )
         elif low is not None and low < day:
             row = replace(row, allowed_from=day)
         rows.append(row)

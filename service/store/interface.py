@@ -323,11 +323,12 @@ class PlanWriter(Protocol):
         ...
 
     async def move_caught_up(
-        self, today: date, run_id: int, start: int = 0, limit: int = 2000
+        self, today: date, run_id: int, start: tuple[str, int] = ("", 0), limit: int = 2000
     ) -> CatchUpStep:
-        """Move up to ``limit`` caught-up plan rows of contacts from id
-        ``start`` on that are not due on ``today`` to ``today`` (the tick's
-        catch-up move, SPEC 5.11), with their journal entries."""
+        """Catch up to ``today`` up to ``limit`` plan rows whose desired date
+        has passed, of contacts not due on ``today``, from ``start`` (desired
+        date, contact id) on (the tick's catch-up move, SPEC 5.11), with their
+        journal entries."""
         ...
 
 

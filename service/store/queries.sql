@@ -435,17 +435,19 @@ SELECT day, sum(a), sum(b) FROM (
     WHERE balance_date IS NOT NULL AND scheduled_send_date IS NOT NULL
 ) GROUP BY day;
 -- name: catchup_rows
--- The tick's catch-up move (service/store/catchup.py): the next caught-up plan
--- rows from contact :from on whose desired date is before :today, of contacts
--- that are not due (review date after :today, or none); in contact order.
-SELECT s.id, s.contact_id FROM email_schedules AS s INDEXED BY idx_plan_caught_up
-WHERE s.catchup_note IS NOT NULL AND s.status IN ('pre-scheduled', 'skipped')
-    AND s.contact_id >= :from AND s.desired_date < :today
+-- The tick's catch-up move (service/store/catchup.py): the next plan rows whose
+-- desired date is before :today, from (:from_day, :from_contact) on in
+-- (desired date, contact) order, of contacts that are not due (review date
+-- after :today, or none).
+SELECT s.id, s.contact_id, s.desired_date FROM email_schedules AS s INDEXED BY idx_plan_catch_up
+WHERE s.status IN ('pre-scheduled', 'skipped')
+    AND s.desired_date < :today
+    AND (s.desired_date, s.contact_id) >= (:from_day, :from_contact)
     AND NOT EXISTS (
         SELECT 1 FROM contact_plan_state AS p
         WHERE p.contact_id = s.contact_id AND p.review_date <= :today
     )
-ORDER BY s.contact_id
+ORDER BY s.desired_date, s.contact_id
 LIMIT :limit;
 
 -- name: catchup_journal
@@ -466,10 +468,14 @@ FROM email_schedules
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 'skipped');
 
 -- name: catchup_move
--- The move itself: desired date, and the balancer's dates (which start over
--- there, as for the writer's update with a new desired date), to :today.
+-- The move itself (service.planning.review.caught_up_move): the desired date,
+-- and the balancer's dates (which start over there, as for the writer's
+-- update with a new desired date), to :today; the catch-up noted with the
+-- date it was wanted on; a lower bound on or before today is stored as none.
 UPDATE email_schedules SET
+    catchup_note = COALESCE(catchup_note, 'caught up from ' || desired_date),
     desired_date = :today,
+    allowed_from = NULL,
     balance_date = :today,
     scheduled_send_date = :today,
     scheduler_run_id = :run_text,

@@ -188,33 +188,51 @@ async def test_the_tick_moves_caught_up_rows_of_contacts_not_due(
     planned: Store, db_path: Path
 ) -> None:
     # Ann (contact 1, TX: no exclusion rules): birthday 2026-03-20, wanted 14 days
-    # before, on 03-06. Planned on 03-07 the row is caught up ("caught up from
-    # 2026-03-06", desired 03-07) and only follows today until its event date;
-    # her next real change is earlier still: the targeted renewal (trigger 03-25,
-    # 7 days before: desired 03-18) is caught up from 03-19, and the policy
-    # anniversary 04-15 (30 days before: desired 03-16) from 03-17. So she is not
-    # due on 03-09: the tick moves her birthday row to 03-09 without recomputing her.
+    # before, on 03-06; policy anniversary 04-15, wanted 30 days before, on 03-16;
+    # targeted renewal, trigger 03-25, 7 days before: 03-18. Without windows a row
+    # whose desired date passes is caught up and then only follows today until
+    # its last live day: 03-20 (birthday), 04-15, 03-25. Her plan first differs
+    # from that catch-up move on 03-21, when the birthday row ends.
     await tick_if_due(planned, CTX, date(2026, 3, 7))
     review = query(db_path, "SELECT review_date FROM contact_plan_state WHERE contact_id = 1")
-    assert review == [("2026-03-17",)]
+    assert review == [("2026-03-21",)]
     report = await tick_if_due(planned, CTX, date(2026, 3, 9))
     assert report is not None and report.finished and report.caught_up_moved >= 1
-    row = query(
-        db_path,
-        "SELECT desired_date, scheduled_send_date, catchup_note, scheduler_run_id "
-        "FROM email_schedules WHERE contact_id = 1 AND email_type = 'birthday'",
-    )
-    tick_run = query(db_path, "SELECT max(id) FROM scheduler_runs WHERE trigger = 'tick'")
-    assert row == [("2026-03-09", "2026-03-09", "caught up from 2026-03-06", str(tick_run[0][0]))]
+    tick_run = query(db_path, "SELECT max(id) FROM scheduler_runs WHERE trigger = 'tick'")[0][0]
+    assert isinstance(tick_run, int)
+    # (The balancer may move the scheduled dates of the rows not caught up.)
+    assert [(r[0], r[1], r[3], r[4]) for r in rows_of_ann(db_path)] == [
+        ("birthday", "2026-03-09", "caught up from 2026-03-06", str(tick_run)),
+        ("campaign_renewal_10", "2026-03-18", None, "1"),
+        ("effective_date", "2026-03-16", None, "1"),
+    ]
+    assert rows_of_ann(db_path)[0][2] == "2026-03-09"
     # The move is journalled as the writer's update would be (SPEC 7).
     journal = query(
         db_path,
         "SELECT op, old_desired, new_desired, new_scheduled, trigger FROM plan_journal "
         "WHERE contact_id = 1 AND email_type = 'birthday' AND run_id = ?",
-        (tick_run[0][0],),
+        (tick_run,),
     )
     assert journal == [("update", "2026-03-07", "2026-03-09", "2026-03-09", "tick")]
     # Its stored rows no longer match the fingerprint written with them.
     state = query(db_path, "SELECT fingerprint FROM contact_plan_state WHERE contact_id = 1")
     assert state == [(None,)]
     await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 9))
+    # On 03-19 the policy and renewal rows have passed their desired dates too:
+    # the move catches them up, noting the day they were wanted.
+    await tick_if_due(planned, CTX, date(2026, 3, 19))
+    assert [(r[0], r[1], r[3]) for r in rows_of_ann(db_path)] == [
+        ("birthday", "2026-03-19", "caught up from 2026-03-06"),
+        ("campaign_renewal_10", "2026-03-19", "caught up from 2026-03-18"),
+        ("effective_date", "2026-03-19", "caught up from 2026-03-16"),
+    ]
+    await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 19))
+
+
+def rows_of_ann(db_path: Path) -> list[tuple[object, ...]]:
+    return query(
+        db_path,
+        "SELECT email_type, desired_date, scheduled_send_date, catchup_note, scheduler_run_id "
+        "FROM email_schedules WHERE contact_id = 1 ORDER BY email_type",
+    )

@@ -46,33 +46,37 @@ def _rows(plan: ContactPlan) -> list[tuple[str, str, str, str, str | None]]:
 BIRTHDAY_CASES = [
     # B = 2026-05-20, desired = B - 14 = 05-06; enters the horizon on 05-06 - 60 = 03-07.
     ("1960-05-20", "2026-03-01", [], "2026-03-07"),
-    # 03-07 + 60 = 05-06: live; reviewed the day after its desired date.
+    # 03-07 + 60 = 05-06: live. TX has no windows: from 05-07 on the row is caught
+    # up and only follows today (the catch-up move) until its event date, so the
+    # plan first differs from that move on 05-21, when the row is gone.
     ("1960-05-20", "2026-03-07",
-     [("birthday", "2026-05-20", "2026-05-06", "pre-scheduled", None)], "2026-05-07"),
-    # Desired date passed: caught up to today, moving daily.
+     [("birthday", "2026-05-20", "2026-05-06", "pre-scheduled", None)], "2026-05-21"),
+    # Desired date passed: caught up to today, moving daily by the catch-up move.
     ("1960-05-20", "2026-05-10",
      [("birthday", "2026-05-20", "2026-05-10", "pre-scheduled", "caught up from 2026-05-06")],
-     "2026-05-11"),
+     "2026-05-21"),
     # Last live day is the birthday itself (today <= event date).
     ("1960-05-20", "2026-05-20",
      [("birthday", "2026-05-20", "2026-05-20", "pre-scheduled", "caught up from 2026-05-06")],
      "2026-05-21"),
     # The day after: gone; next one desired 2027-05-06, enters on 2027-03-07.
     ("1960-05-20", "2026-05-21", [], "2027-03-07"),
-    # Feb 29 in a non-leap year falls on Feb 28: desired 02-14, horizon end 03-02.
+    # Feb 29 in a non-leap year falls on Feb 28: desired 02-14, horizon end 03-02;
+    # the row ends after 02-28.
     ("1956-02-29", "2027-01-01",
-     [("birthday", "2027-02-28", "2027-02-14", "pre-scheduled", None)], "2027-02-15"),
+     [("birthday", "2027-02-28", "2027-02-14", "pre-scheduled", None)], "2027-03-01"),
     # ... and on Feb 29 in a leap year: desired 02-15, horizon end 03-10.
     ("1956-02-29", "2028-01-10",
-     [("birthday", "2028-02-29", "2028-02-15", "pre-scheduled", None)], "2028-02-16"),
+     [("birthday", "2028-02-29", "2028-02-15", "pre-scheduled", None)], "2028-03-01"),
     # Dec 31 birthday seen on Dec 31: this year's is caught up (desired 12-17).
     ("1950-12-31", "2026-12-31",
      [("birthday", "2026-12-31", "2026-12-31", "pre-scheduled", "caught up from 2026-12-17")],
      "2027-01-01"),
     # Early January birthday seen in November: next year's occurrence.
     # B = 2027-01-05, desired 2026-12-22 <= 11-25 + 60 = 2027-01-24.
+    # The row ends after 2027-01-05.
     ("1950-01-05", "2026-11-25",
-     [("birthday", "2027-01-05", "2026-12-22", "pre-scheduled", None)], "2026-12-23"),
+     [("birthday", "2027-01-05", "2026-12-22", "pre-scheduled", None)], "2027-01-06"),
 ]  # fmt: skip
 
 

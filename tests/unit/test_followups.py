@@ -129,7 +129,9 @@ def test_catch_up() -> None:
     plan = _plan(BIRTHDAY_SENT, today="2026-05-10")
     (row,) = plan.rows
     assert (row.desired_date, row.catchup_note) == (D("2026-05-10"), "caught up from 2026-05-03")
-    assert plan.review_date == D("2026-05-11")
+    # No windows (TX): it only follows today until the lookback of the email sent
+    # 05-01 ends: 05-01 + 35 days = 06-05 is its last live day.
+    assert plan.review_date == D("2026-06-06")
 
 
 @pytest.mark.parametrize(
