@@ -144,8 +144,9 @@ async def tick_if_due(
     return report
 
 
-MOVE_CHUNK = 20_000
-"""Most caught-up rows moved in one transaction (the sizer keeps it short)."""
+MOVE_CONTACTS = 50_000
+"""Most contacts whose rows one catch-up transaction looks at (the sizer keeps
+it short)."""
 
 
 async def _move_caught_up(
@@ -156,18 +157,20 @@ async def _move_caught_up(
     should_stop: Callable[[], bool],
 ) -> bool:
     """The catch-up move of every contact that is not due (SPEC 5.10, 5.11), in
-    short transactions; False if stopped part way (the next start repeats the
-    tick, and only rows not yet moved still match)."""
-    sizer = ChunkSizer(MOVE_CHUNK)
-    start: tuple[str, int] | None = ("", 0)
-    while start is not None:
+    short transactions over ranges of contact ids; False if stopped part way
+    (the next start repeats the tick, and only rows not yet moved still match)."""
+    sizer = ChunkSizer(MOVE_CONTACTS)
+    last = await store.max_contact_id()
+    lo = 0
+    while lo <= last:
+        hi = lo + sizer.size - 1
         chunk_started = time.perf_counter()
         async with store.transaction():
-            step = await store.move_caught_up(today, run_id, start, sizer.size)
-        sizer.record(step.rows, time.perf_counter() - chunk_started)
+            step = await store.move_caught_up(today, run_id, lo, hi)
+        sizer.record(hi - lo + 1, time.perf_counter() - chunk_started)
         report.caught_up_moved += step.rows
-        start = step.next_from
-        if start is not None and should_stop():
+        lo = hi + 1
+        if lo <= last and should_stop():
             report.finished = False
             log.info("tick_interrupted", today=today.isoformat(), moved=report.caught_up_moved)
             return False

@@ -26,33 +26,21 @@ class CatchUpStep:
 
     rows: int
     contacts: int
-    next_from: tuple[str, int] | None
-    """Where the next call starts, (desired date, contact id); ``None``: no
-    row is left to move."""
 
 
 class CatchUpMixin(JournalMixin):
-    """Moving caught-up plan rows to *today*."""
+    """Moving the plan rows whose desired date has passed to *today*."""
 
-    async def move_caught_up(
-        self, today: date, run_id: int, start: tuple[str, int] = ("", 0), limit: int = 2000
-    ) -> CatchUpStep:
-        """Move up to ``limit`` plan rows whose desired date is before ``today``,
-        of contacts that are not due on ``today``, from ``start`` (desired date
-        text, contact id) on, inside the caller's transaction.
-
-        Rows of due contacts are left to their recompute. A call that moves
-        fewer than ``limit`` rows has moved the last ones; otherwise call again
-        from :attr:`CatchUpStep.next_from` (moved rows no longer match, so
-        rows cut between two calls are found by the next).
+    async def move_caught_up(self, today: date, run_id: int, lo: int, hi: int) -> CatchUpStep:
+        """Catch up the plan rows of contacts ``lo..hi`` whose desired date is
+        before ``today``, of the contacts not due on ``today`` (inside the
+        caller's transaction). Rows of due contacts are left to their
+        recompute; moved rows no longer match, so a range may be repeated.
         """
         day = today.isoformat()
-        found = await self.fetchall(
-            "catchup_rows",
-            {"from_day": start[0], "from_contact": start[1], "today": day, "limit": limit},
-        )
+        found = await self.fetchall("catchup_rows", {"lo": lo, "hi": hi, "today": day})
         if not found:
-            return CatchUpStep(0, 0, None)
+            return CatchUpStep(0, 0)
         ids = ids_param(r[0] for r in found)
         contacts = {int(r[1]) for r in found}
         await self.execute(
@@ -64,5 +52,4 @@ class CatchUpMixin(JournalMixin):
             {"today": day, "run_text": str(run_id), "now": utc_now_text(), "ids": ids},
         )
         await self.execute("catchup_forget_fingerprints", {"ids": ids_param(contacts)})
-        last = (str(found[-1][2]), int(found[-1][1]))
-        return CatchUpStep(moved, len(contacts), last if len(found) >= limit else None)
+        return CatchUpStep(moved, len(contacts))

@@ -322,13 +322,10 @@ class PlanWriter(Protocol):
         """Contacts whose review date has come by ``today``."""
         ...
 
-    async def move_caught_up(
-        self, today: date, run_id: int, start: tuple[str, int] = ("", 0), limit: int = 2000
-    ) -> CatchUpStep:
-        """Catch up to ``today`` up to ``limit`` plan rows whose desired date
-        has passed, of contacts not due on ``today``, from ``start`` (desired
-        date, contact id) on (the tick's catch-up move, SPEC 5.11), with their
-        journal entries."""
+    async def move_caught_up(self, today: date, run_id: int, lo: int, hi: int) -> CatchUpStep:
+        """Catch up to ``today`` the plan rows of contacts ``lo..hi`` whose
+        desired date has passed, of the contacts not due on ``today`` (the
+        tick's catch-up move, SPEC 5.11), with their journal entries."""
         ...
 
 

@@ -435,20 +435,18 @@ SELECT day, sum(a), sum(b) FROM (
     WHERE balance_date IS NOT NULL AND scheduled_send_date IS NOT NULL
 ) GROUP BY day;
 -- name: catchup_rows
--- The tick's catch-up move (service/store/catchup.py): the next plan rows whose
--- desired date is before :today, from (:from_day, :from_contact) on in
--- (desired date, contact) order, of contacts that are not due (review date
--- after :today, or none).
-SELECT s.id, s.contact_id, s.desired_date FROM email_schedules AS s INDEXED BY idx_plan_catch_up
-WHERE s.status IN ('pre-scheduled', 'skipped')
+-- The tick's catch-up move (service/store/catchup.py): the plan rows of contacts
+-- :lo..:hi whose desired date is before :today, of contacts that are not due
+-- (review date after :today, or none). A range of contacts keeps the rows a
+-- move rewrites on few pages (rows are stored about in contact order).
+SELECT s.id, s.contact_id FROM email_schedules AS s
+WHERE s.contact_id BETWEEN :lo AND :hi
+    AND s.status IN ('pre-scheduled', 'skipped')
     AND s.desired_date < :today
-    AND (s.desired_date, s.contact_id) >= (:from_day, :from_contact)
     AND NOT EXISTS (
         SELECT 1 FROM contact_plan_state AS p
         WHERE p.contact_id = s.contact_id AND p.review_date <= :today
-    )
-ORDER BY s.desired_date, s.contact_id
-LIMIT :limit;
+    );
 
 -- name: catchup_journal
 -- One journal entry per moved row (SPEC 7), appended before the move, as the
