@@ -485,5 +485,6 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 
 -- name: catchup_forget_fingerprints
 -- The moved contacts' stored rows no longer match the fingerprint of the plan
 -- last written: a full recompute compares their rows instead of trusting it.
+-- (Already forgotten for a contact moved the day before and not written since.)
 UPDATE contact_plan_state SET fingerprint = NULL
-WHERE contact_id IN (SELECT value FROM json_each(:ids));
+WHERE contact_id IN (SELECT value FROM json_each(:ids)) AND fingerprint IS NOT NULL;
