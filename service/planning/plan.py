@@ -26,6 +26,7 @@ from service.planning.limits import apply_frequency_limit, resolve_campaign_conf
 from service.planning.memo import Memo
 from service.planning.model import (
     CAMPAIGN_PREFIX,
+    PRE_SCHEDULED,
     Campaigns,
     ContactData,
     ContactPlan,
@@ -124,11 +125,16 @@ def _apply_limits(
             # (5.8): from the first catch-up on they can change every day.
             ctx.wake(min(campaign) + ONE_DAY)
         resolve_campaign_conflicts(rows)
-    if len(rows) + len(data.history) > ctx.params.max_emails_per_period:
+    limit = ctx.params.max_emails_per_period
+    if len(rows) + len(data.history) > limit:
         # Otherwise every window holds at most the maximum: nothing to skip (5.9).
-        # Which rows the limit admits depends on their desired dates: from the
-        # first catch-up on they can change every day.
-        ctx.wake(min(r.desired_date for r in rows) + ONE_DAY)
+        live = sum(1 for r in rows if r.status == PRE_SCHEDULED)
+        if live and live + sum(1 for h in data.history if h.send_date is not None) > limit:
+            # Which rows the limit admits depends on their desired dates: from
+            # the first catch-up on they can change every day. (With fewer
+            # emails than the maximum it admits every row whatever the dates;
+            # which rows are skipped by windows is reported by each row.)
+            ctx.wake(min(r.desired_date for r in rows) + ONE_DAY)
         apply_frequency_limit(rows, data.history, ctx.params)
 
 

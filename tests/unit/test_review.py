@@ -249,7 +249,7 @@ def assert_same_plan(before: ContactPlan, after: ContactPlan, day: date) -> None
     assert caught_up_move(before, day).rows == after.rows
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_plan_is_constant_until_review_date(
     scenario: tuple[ContactData, Campaigns, PlanParams, date, RuleBook],
