@@ -434,6 +434,7 @@ SELECT day, sum(a), sum(b) FROM (
     SELECT scheduled_send_date, 0, CASE back WHEN 0 THEN 1 ELSE -1 END FROM scheduler_balance_gaps
     WHERE balance_date IS NOT NULL AND scheduled_send_date IS NOT NULL
 ) GROUP BY day;
+
 -- name: catchup_rows
 -- The tick's catch-up move (service/store/catchup.py): the plan rows of contacts
 -- :lo..:hi whose desired date is before :today, of contacts that are not due
