@@ -254,16 +254,14 @@ def output_print(column: str | None) -> str | None:
 
 def inputs_unchanged(column: str | None, inputs: str, today: str) -> bool:
     """The stored plan is the plan of these inputs on ``today`` (ISO): same
-    input digest, planned on ``today``, or earlier with a review date after
-    ``today`` (SPEC 5.11: the plan is the same on every day strictly between
-    the day it was made and its review date; none means never)."""
+    input digest, planned on ``today``. A plan made on an earlier day is not
+    trusted even before its review date: until then it changes by the daily
+    catch-up move (:mod:`service.planning.review`), which the tick applies in
+    the database, not a full recompute."""
     if not column or not inputs:
         return False
     parts = column.split(":")
-    if len(parts) != 5 or parts[1] != inputs:
-        return False
-    day, review = parts[2], parts[3]
-    return day == today or (day < today and (not review or today < review))
+    return len(parts) == 5 and parts[1] == inputs and parts[2] == today
 
 
 @dataclass(slots=True)
