@@ -364,12 +364,14 @@ def _parse_basis(text: str | None) -> tuple[Capacity, date] | None:
 
 
 async def rebalance_new_day(store: Store, ctx: PlanContext, today: date) -> RunStats:
-    """The tick's rebalance (SPEC 8.4), inside the caller's transaction: the
-    stored balance is brought to the global balance for ``today`` and the
-    day's capacity. When it is the global balance of an earlier day (the
-    previous tick's), only what the new day and capacity change is redone,
-    incrementally (the result equals a global rebalance, invariant I2);
-    otherwise, or if the per-day counts disagree, the rebalance is global."""
+    """Inside the caller's transaction, bring the stored balance to the global
+    balance for ``today`` and the day's capacity. When it is the global
+    balance of an earlier day or another capacity (a settings reload that
+    changed ``daily_cap``), only what the new day and capacity change is
+    redone, incrementally (the result equals a global rebalance, invariant
+    I2); otherwise, or if the per-day counts disagree, the rebalance is
+    global. (The tick rebalances globally after its catch-up move, which
+    changes balancing dates in the database without the rows' versions.)"""
     cap = await capacity_for(store, ctx, today, save=True)
     basis = _balance_basis(cap, today)
     stored = await store.get_state(BALANCE_BASIS)
@@ -409,15 +411,16 @@ def _commit_pause(store: Store) -> Callable[[], Awaitable[None]]:
 
 
 async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:
-    """A global rebalance unless the stored balance already is the global one
-    for today's capacity (inside the caller's transaction). Ends a fan-out
-    over every contact: when only balancing keys changed (``daily_cap``, say)
-    no plan row changes, so no window is touched, yet every scheduled date
-    may move (SPEC 4, 6)."""
+    """Bring the stored balance to the global one for today's capacity
+    (inside the caller's transaction). Ends a fan-out over every contact:
+    when only balancing keys changed (``daily_cap``, say) no plan row
+    changes, yet every scheduled date may move (SPEC 4, 6). A balance stored
+    for another capacity (or an earlier day) is rebased incrementally
+    (:func:`rebalance_new_day`); nothing is done when it already is the one."""
     cap = await capacity_for(store, ctx, today, save=True)
     if await store.get_state(BALANCE_BASIS) == _balance_basis(cap, today):
         return RunStats()
-    return await _rebalance(store, ctx, today, None)
+    return await rebalance_new_day(store, ctx, today)
 
 
 # -- full recompute (the reference) ------------------------------------------------
