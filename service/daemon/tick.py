@@ -105,7 +105,7 @@ async def tick_if_due(
         if counted is not None and await store.capacity_snapshot(today) is None:
             await store.save_capacity_snapshot(today, counted)
         await engine.capacity_for(store, ctx, today, save=True)
-        # The chunks below skip their windowed rebalances (the global one at
+        # The chunks below skip their incremental rebalances (the global one at
         # the end covers them); until then the stored balance is not global.
         await engine.invalidate_balance(store)
         if moved_back or (previous is None and not await _planned_in_full(store, ctx, today)):

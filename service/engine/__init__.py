@@ -2,7 +2,7 @@
 
 :mod:`service.engine.core` holds the recompute paths (incremental, full),
 :mod:`service.engine.reference` the reference plan (dry runs, verify),
-:mod:`service.engine.rebalance` the windowed and global balancing over the
+:mod:`service.engine.rebalance` the incremental and global balancing over the
 stored plan, :mod:`service.engine.pacing` the chunk sizes. Callers use the
 names re-exported here.
 """

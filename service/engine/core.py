@@ -229,7 +229,7 @@ async def recompute_contacts(
 
     ``rebalance_windows=False`` leaves balancing to a global rebalance the
     caller runs afterwards (the tick); the caller must first have invalidated
-    the stored balance basis (:func:`invalidate_balance`), so that any windowed
+    the stored balance basis (:func:`invalidate_balance`), so that any incremental
     rebalance in between falls back to a global one.
 
     A rebalance that has to go global commits part way (see :func:`_rebalance`);

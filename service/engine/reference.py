@@ -88,7 +88,7 @@ async def dry_run_contacts(
     """What ``recompute --contact`` would store for ``ids``, without storing it.
 
     The incremental recompute runs for real inside a write transaction (plan,
-    write, windowed rebalance), the contacts' rows are read back, and the
+    write, incremental rebalance), the contacts' rows are read back, and the
     transaction is rolled back: O(contacts + their windows) instead of a dry
     run of the whole book. On a plan that is up to date this equals the rows
     of :func:`dry_run_plan` for these contacts (invariants I1, I2).

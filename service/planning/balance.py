@@ -7,7 +7,7 @@ whose step-1 date is that day plus the rows carried from the day before;
 above the threshold ``T`` the first ``C`` stay (rows whose allowed interval
 ends that day always stay) and the rest move on to the next day.
 
-The module is built from primitives that the windowed driver
+The module is built from primitives that the global driver
 (``service.engine.rebalance``) reuses on rows read from the database in chunks:
 :func:`smooth_date` / :func:`step1_dates` for step 1 and :class:`Sweeper`
 for one day of step 2. :func:`balance` is the reference: a pure function of
