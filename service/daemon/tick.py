@@ -3,7 +3,10 @@
 Once per local date the daemon stores *today*, takes the day's capacity
 snapshot, moves the caught-up rows of the contacts that are not due to *today*
 (the catch-up move, :mod:`service.planning.review`), recomputes exactly the
-contacts whose review date has come (5.11) and rebalances globally. Whether a
+contacts whose review date has come (5.11) and rebalances: from the balance
+of the day before, by the rows the move and the recomputes changed
+(:func:`~service.engine.rebalance_from`); globally when that balance is no
+basis. Whether a
 tick is due is decided by the date stored with the last tick, not by counting
 midnights, so a daemon that slept, saw the clock jump or was down for days runs
 exactly one tick for the date it wakes up on.
@@ -27,6 +30,7 @@ from service.engine import PlanContext
 from service.engine.pacing import ChunkSizer
 from service.store import RunStats, Store
 from service.store.journal import PRUNE_BATCH
+from service.store.types import BalanceDelta
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +50,15 @@ class TickReport:
     full_recompute_queued: bool = False
     caught_up_moved: int = 0
     """Caught-up rows of contacts not due, moved to *today* (SPEC 5.11)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Milliseconds spent in each part: the reads before it, the catch-up
+    move, the recomputes of the due contacts, the closing rebalance."""
+
+    def lap(self, phase: str, since: float) -> float:
+        """Record ``phase`` as lasting from ``since`` to now; returns now."""
+        now = time.perf_counter()
+        self.phases[phase] = round((now - since) * 1000.0, 1)
+        return now
 
 
 def _never() -> bool:
@@ -100,20 +113,26 @@ async def tick_if_due(
     if await store.capacity_snapshot(today) is None:
         counted = await store.contact_count_with_email()
     due = await store.due_contacts(today)
+    # The balance of the day before, and what the tick changes in the sweep:
+    # the closing rebalance redoes only that (and the new day).
+    since = await engine.balance_since(store)
+    delta = BalanceDelta()
+    lap = report.lap("reads", started)
     async with store.transaction():
         run_id = await store.start_run("tick", today)
         if counted is not None and await store.capacity_snapshot(today) is None:
             await store.save_capacity_snapshot(today, counted)
         await engine.capacity_for(store, ctx, today, save=True)
-        # The chunks below skip their incremental rebalances (the global one at
-        # the end covers them); until then the stored balance is not global.
+        # The chunks below skip their incremental rebalances (the closing one
+        # covers them); until then the stored balance is not global.
         await engine.invalidate_balance(store)
         if moved_back or (previous is None and not await _planned_in_full(store, ctx, today)):
             await store.enqueue_event("recompute_all")
             report.full_recompute_queued = True
     if not moved_back and not report.full_recompute_queued:
-        if not await _move_caught_up(store, today, run_id, report, should_stop):
+        if not await _move_caught_up(store, today, run_id, report, should_stop, delta):
             return report
+    lap = report.lap("catch_up", lap)
     sizer = ChunkSizer(chunk)
     start = 0
     while start < len(due):
@@ -128,15 +147,20 @@ async def tick_if_due(
         async with store.transaction():
             report.stats.add(
                 await engine.recompute_contacts(
-                    store, ctx, ids, today, run_id, rebalance_windows=False
+                    store, ctx, ids, today, run_id, rebalance_windows=False, collect=delta
                 )
             )
         sizer.record(len(ids), time.perf_counter() - chunk_started)
         start += len(ids)
         report.contacts += len(ids)
+    lap = report.lap("recompute", lap)
     async with store.transaction():
-        report.stats.add(await engine.rebalance_all(store, ctx, today))
+        if report.full_recompute_queued or moved_back:
+            report.stats.add(await engine.rebalance_all(store, ctx, today))
+        else:
+            report.stats.add(await engine.rebalance_from(store, ctx, today, since, delta))
         await store.set_last_tick(today)
+        report.lap("rebalance", lap)
         report.ms = (time.perf_counter() - started) * 1000.0
         report.stats.contacts_recomputed = report.contacts
         await store.finish_run(run_id, report.stats, duration_ms=report.ms)
@@ -149,6 +173,7 @@ async def tick_if_due(
         caught_up_moved=report.caught_up_moved,
         moved=report.stats.rows_moved,
         ms=round(report.ms, 1),
+        phases_ms=report.phases,
     )
     return report
 
@@ -164,10 +189,12 @@ async def _move_caught_up(
     run_id: int,
     report: TickReport,
     should_stop: Callable[[], bool],
+    delta: BalanceDelta,
 ) -> bool:
     """The catch-up move of every contact that is not due (SPEC 5.10, 5.11), in
     short transactions over ranges of contact ids; False if stopped part way
-    (the next start repeats the tick, and only rows not yet moved still match)."""
+    (the next start repeats the tick, and only rows not yet moved still match).
+    What the moves changed in the sweep is added to ``delta``."""
     sizer = ChunkSizer(MOVE_CONTACTS)
     last = await store.max_contact_id()
     lo = 0
@@ -178,6 +205,7 @@ async def _move_caught_up(
             step = await store.move_caught_up(today, run_id, lo, hi)
         sizer.record(hi - lo + 1, time.perf_counter() - chunk_started)
         report.caught_up_moved += step.rows
+        delta.extend(step.delta)
         lo = hi + 1
         if lo <= last and should_stop():
             report.finished = False

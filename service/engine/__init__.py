@@ -3,7 +3,8 @@
 :mod:`service.engine.core` holds the recompute paths (incremental, full),
 :mod:`service.engine.reference` the reference plan (dry runs, verify),
 :mod:`service.engine.rebalance` the incremental and global balancing over the
-stored plan, :mod:`service.engine.pacing` the chunk sizes. Callers use the
+stored plan, :mod:`service.engine.rebase` the rebalance after a change gathered over
+several transactions, :mod:`service.engine.pacing` the chunk sizes. Callers use the
 names re-exported here.
 """
 
@@ -18,16 +19,20 @@ from service.engine.core import (
     record_full_plan,
 )
 from service.engine.fullpass import full_recompute, recompute_range
+from service.engine.rebase import BalanceSince, balance_since, rebalance_from
 from service.engine.reference import dry_run_contacts, dry_run_plan, verify
 
 __all__ = [
+    "BalanceSince",
     "PlanContext",
+    "balance_since",
     "capacity_for",
     "dry_run_contacts",
     "dry_run_plan",
     "full_recompute",
     "invalidate_balance",
     "rebalance_all",
+    "rebalance_from",
     "rebalance_if_stale",
     "rebalance_new_day",
     "recompute_contacts",

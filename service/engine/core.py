@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
@@ -220,6 +220,7 @@ async def recompute_contacts(
     rebalance_windows: bool = True,
     report_malformed: bool = False,
     pauses: bool = True,
+    collect: BalanceDelta | None = None,
 ) -> RunStats:
     """Recompute the given contacts, write their plans, rebalance where the
     change moves the sweep (SPEC 8.3). ``report_malformed`` logs one line per contact whose
@@ -233,7 +234,9 @@ async def recompute_contacts(
     rebalance in between falls back to a global one.
 
     A rebalance that has to go global commits part way (see :func:`_rebalance`);
-    ``pauses=False`` keeps everything in the caller's one transaction."""
+    ``pauses=False`` keeps everything in the caller's one transaction.
+    ``collect`` gathers what the writes changed for the sweep (with
+    ``rebalance_windows=False``: the caller's closing rebalance)."""
     if not store.in_write_transaction:
         raise RuntimeError("recompute_contacts must run inside store.transaction()")
     id_list = sorted(set(ids))
@@ -250,6 +253,8 @@ async def recompute_contacts(
         _log_malformed(loaded.contacts, today, ctx.memo)
     stats, delta = await _write(store, ctx, loaded, plans, str(run_id), today)
     stats.contacts_recomputed = len(id_list)
+    if collect is not None:
+        collect.extend(delta)
     if rebalance_windows:
         # Also with no change of its own: rows others took (balance gaps).
         stats.add(await _rebalance(store, ctx, today, delta, pauses=pauses))
@@ -370,8 +375,8 @@ async def rebalance_new_day(store: Store, ctx: PlanContext, today: date) -> RunS
     changed ``daily_cap``), only what the new day and capacity change is
     redone, incrementally (the result equals a global rebalance, invariant
     I2); otherwise, or if the per-day counts disagree, the rebalance is
-    global. (The tick rebalances globally after its catch-up move, which
-    changes balancing dates in the database without the rows' versions.)"""
+    global. (The tick also hands over what its catch-up move and recomputes
+    changed: :func:`~service.engine.rebase.rebalance_from`.)"""
     cap = await capacity_for(store, ctx, today, save=True)
     basis = _balance_basis(cap, today)
     stored = await store.get_state(BALANCE_BASIS)
@@ -394,20 +399,27 @@ async def rebalance_new_day(store: Store, ctx: PlanContext, today: date) -> RunS
     return await _rebalance(store, ctx, today, None)
 
 
-def _commit_pause(store: Store) -> Callable[[], Awaitable[None]]:
+class _CommitPause:
     """A pause that commits and leaves upstream writers the store's writer gap
     once the lock has been held for :data:`GLOBAL_COMMIT_EVERY_S`."""
-    since = time.monotonic()
 
-    async def pause() -> None:
-        nonlocal since
-        if time.monotonic() - since >= GLOBAL_COMMIT_EVERY_S:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.since = time.monotonic()
+        self.commits = 0
+        """How many times it committed."""
+
+    async def __call__(self) -> None:
+        if time.monotonic() - self.since >= GLOBAL_COMMIT_EVERY_S:
             fixed = GLOBAL_COMMIT_GAP_S
-            held = time.monotonic() - since
-            await store.commit_and_resume(writer_gap_after(held) if fixed is None else fixed)
-            since = time.monotonic()
+            held = time.monotonic() - self.since
+            await self.store.commit_and_resume(writer_gap_after(held) if fixed is None else fixed)
+            self.commits += 1
+            self.since = time.monotonic()
 
-    return pause
+
+def _commit_pause(store: Store) -> _CommitPause:
+    return _CommitPause(store)
 
 
 async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:

@@ -39,6 +39,7 @@ raised and the caller rebalances globally, which writes them anew.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -227,8 +228,7 @@ class Incremental:
 
     async def run(self, delta: BalanceDelta, gaps_gone: Sequence[StoredRow],
                   gaps_back: Sequence[StoredRow]) -> IncrementalResult:  # fmt: skip
-        gone = list(delta.gone) + list(gaps_gone)
-        added = list(delta.added) + list(gaps_back)
+        gone, added = _net(list(delta.gone) + list(gaps_gone), list(delta.added) + list(gaps_back))
         if self.old_today < self.today:
             # Rows the old balance kept before today (not sent yet) compete
             # from today on: out at their old day, in at today.
@@ -487,6 +487,30 @@ class Incremental:
         return IncrementalResult(
             len(updates), self.days, self.windows, self.rows_read, self.whole_days
         )
+
+
+def _net(gone: list[StoredRow], added: list[StoredRow]) -> tuple[list[StoredRow], list[StoredRow]]:
+    """The change from the old balance to the table, without the versions that
+    came and went in between: a change gathered over several transactions (the
+    tick's) can put in a version and take it out again (a caught-up row the
+    sender then sent), and that version was never in the old balance nor is
+    in the table. A version taken out and put back unchanged is no change."""
+    if not gone or not added:
+        return gone, added
+    both = Counter(gone) & Counter(added)
+    if not both:
+        return gone, added
+    return _without(gone, both.copy()), _without(added, both)
+
+
+def _without(rows: list[StoredRow], drop: Counter[StoredRow]) -> list[StoredRow]:
+    out = []
+    for r in rows:
+        if drop[r] > 0:
+            drop[r] -= 1
+        else:
+            out.append(r)
+    return out
 
 
 def _bump(step1: dict[date, int], sched: dict[date, int], s1: date | None,

@@ -8,8 +8,8 @@ the primitives of :mod:`service.planning.balance` and gives exactly
 I2): after a change it redoes the sweep only on the days where the change
 moves it, at a cost that follows the change, and its result equals a global
 rebalance. It relies on the stored dates being the previous global balance
-for the same *today* and capacity (the tick rebalances globally, so a new day
-or capacity never reaches it), on the per-day counts equal to the table, and
+for the same *today* and capacity, or for an earlier day or another capacity
+given as ``since`` (a new day's rebase), on the per-day counts equal to the table, and
 on the change listing every row it moved (the writer's
 :class:`~service.store.types.BalanceDelta` and the balance gaps).
 """

@@ -50,7 +50,8 @@ _DATES = _Dates()
 _TYPES = _Interned()
 
 
-def _convert(rows: Sequence[tuple[Any, ...]]) -> list[StoredRow]:
+def convert_stored(rows: Sequence[tuple[Any, ...]]) -> list[StoredRow]:
+    """Rows of ``{balance_columns}`` as :class:`StoredRow`."""
     # Columns as in BALANCE_COLUMNS (service/store/sql.py). tuple.__new__ skips the named
     # tuples' Python-level __new__, which dominates at a million rows.
     new, dates, types = tuple.__new__, _DATES, _TYPES
@@ -111,7 +112,7 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
                 # one is converted here.
                 ahead = asyncio.ensure_future(cursor.fetchmany(FETCH_BATCH))
                 try:
-                    out.extend(_convert(batch))  # type: ignore[arg-type]
+                    out.extend(convert_stored(batch))  # type: ignore[arg-type]
                 finally:
                     batch = await ahead
         finally:

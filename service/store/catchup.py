@@ -9,6 +9,12 @@ short transactions, instead of recomputing those contacts: the same rows,
 journal entries and balancing restart as the writer's update with a new
 desired date (:func:`service.planning.review.caught_up_move` is the same move
 on a plan).
+
+Like the writer, each move hands the rows it moved to load balancing: their
+versions before and after (a :class:`~service.store.types.BalanceDelta`),
+with the per-day counts kept equal to the table in the same transaction, so
+that the tick's closing rebalance redoes only what the move and the new day
+change (SPEC 6, 12).
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from service.store.balance_days import BalanceDaysMixin
+from service.store.balancing import convert_stored
 from service.store.base import ids_param, utc_now_text
 from service.store.journal import JournalMixin
+from service.store.types import BalanceDelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +35,11 @@ class CatchUpStep:
 
     rows: int
     contacts: int
+    delta: BalanceDelta
+    """The swept rows moved: old versions ``gone``, new ones ``added``."""
 
 
-class CatchUpMixin(JournalMixin):
+class CatchUpMixin(JournalMixin, BalanceDaysMixin):
     """Moving the plan rows whose desired date has passed to *today*."""
 
     async def move_caught_up(self, today: date, run_id: int, lo: int, hi: int) -> CatchUpStep:
@@ -40,9 +51,11 @@ class CatchUpMixin(JournalMixin):
         day = today.isoformat()
         found = await self.fetchall("catchup_rows", {"lo": lo, "hi": hi, "today": day})
         if not found:
-            return CatchUpStep(0, 0)
+            return CatchUpStep(0, 0, BalanceDelta())
         ids = ids_param(r[0] for r in found)
         contacts = {int(r[1]) for r in found}
+        delta = BalanceDelta()
+        delta.gone = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": ids}))
         await self.execute(
             "catchup_journal",
             {"run": run_id, "at": self._journal_time(), "today": day, "ids": ids},
@@ -52,4 +65,12 @@ class CatchUpMixin(JournalMixin):
             {"today": day, "run_text": str(run_id), "now": utc_now_text(), "ids": ids},
         )
         await self.execute("catchup_forget_fingerprints", {"ids": ids_param(contacts)})
-        return CatchUpStep(moved, len(contacts))
+        # The versions as stored now: exactly what the balancer reads later.
+        delta.added = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": ids}))
+        for r in delta.gone:
+            delta.count(r.step1, r.scheduled, -1)
+        for r in delta.added:
+            delta.count(r.step1, r.scheduled, 1)
+        await self.add_balance_days(delta.days)
+        await self.bump_plan_version()
+        return CatchUpStep(moved, len(contacts), delta)

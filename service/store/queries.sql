@@ -483,6 +483,12 @@ UPDATE email_schedules SET
                        THEN mailplan_utc(:today, scheduled_send_time, send_timezone) END
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 'skipped');
 
+-- name: catchup_balance_rows
+-- The swept rows among :ids as the balancer reads them, before and after the
+-- move (the versions the tick's rebalance takes out of the sweep and puts in).
+SELECT {balance_columns} FROM email_schedules
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pre-scheduled';
+
 -- name: catchup_forget_fingerprints
 -- The moved contacts' stored rows no longer match the fingerprint of the plan
 -- last written: a full recompute compares their rows instead of trusting it.

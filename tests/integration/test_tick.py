@@ -10,7 +10,7 @@ import pytest
 
 from service import engine
 from service.daemon.tick import tick_if_due
-from service.engine import PlanContext
+from service.engine import PlanContext, core
 from service.store import Store
 from tests.integration.daemon_helpers import (
     SEED_SQL,
@@ -236,3 +236,67 @@ def rows_of_ann(db_path: Path) -> list[tuple[object, ...]]:
         "SELECT email_type, desired_date, scheduled_send_date, catchup_note, scheduler_run_id "
         "FROM email_schedules WHERE contact_id = 1 ORDER BY email_type",
     )
+
+
+async def test_the_tick_rebalances_from_the_day_before_by_what_it_changed(
+    planned: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The full recompute left the global balance of 03-01. A week later the
+    # tick catches rows up and recomputes the due contacts; its closing
+    # rebalance starts from that balance and redoes only what moved: no
+    # global rebalance runs, and the result is the global balance all the same.
+    global_runs: list[object] = []
+    real = core._rebalance
+
+    async def spy(store: Store, ctx: PlanContext, today: date, delta: object) -> object:
+        global_runs.append(delta)
+        return await real(store, ctx, today, None)
+
+    monkeypatch.setattr("service.engine.rebase._rebalance", spy)
+    report = await tick_if_due(planned, CTX, date(2026, 3, 9), chunk=1)
+    assert report is not None and report.finished and report.caught_up_moved >= 1
+    assert global_runs == []
+    assert set(report.phases) == {"reads", "catch_up", "recompute", "rebalance"}
+    await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 9))
+    async with planned.transaction():
+        assert (await engine.rebalance_all(planned, CTX, date(2026, 3, 9))).rows_moved == 0
+
+
+async def test_plan_rows_written_by_another_process_during_the_tick_make_it_global(
+    planned: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between two of the tick's transactions another mailplan process moves
+    # plan rows (as its own rebalance would) and counts its write in the plan
+    # version. That change is not in what the tick gathered, so the tick's
+    # closing rebalance must not build on the balance of the day before: it
+    # goes global, and the plan is a full recompute's.
+    global_runs: list[object] = []
+    real = core._rebalance
+
+    async def spy(store: Store, ctx: PlanContext, today: date, delta: object) -> object:
+        global_runs.append(delta)
+        return await real(store, ctx, today, None)
+
+    monkeypatch.setattr("service.engine.rebase._rebalance", spy)
+    injected: list[bool] = []
+
+    def other_process_writes() -> bool:
+        if not injected:
+            write(
+                db_path,
+                """
+                UPDATE email_schedules SET scheduled_send_date = '2026-04-30'
+                WHERE status = 'pre-scheduled' AND scheduled_send_date > '2026-03-20';
+                UPDATE scheduler_state SET value = CAST(value AS INTEGER) + 1
+                WHERE key = 'plan_version';
+                """,
+            )
+            injected.append(True)
+        return False
+
+    report = await tick_if_due(
+        planned, CTX, date(2026, 3, 9), chunk=1, should_stop=other_process_writes
+    )
+    assert report is not None and report.finished and injected
+    assert global_runs == [None]
+    await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 9))

@@ -423,3 +423,27 @@ async def test_rebase_on_a_new_day_and_capacity_equals_global(
         assert store.state() == balance(store.items(), new_cap, new_day)
         assert store.counts_match()
         cap, day = new_cap, new_day
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario(), st.data())
+async def test_a_change_gathered_over_several_writes_then_one_rebase_equals_global(
+    case: tuple[Capacity, list[BalanceItem]], data: st.DataObject
+) -> None:
+    # The tick: on a new day (and capacity), several transactions change rows
+    # without rebalancing (the catch-up move, recomputes), the sender takes
+    # rows meanwhile (also rows those transactions had just written: their
+    # versions come and go), and one closing rebalance gets the gathered
+    # delta and the gaps, with the balance of the day before as its basis.
+    cap, items = case
+    store = MemoryBalanceStore()
+    store.load_balanced(items, cap, TODAY)
+    new_day = TODAY + data.draw(st.integers(0, 2)) * DAY
+    c = max(1, cap.cap + data.draw(st.integers(-1, 1)))
+    new_cap = Capacity(c, max(0, c + data.draw(st.integers(-1, 2))), cap.ed_limit, cap.window)
+    gathered = BalanceDelta()
+    for _ in range(data.draw(st.integers(1, 4))):
+        gathered.extend(_change(data, store))
+    await rebalance(store, new_cap, new_day, gathered, since=(cap, TODAY))
+    assert store.state() == balance(store.items(), new_cap, new_day)
+    assert store.counts_match()
