@@ -178,9 +178,11 @@ async def tick_if_due(
     return report
 
 
-MOVE_CONTACTS = 50_000
-"""Most contacts whose rows one catch-up transaction looks at (the sizer keeps
-it short)."""
+READ_CONTACTS = 100_000
+"""Contacts whose rows to move one read (in a read snapshot) looks at."""
+
+MOVE_ROWS = 20_000
+"""Most rows one catch-up transaction moves (the sizer keeps it short)."""
 
 
 async def _move_caught_up(
@@ -191,23 +193,32 @@ async def _move_caught_up(
     should_stop: Callable[[], bool],
     delta: BalanceDelta,
 ) -> bool:
-    """The catch-up move of every contact that is not due (SPEC 5.10, 5.11), in
-    short transactions over ranges of contact ids; False if stopped part way
-    (the next start repeats the tick, and only rows not yet moved still match).
-    What the moves changed in the sweep is added to ``delta``."""
-    sizer = ChunkSizer(MOVE_CONTACTS)
+    """The catch-up move of every contact that is not due (SPEC 5.10, 5.11): the
+    rows to move are found in read snapshots over ranges of contact ids
+    (upstream writers do not wait for those reads), then moved in short
+    transactions, each checking again that its rows still are to move; False
+    if stopped part way (the next start repeats the tick, and only rows not
+    yet moved still match). What the moves changed in the sweep is added to
+    ``delta``."""
+    sizer = ChunkSizer(MOVE_ROWS)
     last = await store.max_contact_id()
     lo = 0
-    while lo <= last:
-        hi = lo + sizer.size - 1
+    pending: list[int] = []
+    while lo <= last or pending:
+        if not pending:
+            hi = lo + READ_CONTACTS - 1
+            async with store.snapshot():
+                pending = await store.caught_up_rows(today, lo, hi)
+            lo = hi + 1
+            continue
+        ids, pending = pending[: sizer.size], pending[sizer.size :]
         chunk_started = time.perf_counter()
         async with store.transaction():
-            step = await store.move_caught_up(today, run_id, lo, hi)
-        sizer.record(hi - lo + 1, time.perf_counter() - chunk_started)
+            step = await store.move_caught_up_rows(today, run_id, ids)
+        sizer.record(len(ids), time.perf_counter() - chunk_started)
         report.caught_up_moved += step.rows
         delta.extend(step.delta)
-        lo = hi + 1
-        if lo <= last and should_stop():
+        if (lo <= last or pending) and should_stop():
             report.finished = False
             log.info("tick_interrupted", today=today.isoformat(), moved=report.caught_up_moved)
             return False

@@ -9,6 +9,7 @@ first write, after work was done).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -134,9 +135,12 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=4096)
 def _utc_send_instant(day: object, clock: object, zone: object) -> str | None:
     """SQL function ``mailplan_utc(date, time, zone)``: the UTC instant of a
-    local send time (SPEC 4 ``send_in_contact_timezone``); NULL without a zone."""
+    local send time (SPEC 4 ``send_in_contact_timezone``); NULL without a zone.
+    Memoised: a statement moving many rows to one day asks for a few
+    (time, zone) pairs again and again."""
     if not isinstance(zone, str) or not isinstance(day, str) or not isinstance(clock, str):
         return None
     try:

@@ -19,6 +19,7 @@ change (SPEC 6, 12).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -48,25 +49,44 @@ class CatchUpMixin(JournalMixin, BalanceDaysMixin):
         caller's transaction). Rows of due contacts are left to their
         recompute; moved rows no longer match, so a range may be repeated.
         """
+        return await self.move_caught_up_rows(
+            today, run_id, await self.caught_up_rows(today, lo, hi)
+        )
+
+    async def caught_up_rows(self, today: date, lo: int, hi: int) -> list[int]:
+        """The ids of the rows :meth:`move_caught_up` would move (a read: the
+        tick runs it in a read snapshot, without the write lock)."""
+        rows = await self.fetchall("catchup_rows", {"lo": lo, "hi": hi, "today": today.isoformat()})
+        return [int(r[0]) for r in rows]
+
+    async def move_caught_up_rows(
+        self, today: date, run_id: int, ids: Sequence[int]
+    ) -> CatchUpStep:
+        """Catch up those of the rows ``ids`` (found by :meth:`caught_up_rows`,
+        maybe in an older snapshot) that still are plan rows with a desired
+        date before ``today`` (inside the caller's transaction); a row sent or
+        planned again since is left as it is."""
         day = today.isoformat()
-        found = await self.fetchall("catchup_rows", {"lo": lo, "hi": hi, "today": day})
+        if not ids:
+            return CatchUpStep(0, 0, BalanceDelta())
+        found = await self.fetchall("catchup_recheck", {"today": day, "ids": ids_param(ids)})
         if not found:
             return CatchUpStep(0, 0, BalanceDelta())
-        ids = ids_param(r[0] for r in found)
+        moving = ids_param(r[0] for r in found)
         contacts = {int(r[1]) for r in found}
         delta = BalanceDelta()
-        delta.gone = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": ids}))
+        delta.gone = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": moving}))
         await self.execute(
             "catchup_journal",
-            {"run": run_id, "at": self._journal_time(), "today": day, "ids": ids},
+            {"run": run_id, "at": self._journal_time(), "today": day, "ids": moving},
         )
         moved = await self.execute(
             "catchup_move",
-            {"today": day, "run_text": str(run_id), "now": utc_now_text(), "ids": ids},
+            {"today": day, "run_text": str(run_id), "now": utc_now_text(), "ids": moving},
         )
         await self.execute("catchup_forget_fingerprints", {"ids": ids_param(contacts)})
         # The versions as stored now: exactly what the balancer reads later.
-        delta.added = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": ids}))
+        delta.added = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": moving}))
         for r in delta.gone:
             delta.count(r.step1, r.scheduled, -1)
         for r in delta.added:

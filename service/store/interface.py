@@ -328,6 +328,16 @@ class PlanWriter(Protocol):
         tick's catch-up move, SPEC 5.11), with their journal entries."""
         ...
 
+    async def caught_up_rows(self, today: date, lo: int, hi: int) -> list[int]:
+        """The ids of the rows :meth:`move_caught_up` would move (a read)."""
+        ...
+
+    async def move_caught_up_rows(
+        self, today: date, run_id: int, ids: Sequence[int]
+    ) -> CatchUpStep:
+        """:meth:`move_caught_up` of the rows ``ids`` that still are to move."""
+        ...
+
 
 class BalanceStore(Protocol):
     """What balancing needs from the stored plan (SPEC 6).

@@ -449,6 +449,13 @@ WHERE s.contact_id BETWEEN :lo AND :hi
         WHERE p.contact_id = s.contact_id AND p.review_date <= :today
     );
 
+-- name: catchup_recheck
+-- Of the rows :ids found in a read snapshot, those still to move now (inside
+-- the write transaction): still plan rows, desired date still before :today.
+SELECT id, contact_id FROM email_schedules
+WHERE id IN (SELECT value FROM json_each(:ids))
+    AND status IN ('pre-scheduled', 'skipped') AND desired_date < :today;
+
 -- name: catchup_journal
 -- One journal entry per moved row (SPEC 7), appended before the move, as the
 -- writer's update with a new desired date would write it: the balancing

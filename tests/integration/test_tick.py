@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -300,3 +301,36 @@ async def test_plan_rows_written_by_another_process_during_the_tick_make_it_glob
     assert report is not None and report.finished and injected
     assert global_runs == [None]
     await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 9))
+
+
+async def test_rows_found_to_move_and_sent_before_the_move_stay_as_sent(
+    planned: Store, db_path: Path
+) -> None:
+    # The tick finds the rows to catch up in a read snapshot and moves them in
+    # a later write transaction. A row the sender sends in between is history
+    # by then: the move leaves it alone (SPEC I4) and moves the others.
+    day = date(2026, 3, 19)
+    async with planned.snapshot():
+        ids = await planned.caught_up_rows(day, 0, await planned.max_contact_id())
+    assert len(ids) >= 2
+    con = sqlite3.connect(db_path, timeout=10)
+    with con:
+        con.execute(
+            "UPDATE email_schedules SET status = 'sent', sent_at = '2026-03-18 09:00:00' "
+            "WHERE id = ?",
+            (ids[0],),
+        )
+    con.close()
+    before = query(db_path, "SELECT * FROM email_schedules WHERE id = ?", (ids[0],))
+    async with planned.transaction():
+        run = await planned.start_run("tick", day)
+        step = await planned.move_caught_up_rows(day, run, ids)
+    assert step.rows == len(ids) - 1
+    assert query(db_path, "SELECT * FROM email_schedules WHERE id = ?", (ids[0],)) == before
+    moved = query(
+        db_path,
+        "SELECT count(*) FROM email_schedules WHERE desired_date = ? AND id IN "
+        "(SELECT value FROM json_each(?))",
+        (day.isoformat(), json.dumps(ids[1:])),
+    )
+    assert moved == [(len(ids) - 1,)]
