@@ -27,8 +27,9 @@ import structlog
 
 from service import engine
 from service.engine import PlanContext
-from service.engine.pacing import ChunkSizer
-from service.store import RunStats, Store
+from service.engine.chunks import Task, input_key, plan_chunk
+from service.engine.pacing import WRITE_TARGET_S, ChunkSizer
+from service.store import RunStats, Scope, Store, WriteOptions
 from service.store.journal import PRUNE_BATCH
 from service.store.types import BalanceDelta
 
@@ -133,26 +134,10 @@ async def tick_if_due(
         if not await _move_caught_up(store, today, run_id, report, should_stop, delta):
             return report
     lap = report.lap("catch_up", lap)
-    sizer = ChunkSizer(chunk)
-    start = 0
-    while start < len(due):
-        if should_stop():
-            # The date is not stored: the next start repeats the tick for the
-            # contacts that are still due.
-            report.finished = False
-            log.info("tick_interrupted", today=today.isoformat(), done=report.contacts)
-            return report
-        ids = due[start : start + sizer.size]
-        chunk_started = time.perf_counter()
-        async with store.transaction():
-            report.stats.add(
-                await engine.recompute_contacts(
-                    store, ctx, ids, today, run_id, rebalance_windows=False, collect=delta
-                )
-            )
-        sizer.record(len(ids), time.perf_counter() - chunk_started)
-        start += len(ids)
-        report.contacts += len(ids)
+    if not await _recompute_due(store, ctx, due, today, run_id, chunk, report, should_stop, delta):
+        # The date is not stored: the next start repeats the tick for the
+        # contacts that are still due.
+        return report
     lap = report.lap("recompute", lap)
     async with store.transaction():
         if report.full_recompute_queued or moved_back:
@@ -176,6 +161,56 @@ async def tick_if_due(
         phases_ms=report.phases,
     )
     return report
+
+
+async def _recompute_due(
+    store: Store,
+    ctx: PlanContext,
+    due: list[int],
+    today: date,
+    run_id: int,
+    chunk: int,
+    report: TickReport,
+    should_stop: Callable[[], bool],
+    delta: BalanceDelta,
+) -> bool:
+    """Recompute the due contacts in chunks: each read in a read snapshot and
+    planned without the write lock, then written in a short transaction that
+    plans again inside it if an upstream change came since the read (the
+    event sequence moved, as in the full recompute); False if stopped part
+    way. What the writes changed in the sweep is added to ``delta`` (the
+    closing rebalance covers it)."""
+    campaigns = ctx.campaigns or await store.load_campaigns()
+    options = WriteOptions(run_id=str(run_id), today=today, send_time=ctx.send_time)
+    key = input_key(ctx, campaigns)
+    since, recent = ctx.history_since(today), ctx.engagement_since(today)
+    sizer = ChunkSizer(chunk, target_s=WRITE_TARGET_S)
+    start = 0
+    while start < len(due):
+        if should_stop():
+            report.finished = False
+            log.info("tick_interrupted", today=today.isoformat(), done=report.contacts)
+            return False
+        scope = Scope.of_ids(due[start : start + sizer.size])
+        async with store.snapshot():
+            rows = await store.read_chunk(
+                None, 0, since=since, engagement_since=recent, scope=scope
+            )
+        prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
+        write_started = time.perf_counter()
+        async with store.transaction():
+            if await store.event_seq() != rows.seq:
+                rows = await store.read_chunk(
+                    None, 0, since=since, engagement_since=recent, scope=scope
+                )
+                prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
+            result = await store.write_prepared(prepared, options)
+        sizer.record(len(scope.ids or ()), time.perf_counter() - write_started)
+        report.stats.add_writes(result.stats)
+        delta.extend(result.delta)
+        start += len(scope.ids or ())
+        report.contacts += len(scope.ids or ())
+    return True
 
 
 READ_CONTACTS = 100_000

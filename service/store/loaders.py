@@ -184,7 +184,7 @@ class LoaderMixin(StoreBase):
         scope: Scope | None = None,
     ) -> ChunkRows:
         """The rows a chunk's plans are made from, without building anything:
-        the next ``limit`` contacts after ``after`` (or those of the range
+        the next ``limit`` contacts after ``after`` (or those of the id range or id set
         ``scope``), their related rows (history, not plan rows), their stored
         fingerprint columns and the event sequence (:meth:`event_seq`). Run
         it in a :meth:`snapshot` so that all of it is one state."""
@@ -195,6 +195,8 @@ class LoaderMixin(StoreBase):
             )
             hi = MAX_ID if len(rows) < limit else int(rows[-1][0])
             scope = Scope.of_range(MIN_ID if after is None else after + 1, hi)
+        elif scope.ids is not None:
+            return await self._read_ids_chunk(scope, since, engagement_since)
         else:
             rows = await self.fetchall(
                 "contacts_between", {"lo": scope.lo, "hi": scope.hi, "true_words": _TRUE}
@@ -205,6 +207,20 @@ class LoaderMixin(StoreBase):
         prints = await self.fetchall("plan_prints", span)
         untidy = bool(await self.fetchall("orphan_plan_contacts", span))
         return ChunkRows(scope, rows, related, {r[0]: r[1] for r in prints}, seq, untidy)
+
+    async def _read_ids_chunk(
+        self, scope: Scope, since: date | None, engagement_since: date | None
+    ) -> ChunkRows:
+        """:meth:`read_chunk` of an id scope (the contacts of a batch of events):
+        an id without a contact row is a deleted contact, whose plan rows the
+        write removes (so the chunk is untidy)."""
+        params = {"ids": ids_param(scope.ids or ()), "true_words": _TRUE}
+        rows = await self.fetchall("contacts_by_ids", params)
+        seq = await self.event_seq()
+        related = await self.read_related(scope, since, engagement_since or since, plan_rows=False)
+        prints = await self.fetchall("plan_state@ids", {"ids": params["ids"]})
+        untidy = len(rows) < len(scope.ids or ())
+        return ChunkRows(scope, rows, related, {r[0]: r[3] for r in prints}, seq, untidy)
 
     async def event_seq(self) -> int:
         """The last event id ever handed out; it moves with every upstream change."""
