@@ -241,6 +241,10 @@ async def _move_caught_up(
     pending: list[int] = []
     while lo <= last or pending:
         if not pending:
+            if lo and should_stop():
+                report.finished = False
+                log.info("tick_interrupted", today=today.isoformat(), moved=report.caught_up_moved)
+                return False
             hi = lo + READ_CONTACTS - 1
             async with store.snapshot():
                 pending = await store.caught_up_rows(today, lo, hi)
