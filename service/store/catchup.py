@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from service.planning.balance import BalanceItem
 from service.store.balance_days import BalanceDaysMixin
 from service.store.balancing import convert_stored
 from service.store.base import ids_param, utc_now_text
 from service.store.journal import JournalMixin
-from service.store.types import BalanceDelta
+from service.store.types import BalanceDelta, StoredRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ class CatchUpMixin(JournalMixin, BalanceDaysMixin):
         moving = ids_param(r[0] for r in found)
         contacts = {int(r[1]) for r in found}
         delta = BalanceDelta()
-        delta.gone = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": moving}))
+        delta.gone = convert_stored([r[3:] for r in found if r[2]])
         await self.execute(
             "catchup_journal",
             {"run": run_id, "at": self._journal_time(), "today": day, "ids": moving},
@@ -85,8 +86,13 @@ class CatchUpMixin(JournalMixin, BalanceDaysMixin):
             {"today": day, "run_text": str(run_id), "now": utc_now_text(), "ids": moving},
         )
         await self.execute("catchup_forget_fingerprints", {"ids": ids_param(contacts)})
-        # The versions as stored now: exactly what the balancer reads later.
-        delta.added = convert_stored(await self.fetchall("catchup_balance_rows", {"ids": moving}))
+        # The versions as the move stores them (catchup_move): desired date,
+        # step-1 and scheduled date today, no lower bound.
+        delta.added = [
+            StoredRow(BalanceItem(r.item.key, r.item.priority, today, None, r.item.allowed_to),
+                      today, today)
+            for r in delta.gone
+        ]  # fmt: skip
         for r in delta.gone:
             delta.count(r.step1, r.scheduled, -1)
         for r in delta.added:

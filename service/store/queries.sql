@@ -451,8 +451,9 @@ WHERE s.contact_id BETWEEN :lo AND :hi
 
 -- name: catchup_recheck
 -- Of the rows :ids found in a read snapshot, those still to move now (inside
--- the write transaction): still plan rows, desired date still before :today.
-SELECT id, contact_id FROM email_schedules
+-- the write transaction): still plan rows, desired date still before :today;
+-- with the balancer's columns (read as by {balance_columns}) of the swept ones.
+SELECT id, contact_id, status = 'pre-scheduled', {balance_columns} FROM email_schedules
 WHERE id IN (SELECT value FROM json_each(:ids))
     AND status IN ('pre-scheduled', 'skipped') AND desired_date < :today;
 
@@ -489,12 +490,6 @@ UPDATE email_schedules SET
     send_at_utc = CASE WHEN send_timezone IS NOT NULL
                        THEN mailplan_utc(:today, scheduled_send_time, send_timezone) END
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 'skipped');
-
--- name: catchup_balance_rows
--- The swept rows among :ids as the balancer reads them, before and after the
--- move (the versions the tick's rebalance takes out of the sweep and puts in).
-SELECT {balance_columns} FROM email_schedules
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pre-scheduled';
 
 -- name: catchup_forget_fingerprints
 -- The moved contacts' stored rows no longer match the fingerprint of the plan
