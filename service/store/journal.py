@@ -62,12 +62,19 @@ class JournalEntry:
 
 @dataclass(frozen=True, slots=True)
 class JournalInput:
-    """The statements of one plan write, as the writer built them."""
+    """The statements of one plan write, as the writer built them.
+
+    With ``inserts_last`` the write's inserts were its last plan row
+    inserts, and when every one of them took effect the rows are journalled
+    from the table in one statement (``journal_inserts_last``). Otherwise
+    from ``inserts`` (what :func:`journal_rows` returns).
+    """
 
     stored: Sequence[StoredPlanRow]
     inserts: Sequence[Sequence[object]]
     updates: Sequence[Sequence[object]]
     deletes: Sequence[tuple[int]]
+    inserts_last: bool = False
 
 
 def _event(key: Sequence[object]) -> str | None:
@@ -77,13 +84,16 @@ def _event(key: Sequence[object]) -> str | None:
     return None
 
 
-def journal_rows(run_id: object, at: str | None, write: JournalInput) -> list[JournalParams]:
-    """The journal rows of one write (pure): ``journal_append`` parameters."""
+def journal_rows(
+    run_id: object, at: str | None, write: JournalInput, *, inserts: bool = True
+) -> list[JournalParams]:
+    """The journal rows of one write (pure): ``journal_append`` parameters;
+    without ``inserts`` those of its updates and deletes only."""
     out: list[JournalParams] = []
     if not (write.inserts or write.updates or write.deletes):
         return out
     by_id = {s.id: s for s in write.stored} if (write.updates or write.deletes) else {}
-    for p in write.inserts:
+    for p in write.inserts if inserts else ():
         # A new row starts with its scheduled date at its desired date.
         out.append((run_id, at, p[0], p[1], _event(p), "insert", None, None, None, None,
                     p[_P_DESIRED], p[_P_DESIRED], p[_P_STATUS], p[_P_REASON]))  # fmt: skip
@@ -137,13 +147,23 @@ class JournalMixin(StateMixin):
         return run_id
 
     async def journal_write(self, run_id: object, write: JournalInput, inserted: int) -> None:
-        """Append the journal rows of one plan write (in its transaction).
+        """Append the journal rows of one plan write (in its transaction):
+        inserts first, then updates, then deletes, as :func:`journal_rows`.
 
         ``inserted`` is how many inserts took effect; when an identity was
         taken by a history row meanwhile, only the inserts that happened are
         journalled.
         """
-        rows = journal_rows(run_id, self._journal_time(), write)
+        at = self._journal_time()
+        # All inserted, one after another: they hold the largest ids.
+        from_table = write.inserts_last and inserted == len(write.inserts) > 0
+        if from_table:
+            trigger = await self._run_trigger(run_id)
+            await self.execute(
+                "journal_inserts_last",
+                {"run": run_id, "trigger": trigger, "at": at, "count": inserted},
+            )
+        rows = journal_rows(run_id, at, write, inserts=not from_table)
         if write.deletes:
             # Plan rows of a contact that no longer exists were journalled by
             # the deletion trigger (mailplan_journal_contact_gone).
@@ -152,6 +172,8 @@ class JournalMixin(StateMixin):
             gone -= {e[0] for e in existing}
             rows = [r for r in rows if r[5] != "delete" or r[2] not in gone]
         if inserted != len(write.inserts):
+            # An identity taken by a history row meanwhile (rare; such a
+            # refused insert still uses up an id): only inserts that happened.
             rows = [r for r in rows if r[5] != "insert" or await self._inserted(r, run_id)]
         if rows:
             trigger = await self._run_trigger(run_id)

@@ -36,6 +36,26 @@ FROM email_schedules
 WHERE contact_id = ?4 AND email_type = ?5 AND event_year = ?6 AND event_month = ?7
   AND event_day = ?8 AND status = 'pre-scheduled' AND scheduled_send_date IS NOT ?3;
 
+-- name: journal_inserts_last
+-- The journal of the :count rows one write has just inserted, when each of
+-- its inserts took effect: AUTOINCREMENT gave them the :count largest ids,
+-- one after another (nothing else inserts plan rows inside the write's
+-- transaction). One statement instead of a bound row per insert; in
+-- insertion order. (An insert that OR IGNORE refused uses up an id too: then
+-- the writer journals its inserts row by row.)
+INSERT INTO plan_journal (
+    run_id, trigger, at, contact_id, email_type, event_date, op,
+    old_desired, old_scheduled, old_status, old_reason,
+    new_desired, new_scheduled, new_status, new_reason
+)
+SELECT :run, :trigger, COALESCE(:at, strftime('%Y-%m-%d %H:%M:%f', 'now')),
+       contact_id, email_type, printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       'insert', NULL, NULL, NULL, NULL,
+       desired_date, scheduled_send_date, status, skip_reason
+FROM email_schedules
+WHERE id > (SELECT max(id) FROM email_schedules) - :count
+ORDER BY id;
+
 -- name: plan_identity_exists
 SELECT 1 FROM email_schedules
 WHERE contact_id = ?1 AND email_type = ?2 AND event_year = ?3 AND event_month = ?4

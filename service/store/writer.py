@@ -450,7 +450,8 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         # The per-day counts follow the table in the same transaction.
         await self.add_balance_days(diff.balance.days)
         # The plan journal (SPEC 7), in the same transaction.
-        journal = JournalInput(stored, diff.inserts, diff.updates, diff.deletes)
+        # Inserts come last in _apply: the journal takes them from the table.
+        journal = JournalInput(stored, diff.inserts, diff.updates, diff.deletes, inserts_last=True)
         await self.journal_write(options.run_id, journal, inserted)
         await self._write_states(states, prepared)
         stats = WriteStats(
@@ -462,6 +463,7 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         return WriteResult(stats=stats, delta=diff.balance)
 
     async def _apply(self, diff: PlanDiff) -> int:
+        """Run the diff's statements, inserts last; the rows inserted."""
         # Deletes first: a deleted identity's slot may be reused by an insert.
         if diff.deletes:
             mark = await self.fetchone("balance_gaps_mark")
