@@ -104,7 +104,7 @@ async def full_recompute(
     if contacts < POOL_MIN_CONTACTS:
         workers = 0
     try:
-        async with Planner(ctx, campaigns, workers) as planner:
+        async with Planner(ctx, campaigns, workers) as planner, store.checkpoints_outside_lock():
             await _chunks(store, ctx, campaigns, today, run_id, trust_fingerprints, planner,
                           stats, progress)  # fmt: skip
         phase = time.perf_counter()

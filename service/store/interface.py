@@ -98,6 +98,11 @@ class Transactions(Protocol):
         """A number that changes when another connection commits."""
         ...
 
+    def checkpoints_outside_lock(self) -> AbstractAsyncContextManager[None]:
+        """Inside: commits do not checkpoint the WAL; a thread with its own
+        connection does, beside them (a long pass of write transactions)."""
+        ...
+
     async def check_writable(self) -> None:
         """Raise :class:`~service.errors.StoreUnavailable` unless a write
         transaction can start (a read-only or vanished database)."""
