@@ -39,6 +39,7 @@ from service.engine.core import (
     BALANCE_BASIS,
     PROGRESS_KEY,
     PlanContext,
+    _balance_basis,
     _ms,
     _no_progress,
     _record_failure,
@@ -95,7 +96,12 @@ async def full_recompute(
     async with store.transaction():
         covered = await store.max_event_id()
         run_id = await store.start_run(trigger, today)
-        await capacity_for(store, ctx, today, save=True, count=contacts)
+        cap = await capacity_for(store, ctx, today, save=True, count=contacts)
+        basis = _balance_basis(cap, today)
+        # Whether the rows hold the global balance of today's capacity now:
+        # if no plan row changes (nor anyone else's), they still do at the end.
+        balanced = await store.get_state(BALANCE_BASIS) == basis
+        version, _ = await store.plan_version()
         # Until the closing global rebalance the stored balance is stale.
         await store.delete_state(BALANCE_BASIS)
         campaigns = ctx.campaigns or await store.load_campaigns()
@@ -109,7 +115,15 @@ async def full_recompute(
                           stats, progress)  # fmt: skip
         phase = time.perf_counter()
         async with store.transaction():
-            stats.add(await rebalance_all(store, ctx, today))
+            keep = trust_fingerprints and balanced and not (stats.inserted or stats.updated
+                                                            or stats.deleted)  # fmt: skip
+            if keep and await _balance_unchanged(store, version):
+                # No plan row changed: the global balance stored before the
+                # run is the global balance now (same rows, day, capacity).
+                await store.set_state(BALANCE_BASIS, basis)
+            else:
+                keep = False
+                stats.add(await rebalance_all(store, ctx, today))
             if consume_events:
                 stats.events_consumed = await store.delete_events_upto(covered)
             await store.delete_state(PROGRESS_KEY)
@@ -119,10 +133,19 @@ async def full_recompute(
         await _record_failure(store, run_id, stats, started, exc)
         raise
     log.info("full_recompute_done", run_id=run_id, ms=round(_ms(started)),
-             rebalance_ms=round(_ms(phase)), workers=workers,
+             rebalance_ms=round(_ms(phase)), rebalance="kept" if keep else "global",
+             workers=workers,
              contacts=stats.contacts_recomputed, inserted=stats.inserted,
              updated=stats.updated, deleted=stats.deleted, moved=stats.rows_moved)  # fmt: skip
     return stats
+
+
+async def _balance_unchanged(store: Store, version: int) -> bool:
+    """No process changed plan rows or their balance since the plan version
+    was ``version``, and no balance gap (a row the sender took) is pending:
+    the stored balance is what it was then."""
+    now, _ = await store.plan_version()
+    return now == version and await store.gap_mark() == 0
 
 
 async def recompute_range(

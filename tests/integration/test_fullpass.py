@@ -14,9 +14,10 @@ import pytest
 
 from service import engine
 from service.config import Settings
-from service.engine import PlanContext, chunks, fullpass
+from service.engine import PlanContext, chunks, core, fullpass
+from service.engine.core import BALANCE_BASIS
 from service.planning.model import Campaigns, ContactData, ContactPlan
-from service.store import open_store
+from service.store import RunStats, Store, open_store
 from service.store.loaders import MAX_ID
 from service.store.sqlite import SqliteStore
 from service.tools.generate import generate
@@ -185,4 +186,91 @@ async def test_a_fanout_chunk_plans_only_contacts_whose_inputs_changed(
         _upstream(book, "UPDATE contacts SET state = 'CA' WHERE id = 9")
         await fanout(store)
         assert counting.planned == [9]
+        await _export_is_dry_run(store, ctx, TODAY)
+
+
+class _Rebalances:
+    """Counts the closing global rebalances of full recomputes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = core.rebalance_all
+
+        async def counting(store: Store, ctx: PlanContext, today: date) -> RunStats:
+            self.calls += 1
+            return await real(store, ctx, today)
+
+        monkeypatch.setattr("service.engine.fullpass.rebalance_all", counting)
+
+
+async def test_a_pass_that_changes_no_plan_row_keeps_the_global_balance(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first pass ends with a global rebalance and stores its basis (day
+    # and capacity). A second pass on the same day changes no plan row and
+    # nobody else writes: the rows still hold that balance, so it is kept
+    # (no rebalance), its basis stored again, and the plan is the reference.
+    ctx = _ctx()
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        basis = await store.get_state(BALANCE_BASIS)
+        assert basis
+        rebalances = _Rebalances(monkeypatch)
+        again = await engine.full_recompute(store, ctx, TODAY)
+        assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+        assert rebalances.calls == 0
+        assert await store.get_state(BALANCE_BASIS) == basis
+        await _export_is_dry_run(store, ctx, TODAY)
+        # A plan change (one contact's birth date): the pass rebalances.
+        _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id = 7")
+        changed = await engine.full_recompute(store, ctx, TODAY)
+        assert changed.inserted + changed.updated + changed.deleted > 0
+        assert rebalances.calls == 1
+        await _export_is_dry_run(store, ctx, TODAY)
+
+
+async def test_a_capacity_change_without_plan_changes_still_rebalances(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # daily_cap 4 -> 3 changes no plan row (balancing is not planning), but
+    # every scheduled date may move: the balance stored for cap 4 is no
+    # balance for cap 3, so the pass must rebalance.
+    four = _ctx()
+    three = PlanContext.from_settings(Settings(daily_cap=3), chunk_size=41)
+    async with open_store(book) as store:
+        # The two capacities balance this book differently (else a kept
+        # balance could not be told from a new one).
+        assert await engine.dry_run_plan(store, four, TODAY) != await engine.dry_run_plan(
+            store, three, TODAY
+        )
+        await engine.full_recompute(store, four, TODAY)
+        rebalances = _Rebalances(monkeypatch)
+        stats = await engine.full_recompute(store, three, TODAY)
+        assert (stats.inserted, stats.updated, stats.deleted) == (0, 0, 0)
+        assert rebalances.calls == 1
+        await _export_is_dry_run(store, three, TODAY)
+
+
+async def test_a_balance_not_stored_as_global_is_redone(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A global rebalance that did not finish (a crash while it committed part
+    # way) leaves no basis: the rows are not known to be balanced. A pass
+    # that changes no plan row must still rebalance: here a row's scheduled
+    # date was left where no balance puts it.
+    ctx = _ctx()
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        async with store.transaction():
+            await store.set_state(BALANCE_BASIS, "")
+    _upstream(
+        book,
+        "UPDATE email_schedules SET scheduled_send_date = '2027-06-30' WHERE id = "
+        "(SELECT min(id) FROM email_schedules WHERE status = 'pre-scheduled')",
+    )
+    async with open_store(book) as store:
+        rebalances = _Rebalances(monkeypatch)
+        stats = await engine.full_recompute(store, ctx, TODAY)
+        assert (stats.inserted, stats.updated, stats.deleted) == (0, 0, 0)
+        assert rebalances.calls == 1
         await _export_is_dry_run(store, ctx, TODAY)
