@@ -40,6 +40,7 @@ from service.planning.model import PRE_SCHEDULED, SKIPPED, ContactPlan, PlanRow
 from service.planning.params import DEFAULT_SEND_TIME, send_time_column
 from service.store.balance_days import BalanceDaysMixin
 from service.store.base import ids_param, iso, utc_now_text
+from service.store.checkpoint import CheckpointMixin
 from service.store.journal import JournalInput, JournalMixin
 from service.store.loaders import (
     Loaded,
@@ -377,7 +378,7 @@ def _join(delta: BalanceDelta, key: Key5, content: Content, kept: StoredPlanRow 
     delta.count(row.step1, row.scheduled, 1)
 
 
-class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
+class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin, CheckpointMixin):
     """The plan writer and the per-contact plan state."""
 
     async def write_plans(

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
+import anyio
 import pytest
 
 from service import engine
@@ -18,6 +19,7 @@ from service.engine import PlanContext, chunks, core, fullpass
 from service.engine.core import BALANCE_BASIS
 from service.planning.model import Campaigns, ContactData, ContactPlan
 from service.store import RunStats, Store, open_store
+from service.store.checkpoint import Checkpointer
 from service.store.loaders import MAX_ID
 from service.store.sqlite import SqliteStore
 from service.tools.generate import generate
@@ -274,3 +276,21 @@ async def test_a_balance_not_stored_as_global_is_redone(
         assert (stats.inserted, stats.updated, stats.deleted) == (0, 0, 0)
         assert rebalances.calls == 1
         await _export_is_dry_run(store, ctx, TODAY)
+
+
+async def test_checkpoints_run_beside_a_pass_and_sqlite_checkpoints_again_after(
+    book: Path,
+) -> None:
+    # Inside, the pass's connection leaves the WAL to the checkpoint thread
+    # (automatic checkpoint 0); the thread checkpoints every 50 ms; after,
+    # SQLite's default of 1,000 pages is back.
+    async with open_store(book) as store:
+        async with store.checkpoints_outside_lock():
+            assert await store._rows("PRAGMA wal_autocheckpoint", ()) == [(0,)]
+        assert await store._rows("PRAGMA wal_autocheckpoint", ()) == [(1000,)]
+    thread = Checkpointer(book)
+    thread.start()
+    _upstream(book, "UPDATE contacts SET state = 'CA' WHERE id = 9")
+    await anyio.sleep(0.3)
+    thread.stop()
+    assert thread.checkpoints >= 2
