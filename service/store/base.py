@@ -186,6 +186,12 @@ def _all_rows(conn: sqlite3.Connection, sql_text: str, params: Params) -> list[t
         cursor.close()
 
 
+def _all_rows_of(
+    conn: sqlite3.Connection, statements: Sequence[tuple[str, Params]]
+) -> list[list[tuple[Any, ...]]]:
+    return [_all_rows(conn, sql_text, params) for sql_text, params in statements]
+
+
 def _row_count(conn: sqlite3.Connection, sql_text: str, params: Params) -> int:
     cursor = conn.execute(sql_text, params)
     try:
@@ -314,6 +320,21 @@ class StoreBase:
         )  # fmt: skip
         return rows
 
+    async def fetch_each(
+        self, queries: Sequence[tuple[str, Params]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of several named queries, run in order in one hand-over
+        to the connection's thread (:meth:`in_connection`); as
+        :meth:`fetchall` gives them, one list per query."""
+        statements = [(self._q[name], params) for name, params in queries]
+        try:
+            return await self.in_connection(_all_rows_of, statements)
+        except sqlite3.Error as exc:
+            if not _is_decode_error(exc):
+                raise translate(exc, self.path, f"queries {[n for n, _ in queries]}") from exc
+        # Text that is not UTF-8 somewhere: each query on its own, leniently.
+        return [await self.fetchall(name, params) for name, params in queries]
+
     async def fetchone(self, name: str, params: Params = ()) -> tuple[Any, ...] | None:
         rows = await self.fetchall(name, params)
         return rows[0] if rows else None
@@ -390,6 +411,12 @@ class StoreBase:
         """
         await self.run_sql(SHORT_BUSY_TIMEOUT, what="busy timeout")
         self._short_waits = True
+
+    async def set_wal_autocheckpoint(self, pages: int) -> None:
+        """``PRAGMA wal_autocheckpoint``: SQLite's default (1000 pages) makes
+        the commit that crosses it copy the WAL into the database before it
+        returns, which can take a second at a million contacts."""
+        await self.run_sql(f"PRAGMA wal_autocheckpoint = {int(pages)}", what="wal_autocheckpoint")
 
     @property
     def waiting_for_lock(self) -> bool:

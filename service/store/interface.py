@@ -107,6 +107,12 @@ class Transactions(Protocol):
         """Wait for another writer's lock in short, cancellable steps (the daemon)."""
         ...
 
+    async def set_wal_autocheckpoint(self, pages: int) -> None:
+        """Checkpoint the WAL in this connection's commits once it holds
+        ``pages`` pages (0: never; the daemon checkpoints on a connection of
+        its own, :mod:`service.daemon.checkpoints`)."""
+        ...
+
     @property
     def waiting_for_lock(self) -> bool:
         """A transaction is waiting for another writer's lock (nothing of ours is open)."""
