@@ -242,12 +242,15 @@ async def recompute_contacts(
     id_list = sorted(set(ids))
     if not id_list:
         return RunStats()
-    campaigns = ctx.campaigns or await store.load_campaigns()
+    # The campaigns are read with the contacts, in the same hand-over to
+    # the store (never cached: they change through upstream writes).
     loaded = await store.load_scope(
         Scope.of_ids(id_list),
         since=ctx.history_since(today),
         engagement_since=ctx.engagement_since(today),
+        with_campaigns=ctx.campaigns is None,
     )
+    campaigns = ctx.campaigns or loaded.campaigns or await store.load_campaigns()
     plans = plan_all(ctx, campaigns, loaded.contacts, today)
     if report_malformed:
         _log_malformed(loaded.contacts, today, ctx.memo)

@@ -272,9 +272,15 @@ class PlanSource(Protocol):
         ...
 
     async def load_scope(
-        self, scope: Scope, *, since: date | None = None, engagement_since: date | None = None
+        self,
+        scope: Scope,
+        *,
+        since: date | None = None,
+        engagement_since: date | None = None,
+        with_campaigns: bool = False,
     ) -> Loaded:
-        """The contacts of ``scope`` with their stored plan rows."""
+        """The contacts of ``scope`` with their stored plan rows (and the
+        campaigns in ``Loaded.campaigns`` with ``with_campaigns``)."""
         ...
 
     async def read_chunk(
