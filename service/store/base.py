@@ -192,6 +192,32 @@ def _all_rows_of(
     return [_all_rows(conn, sql_text, params) for sql_text, params in statements]
 
 
+def _begin_reading(
+    conn: sqlite3.Connection, statement: str, sql_text: str
+) -> list[tuple[Any, ...]] | None:
+    """``statement`` (BEGIN), then the rows of ``sql_text``; None if only
+    the read failed (the transaction is open all the same)."""
+    _row_count(conn, statement, ())
+    try:
+        return _all_rows(conn, sql_text, ())
+    except sqlite3.Error:
+        return None
+
+
+def _after(deferred: Sequence[tuple[str, Any, bool]], fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` preceded, in the same call, by the deferred statements."""
+
+    def call(conn: sqlite3.Connection, *args: Any) -> T:
+        for sql_text, params, many in deferred:
+            if many:
+                conn.executemany(sql_text, params).close()
+            else:
+                conn.execute(sql_text, params).close()
+        return fn(conn, *args)
+
+    return call
+
+
 def _row_count(conn: sqlite3.Connection, sql_text: str, params: Params) -> int:
     cursor = conn.execute(sql_text, params)
     try:
@@ -233,6 +259,12 @@ class StoreBase:
         self._waiting_for_lock = False
         self._last_write_end = float("-inf")
         self._streak_start = float("-inf")
+        self._state: dict[str, str] | None = None
+        """scheduler_state as read when the current write transaction took
+        the lock, kept up to date by this store's own writes of it; None
+        outside a write transaction (see :meth:`cached_state`)."""
+        self._deferred: list[tuple[str, Any, bool]] = []
+        """Writes queued by :meth:`execute_later` for the next hand-over."""
 
     # -- connection ------------------------------------------------------
 
@@ -285,6 +317,10 @@ class StoreBase:
         event loop goes on; it must not touch anything but the connection.
         """
         db = self._db
+        if self._deferred:
+            # Statements queued by execute_later go first, in order, in the
+            # same hand-over.
+            fn, self._deferred = _after(self._deferred, fn), []
         call: Callable[[], T] = lambda: fn(db._conn, *args)  # noqa: E731
         result: T = await db._execute(call)  # type: ignore[no-untyped-call]
         return result
@@ -350,6 +386,9 @@ class StoreBase:
     async def run_sql(self, sql_text: str, params: Params = (), *, what: str) -> int:
         """Run one statement text built by the store itself; rows changed."""
         self._check_writable(what)
+        if sql_text.lstrip()[:8].upper() == "ROLLBACK":
+            # ROLLBACK TO a savepoint may undo writes of the state.
+            self._state = None
         try:
             return await self.in_connection(_row_count, sql_text, params)
         except sqlite3.Error as exc:
@@ -374,6 +413,48 @@ class StoreBase:
     async def executemany(self, name: str, rows: Iterable[Params]) -> int:
         """Run a named statement once per parameter set; total rows changed."""
         return await self.run_many(self._q[name], rows, what=f"statement {name}")
+
+    def execute_later(self, name: str, params: Params = (), *, many: bool = False) -> None:
+        """Queue a named write whose result nobody needs (inside a write
+        transaction): it runs in order before the next statement of this
+        store, in that statement's hand-over to the connection's thread, at
+        the latest with the COMMIT. An error it raises is raised by that next
+        statement and rolls the transaction back as any error does; a
+        rollback drops what is still queued. ``many``: ``params`` is a list
+        of parameter sets (``executemany``)."""
+        if self._tx != "write":
+            raise StoreError(f"statement {name} deferred outside a write transaction")
+        self._deferred.append((self._q[name], list(params) if many else params, many))
+
+    async def write_soon(self, name: str, params: Any = (), *, many: bool = False) -> None:
+        """A named write whose result nobody needs: deferred to the next
+        statement inside a write transaction (:meth:`execute_later`), run
+        at once outside one."""
+        if self._tx == "write":
+            self.execute_later(name, params, many=many)
+        elif many:
+            await self.executemany(name, params)
+        else:
+            await self.execute(name, params)
+
+    def cached_state(self, key: str) -> tuple[bool, str | None]:
+        """(known, value) of a scheduler_state key as of this write
+        transaction: within one, nobody else can change the table and this
+        store's own writes of it go through :meth:`remember_state`, so the
+        copy read with ``BEGIN IMMEDIATE`` saves a statement per read."""
+        state = self._state
+        if state is None or key == "plan_version":
+            # plan_version is counted in SQL (bump_plan_version), never cached.
+            return False, None
+        return True, state.get(key)
+
+    def remember_state(self, key: str, value: str | None) -> None:
+        """This store wrote ``key`` (``None``: deleted it)."""
+        if self._state is not None:
+            if value is None:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = value
 
     async def execute_insert(self, name: str, params: Params = ()) -> int:
         self._check_writable(f"statement {name}")
@@ -423,24 +504,33 @@ class StoreBase:
         """A transaction is waiting for another writer's lock (nothing of ours is open)."""
         return self._waiting_for_lock
 
-    async def _begin(self, statement: str) -> None:
+    async def _begin(self, statement: str, *, read_state: bool = False) -> None:
         self._waiting_for_lock = True
         try:
             if self._short_waits:
-                await self._begin_in_steps(statement)
+                rows = await self._begin_in_steps(statement, read_state)
             else:
-                await self._begin_in_attempts(statement)
+                rows = await self._begin_in_attempts(statement, read_state)
         finally:
             self._waiting_for_lock = False
+        if rows is not None:
+            self._state = {str(k): str(v) for k, v in rows if v is not None}
 
-    async def _begin_in_steps(self, statement: str) -> None:
+    async def _begin_once(self, statement: str, read_state: bool) -> list[tuple[Any, ...]] | None:
+        if read_state:
+            return await self.in_connection(_begin_reading, statement, self._q["single_all_state"])
+        await self.in_connection(_row_count, statement, ())
+        return None
+
+    async def _begin_in_steps(
+        self, statement: str, read_state: bool
+    ) -> list[tuple[Any, ...]] | None:
         deadline = anyio.current_time() + BUSY_TIMEOUT_MS / 1000
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self.in_connection(_row_count, statement, ())
-                return
+                return await self._begin_once(statement, read_state)
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
                     raise translate(exc, self.path, "starting a transaction") from exc
@@ -451,12 +541,13 @@ class StoreBase:
                     ) from exc
             await anyio.sleep(LOCK_POLL_S)
 
-    async def _begin_in_attempts(self, statement: str) -> None:
+    async def _begin_in_attempts(
+        self, statement: str, read_state: bool
+    ) -> list[tuple[Any, ...]] | None:
         delay = self.BEGIN_BACKOFF_S
         for attempt in range(1, self.BEGIN_ATTEMPTS + 1):
             try:
-                await self.in_connection(_row_count, statement, ())
-                return
+                return await self._begin_once(statement, read_state)
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.BEGIN_ATTEMPTS:
                     if _is_busy(exc):
@@ -468,8 +559,12 @@ class StoreBase:
                 log.info("database_busy_retry", attempt=attempt, delay_s=delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        raise StoreBusy(f"database {self.path}: no attempt to start a transaction was made")
 
     async def _end(self, statement: str) -> None:
+        self._state = None
+        if statement != "COMMIT":
+            self._deferred = []
         with anyio.CancelScope(shield=True):
             await self.in_connection(_row_count, statement, ())
 
@@ -484,7 +579,7 @@ class StoreBase:
         if self._tx is not None:
             raise StoreError(f"a {self._tx} transaction is already open on this store")
         await self._writer_gap()
-        await self._begin("BEGIN IMMEDIATE")
+        await self._begin("BEGIN IMMEDIATE", read_state=True)
         self._tx = "write"
         try:
             yield
@@ -501,6 +596,8 @@ class StoreBase:
                 raise translate(exc, self.path, "commit") from exc
         finally:
             self._tx = None
+            self._state = None
+            self._deferred = []
             self._last_write_end = anyio.current_time()
 
     async def _writer_gap(self) -> None:
