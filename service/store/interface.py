@@ -28,7 +28,7 @@ Each Protocol is one role, so a component states which part it needs:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,6 +105,11 @@ class Transactions(Protocol):
 
     async def use_short_lock_waits(self) -> None:
         """Wait for another writer's lock in short, cancellable steps (the daemon)."""
+        ...
+
+    def statements_inline(self, on: bool = True) -> AbstractContextManager[None]:
+        """Inside: statements run on the calling thread, without a thread
+        switch (short statements only: a small batch)."""
         ...
 
     async def set_wal_autocheckpoint(self, pages: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -158,3 +159,43 @@ async def test_a_failing_deferred_write_fails_the_transaction(
     assert await store.get_state("kept") is None
     with pytest.raises(StoreError):
         store.execute_later("set_state", ("k", "v"))
+
+
+def _thread(con: sqlite3.Connection) -> int:
+    return threading.get_ident()
+
+
+async def test_statements_inline_run_on_the_calling_thread(store: SqliteStore) -> None:
+    here = threading.get_ident()
+    assert await store.in_connection(_thread) != here
+    with store.statements_inline():
+        assert await store.in_connection(_thread) == here
+        async with store.transaction():
+            await store.set_state("i", "1")
+            assert await store.get_state("i") == "1"
+        with store.statements_inline(False):
+            assert await store.in_connection(_thread) != here
+        assert await store.in_connection(_thread) == here
+    assert await store.in_connection(_thread) != here
+    assert await store.get_state("i") == "1"
+
+
+def _slow_thread(con: sqlite3.Connection, started: threading.Event) -> int:
+    started.set()
+    time.sleep(0.2)
+    return threading.get_ident()
+
+
+async def test_inline_waits_its_turn_behind_a_handed_over_statement(store: SqliteStore) -> None:
+    # Another task's statement is running on the connection's thread: a
+    # statement asked for inline meanwhile goes over to that thread as well
+    # (queued behind it), so the connection is never used by two threads.
+    here = threading.get_ident()
+    started = threading.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.in_connection, _slow_thread, started)
+        await anyio.to_thread.run_sync(started.wait)
+        with store.statements_inline():
+            assert await store.in_connection(_thread) != here
+    with store.statements_inline():
+        assert await store.in_connection(_thread) == here
