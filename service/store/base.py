@@ -12,11 +12,11 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiosqlite
@@ -25,11 +25,19 @@ import structlog
 
 from service.errors import RecordRefused, StoreBusy, StoreError, StoreUnavailable
 from service.store import sql
+from service.store.handover import (
+    SMALL_QUERIES,
+    HandOver,
+    Params,
+    _all_rows,
+    _begin_reading,
+    _last_row_id,
+    _row_count,
+    _row_count_many,
+)
 
 log = structlog.get_logger(__name__)
 
-Params = Sequence[Any] | Mapping[str, Any]
-T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 """How long SQLite itself waits for a lock before reporting SQLITE_BUSY."""
@@ -175,81 +183,14 @@ def iso(d: date | None) -> str | None:
     return None if d is None else d.isoformat()
 
 
-def _all_rows(conn: sqlite3.Connection, sql_text: str, params: Params) -> list[tuple[Any, ...]]:
-    # The cursor is closed on every path: a failed fetch that left its
-    # statement open would hold a read snapshot for good (no commit of
-    # another connection would ever be seen, WAL checkpoints would stop).
-    cursor = conn.execute(sql_text, params)
-    try:
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
-def _all_rows_of(
-    conn: sqlite3.Connection, statements: Sequence[tuple[str, Params]]
-) -> list[list[tuple[Any, ...]]]:
-    return [_all_rows(conn, sql_text, params) for sql_text, params in statements]
-
-
-def _begin_reading(
-    conn: sqlite3.Connection, statement: str, sql_text: str
-) -> list[tuple[Any, ...]] | None:
-    """``statement`` (BEGIN), then the rows of ``sql_text``; None if only
-    the read failed (the transaction is open all the same)."""
-    _row_count(conn, statement, ())
-    try:
-        return _all_rows(conn, sql_text, ())
-    except sqlite3.Error:
-        return None
-
-
-def _after(deferred: Sequence[tuple[str, Any, bool]], fn: Callable[..., T]) -> Callable[..., T]:
-    """``fn`` preceded, in the same call, by the deferred statements."""
-
-    def call(conn: sqlite3.Connection, *args: Any) -> T:
-        for sql_text, params, many in deferred:
-            if many:
-                conn.executemany(sql_text, params).close()
-            else:
-                conn.execute(sql_text, params).close()
-        return fn(conn, *args)
-
-    return call
-
-
-def _row_count(conn: sqlite3.Connection, sql_text: str, params: Params) -> int:
-    cursor = conn.execute(sql_text, params)
-    try:
-        return cursor.rowcount
-    finally:
-        cursor.close()
-
-
-def _row_count_many(conn: sqlite3.Connection, sql_text: str, rows: Iterable[Params]) -> int:
-    cursor = conn.executemany(sql_text, rows)
-    try:
-        return max(cursor.rowcount, 0)
-    finally:
-        cursor.close()
-
-
-def _last_row_id(conn: sqlite3.Connection, sql_text: str, params: Params) -> int | None:
-    cursor = conn.execute(sql_text, params)
-    try:
-        return cursor.lastrowid
-    finally:
-        cursor.close()
-
-
-class StoreBase:
+class StoreBase(HandOver):
     """Connection, transactions, events, runs and key/value state."""
 
     BEGIN_ATTEMPTS = 6
     BEGIN_BACKOFF_S = 0.05
 
     def __init__(self, db: aiosqlite.Connection, path: Path, carrier: str | None) -> None:
-        self._db = db
+        HandOver.__init__(self, db)
         self.path = path
         self.carrier_column = carrier
         self._q = sql.queries(carrier)
@@ -259,17 +200,6 @@ class StoreBase:
         self._waiting_for_lock = False
         self._last_write_end = float("-inf")
         self._streak_start = float("-inf")
-        self._state: dict[str, str] | None = None
-        """scheduler_state as read when the current write transaction took
-        the lock, kept up to date by this store's own writes of it; None
-        outside a write transaction (see :meth:`cached_state`)."""
-        self._deferred: list[tuple[str, Any, bool]] = []
-        """Writes queued by :meth:`execute_later` for the next hand-over."""
-        self._inline = False
-        self._inline_tx = False
-        """A statement of the current write transaction ran inline."""
-        self._threaded = 0
-        """Hand-overs to the connection's thread in flight."""
 
     # -- connection ------------------------------------------------------
 
@@ -315,57 +245,6 @@ class StoreBase:
     def query(self, name: str) -> str:
         return self._q[name]
 
-    async def in_connection(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` on the connection's own thread with the
-        underlying ``sqlite3`` connection, in one hand-over to that thread.
-
-        Each hand-over costs a thread switch each way (a few hundred
-        microseconds on a busy machine), which is most of what a short
-        statement costs: a statement with its fetch and close, or several
-        statements of one phase, go over in one call. ``fn`` runs while the
-        event loop goes on; it must not touch anything but the connection.
-        """
-        db = self._db
-        if self._deferred:
-            # Statements queued by execute_later go first, in order, in the
-            # same hand-over.
-            fn, self._deferred = _after(self._deferred, fn), []
-        if self._inline and not self._threaded:
-            # See statements_inline: no thread switch at all.
-            if self._tx == "write":
-                self._inline_tx = True
-            return fn(db._conn, *args)
-        call: Callable[[], T] = lambda: fn(db._conn, *args)  # noqa: E731
-        self._threaded += 1
-        try:
-            result: T = await db._execute(call)  # type: ignore[no-untyped-call]
-        finally:
-            self._threaded -= 1
-        return result
-
-    @contextmanager
-    def statements_inline(self, on: bool = True) -> Iterator[None]:
-        """Inside: statements run on the calling (event loop) thread itself,
-        without the hand-over to the connection's thread (``on=False``:
-        with it again, for a part that should not hold the loop).
-
-        For the daemon's small batches: a hand-over costs two thread
-        wake-ups, and on a busy machine each can wait for a core for
-        milliseconds to tens of milliseconds, while the statements of a
-        one-change batch take tens of microseconds each. The loop is held
-        for as long as a statement runs, so this is for short statements
-        only (a batch of a few contacts and its incremental rebalance);
-        the COMMIT of a transaction whose statements ran inline runs inline
-        too. A statement already handed over to the thread (another task's)
-        makes the next ones go over as well, so the connection is never used
-        by both threads at once.
-        """
-        before, self._inline = self._inline, on
-        try:
-            yield
-        finally:
-            self._inline = before
-
     async def _rows(self, sql_text: str, params: Params) -> list[tuple[Any, ...]]:
         return await self.in_connection(_all_rows, sql_text, params)
 
@@ -379,7 +258,8 @@ class StoreBase:
         sql_text = self._q[name]
         try:
             try:
-                return await self._rows(sql_text, params)
+                with self._small(name in SMALL_QUERIES):
+                    return await self._rows(sql_text, params)
             except sqlite3.OperationalError as exc:
                 if not _is_decode_error(exc):
                     raise
@@ -396,21 +276,6 @@ class StoreBase:
             action="read with replacement characters",
         )  # fmt: skip
         return rows
-
-    async def fetch_each(
-        self, queries: Sequence[tuple[str, Params]]
-    ) -> list[list[tuple[Any, ...]]]:
-        """The rows of several named queries, run in order in one hand-over
-        to the connection's thread (:meth:`in_connection`); as
-        :meth:`fetchall` gives them, one list per query."""
-        statements = [(self._q[name], params) for name, params in queries]
-        try:
-            return await self.in_connection(_all_rows_of, statements)
-        except sqlite3.Error as exc:
-            if not _is_decode_error(exc):
-                raise translate(exc, self.path, f"queries {[n for n, _ in queries]}") from exc
-        # Text that is not UTF-8 somewhere: each query on its own, leniently.
-        return [await self.fetchall(name, params) for name, params in queries]
 
     async def fetchone(self, name: str, params: Params = ()) -> tuple[Any, ...] | None:
         rows = await self.fetchall(name, params)
@@ -454,48 +319,6 @@ class StoreBase:
     async def executemany(self, name: str, rows: Iterable[Params]) -> int:
         """Run a named statement once per parameter set; total rows changed."""
         return await self.run_many(self._q[name], rows, what=f"statement {name}")
-
-    def execute_later(self, name: str, params: Params = (), *, many: bool = False) -> None:
-        """Queue a named write whose result nobody needs (inside a write
-        transaction): it runs in order before the next statement of this
-        store, in that statement's hand-over to the connection's thread, at
-        the latest with the COMMIT. An error it raises is raised by that next
-        statement and rolls the transaction back as any error does; a
-        rollback drops what is still queued. ``many``: ``params`` is a list
-        of parameter sets (``executemany``)."""
-        if self._tx != "write":
-            raise StoreError(f"statement {name} deferred outside a write transaction")
-        self._deferred.append((self._q[name], list(params) if many else params, many))
-
-    async def write_soon(self, name: str, params: Any = (), *, many: bool = False) -> None:
-        """A named write whose result nobody needs: deferred to the next
-        statement inside a write transaction (:meth:`execute_later`), run
-        at once outside one."""
-        if self._tx == "write":
-            self.execute_later(name, params, many=many)
-        elif many:
-            await self.executemany(name, params)
-        else:
-            await self.execute(name, params)
-
-    def cached_state(self, key: str) -> tuple[bool, str | None]:
-        """(known, value) of a scheduler_state key as of this write
-        transaction: within one, nobody else can change the table and this
-        store's own writes of it go through :meth:`remember_state`, so the
-        copy read with ``BEGIN IMMEDIATE`` saves a statement per read."""
-        state = self._state
-        if state is None or key == "plan_version":
-            # plan_version is counted in SQL (bump_plan_version), never cached.
-            return False, None
-        return True, state.get(key)
-
-    def remember_state(self, key: str, value: str | None) -> None:
-        """This store wrote ``key`` (``None``: deleted it)."""
-        if self._state is not None:
-            if value is None:
-                self._state.pop(key, None)
-            else:
-                self._state[key] = value
 
     async def execute_insert(self, name: str, params: Params = ()) -> int:
         self._check_writable(f"statement {name}")
@@ -558,6 +381,11 @@ class StoreBase:
             self._state = {str(k): str(v) for k, v in rows if v is not None}
 
     async def _begin_once(self, statement: str, read_state: bool) -> list[tuple[Any, ...]] | None:
+        # With busy_timeout 0 (the daemon) BEGIN returns at once, locked or not.
+        with self._small(self._short_waits):
+            return await self._begin_now(statement, read_state)
+
+    async def _begin_now(self, statement: str, read_state: bool) -> list[tuple[Any, ...]] | None:
         if read_state:
             return await self.in_connection(_begin_reading, statement, self._q["single_all_state"])
         await self.in_connection(_row_count, statement, ())
@@ -695,7 +523,8 @@ class StoreBase:
     async def data_version(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
         try:
-            rows = await self._rows("PRAGMA data_version", ())
+            with self._small(True):
+                rows = await self._rows("PRAGMA data_version", ())
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "reading data_version") from exc
         return int(rows[0][0])

@@ -107,6 +107,11 @@ class Transactions(Protocol):
         """Wait for another writer's lock in short, cancellable steps (the daemon)."""
         ...
 
+    def run_small_statements_inline(self) -> None:
+        """BEGIN, data_version and point reads of state and events run on the
+        calling thread from now on (the daemon's store)."""
+        ...
+
     def statements_inline(self, on: bool = True) -> AbstractContextManager[None]:
         """Inside: statements run on the calling thread, without a thread
         switch (short statements only: a small batch)."""

@@ -8,7 +8,8 @@ one query per contact.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -19,7 +20,8 @@ from service.planning.model import (
     Contact,
     ContactData,
 )
-from service.store.base import Params, StoreBase, ids_param
+from service.store.base import StoreBase, _is_decode_error, ids_param, translate
+from service.store.handover import Params, _all_rows_of
 from service.store.rows import (
     _TRUE,
     MAX_ID,
@@ -115,6 +117,21 @@ def campaigns_from(types_rows: list[Row], instance_rows: list[Row]) -> Campaigns
 
 class LoaderMixin(StoreBase):
     """Loaders building :mod:`service.planning.model` objects."""
+
+    async def fetch_each(
+        self, queries: Sequence[tuple[str, Params]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of several named queries, run in order in one hand-over
+        to the connection's thread (:meth:`in_connection`); as
+        :meth:`fetchall` gives them, one list per query."""
+        statements = [(self._q[name], params) for name, params in queries]
+        try:
+            return await self.in_connection(_all_rows_of, statements)
+        except sqlite3.Error as exc:
+            if not _is_decode_error(exc):
+                raise translate(exc, self.path, f"queries {[n for n, _ in queries]}") from exc
+        # Text that is not UTF-8 somewhere: each query on its own, leniently.
+        return [await self.fetchall(name, params) for name, params in queries]
 
     async def load_campaigns(self) -> Campaigns:
         """Campaign types and instances (SPEC 5.6).

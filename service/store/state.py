@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from typing import Any
 
 import structlog
 
@@ -26,6 +27,17 @@ log = structlog.get_logger(__name__)
 
 class StateMixin(StoreBase):
     """Events, state and runs of one organisation database."""
+
+    async def write_soon(self, name: str, params: Any = (), *, many: bool = False) -> None:
+        """A named write whose result nobody needs: deferred to the next
+        statement inside a write transaction (:meth:`execute_later`), run
+        at once outside one."""
+        if self._tx == "write":
+            self.execute_later(name, params, many=many)
+        elif many:
+            await self.executemany(name, params)
+        else:
+            await self.execute(name, params)
 
     # -- events inbox (SPEC 8) -------------------------------------------
 

@@ -199,3 +199,32 @@ async def test_inline_waits_its_turn_behind_a_handed_over_statement(store: Sqlit
             assert await store.in_connection(_thread) != here
     with store.statements_inline():
         assert await store.in_connection(_thread) == here
+
+
+async def test_the_daemons_small_reads_take_no_hand_over(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[object] = []
+    real = store._db._execute
+
+    async def counting(fn: object, *args: object) -> object:
+        handed.append(fn)
+        return await real(fn, *args)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(store._db, "_execute", counting)
+    await store.use_short_lock_waits()
+    handed.clear()
+    await store.get_state("x")
+    await store.fetch_events(10)
+    assert len(handed) == 2
+    store.run_small_statements_inline()
+    handed.clear()
+    await store.get_state("x")
+    await store.fetch_events(10)
+    await store.data_version()
+    async with store.transaction():  # BEGIN (with the state), COMMIT of nothing inline
+        await store.set_state("x", "1")
+    # set_state is no small read: it alone goes over (and not the COMMIT,
+    # whose transaction ran no statement inline but its BEGIN).
+    assert len(handed) == 2
+    assert await store.get_state("x") == "1"
