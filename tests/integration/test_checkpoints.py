@@ -8,8 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from service.daemon.checkpoints import Checkpointer, keep_wal_short
+from service.daemon.checkpoints import keep_wal_short
 from service.store import SqliteStore
+from service.store.checkpoint import Checkpointer
 
 
 def _wal_frames(db_path: Path) -> tuple[int, int]:
