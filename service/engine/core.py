@@ -330,14 +330,17 @@ async def _rebalance(
     # incremental rebalance after.
     await store.clear_balance_gaps()
     version, own = await store.plan_version()
-    result = await rebalance(
-        store,
-        cap,
-        today,
-        None,
-        chunk_days=GLOBAL_CHUNK_DAYS,
-        pause=_commit_pause(store) if pauses else None,
-    )
+    # Long: its statements go to the connection's thread, also from a small
+    # batch whose own statements ran inline (the loop stays free).
+    with store.statements_inline(False):
+        result = await rebalance(
+            store,
+            cap,
+            today,
+            None,
+            chunk_days=GLOBAL_CHUNK_DAYS,
+            pause=_commit_pause(store) if pauses else None,
+        )
     now, own_now = await store.plan_version()
     if now - version == own_now - own:
         await store.set_state(BALANCE_BASIS, basis)
