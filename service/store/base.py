@@ -30,7 +30,6 @@ from service.store.handover import (
     HandOver,
     Params,
     _all_rows,
-    _begin_reading,
     _last_row_id,
     _row_count,
     _row_count_many,
@@ -379,17 +378,6 @@ class StoreBase(HandOver):
             self._waiting_for_lock = False
         if rows is not None:
             self._state = {str(k): str(v) for k, v in rows if v is not None}
-
-    async def _begin_once(self, statement: str, read_state: bool) -> list[tuple[Any, ...]] | None:
-        # With busy_timeout 0 (the daemon) BEGIN returns at once, locked or not.
-        with self._small(self._short_waits):
-            return await self._begin_now(statement, read_state)
-
-    async def _begin_now(self, statement: str, read_state: bool) -> list[tuple[Any, ...]] | None:
-        if read_state:
-            return await self.in_connection(_begin_reading, statement, self._q["single_all_state"])
-        await self.in_connection(_row_count, statement, ())
-        return None
 
     async def _begin_in_steps(
         self, statement: str, read_state: bool

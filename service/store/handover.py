@@ -107,6 +107,7 @@ class HandOver:
 
     _tx: str | None
     _q: dict[str, str]
+    _short_waits: bool
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -229,3 +230,14 @@ class HandOver:
                 self._state.pop(key, None)
             else:
                 self._state[key] = value
+
+    async def _begin_once(self, statement: str, read_state: bool) -> list[tuple[Any, ...]] | None:
+        # With busy_timeout 0 (the daemon) BEGIN returns at once, locked or not.
+        with self._small(self._short_waits):
+            return await self._begin_now(statement, read_state)
+
+    async def _begin_now(self, statement: str, read_state: bool) -> list[tuple[Any, ...]] | None:
+        if read_state:
+            return await self.in_connection(_begin_reading, statement, self._q["single_all_state"])
+        await self.in_connection(_row_count, statement, ())
+        return None
