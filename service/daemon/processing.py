@@ -36,6 +36,10 @@ from service.store.loaders import MAX_ID
 
 log = structlog.get_logger(__name__)
 
+INLINE_CONTACTS = 20
+"""A batch of at most this many contacts runs its statements on the event
+loop's thread (:meth:`~service.store.interface.Store.statements_inline`)."""
+
 FANOUT_KEY = "fanout"
 """scheduler_state key holding the progress of the current fan-out (JSON)."""
 
@@ -206,11 +210,14 @@ class Processor:
 
     async def _batch(self, batch: _Batch, today: date, started: float) -> StepReport:
         store = self.store
-        run_id = await store.start_run("events", today)
-        stats = await engine.recompute_contacts(
-            store, self.ctx, batch.contacts, today, run_id, report_malformed=True
-        )
-        stats.events_consumed = await store.delete_events(e.id for e in batch.events)
+        # A few contacts: their statements take microseconds, a thread
+        # switch per statement far longer on a busy machine.
+        with store.statements_inline(len(batch.contacts) <= INLINE_CONTACTS):
+            run_id = await store.start_run("events", today)
+            stats = await engine.recompute_contacts(
+                store, self.ctx, batch.contacts, today, run_id, report_malformed=True
+            )
+            stats.events_consumed = await store.delete_events(e.id for e in batch.events)
         ms = _ms(started)
         await store.finish_run(run_id, stats, duration_ms=ms)
         return StepReport(

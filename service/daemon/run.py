@@ -29,7 +29,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from service.config import Settings
-from service.daemon import heartbeat, wakers
+from service.daemon import checkpoints, heartbeat, wakers
 from service.daemon.backoff import Backoff, Leave
 from service.daemon.clock import Clock
 from service.daemon.early import stop_requested_early
@@ -223,6 +223,7 @@ class Daemon:
                 tg.start_soon(self._work, worker_done, lost)
                 if not self.options.once:
                     self._start_wakers(tg)
+                    self._keep_wal_short(tg, store)
         if lost:
             raise lost[0]
 
@@ -281,6 +282,11 @@ class Daemon:
                 folder = self.options.inbox
                 self._watch(tg, folder, wakers.inbox_filter(folder), "inbox",
                             wakers.INBOX_STEP_MS)  # fmt: skip
+
+    def _keep_wal_short(self, tg: TaskGroup, store: Store) -> None:
+        stop = anyio.Event()
+        self._watch_stops.append(stop)
+        tg.start_soon(checkpoints.keep_wal_short, store, self.db_path, stop)
 
     def _watch(
         self,

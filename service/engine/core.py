@@ -242,12 +242,15 @@ async def recompute_contacts(
     id_list = sorted(set(ids))
     if not id_list:
         return RunStats()
-    campaigns = ctx.campaigns or await store.load_campaigns()
+    # The campaigns are read with the contacts, in the same hand-over to
+    # the store (never cached: they change through upstream writes).
     loaded = await store.load_scope(
         Scope.of_ids(id_list),
         since=ctx.history_since(today),
         engagement_since=ctx.engagement_since(today),
+        with_campaigns=ctx.campaigns is None,
     )
+    campaigns = ctx.campaigns or loaded.campaigns or await store.load_campaigns()
     plans = plan_all(ctx, campaigns, loaded.contacts, today)
     if report_malformed:
         _log_malformed(loaded.contacts, today, ctx.memo)
@@ -327,14 +330,17 @@ async def _rebalance(
     # incremental rebalance after.
     await store.clear_balance_gaps()
     version, own = await store.plan_version()
-    result = await rebalance(
-        store,
-        cap,
-        today,
-        None,
-        chunk_days=GLOBAL_CHUNK_DAYS,
-        pause=_commit_pause(store) if pauses else None,
-    )
+    # Long: its statements go to the connection's thread, also from a small
+    # batch whose own statements ran inline (the loop stays free).
+    with store.statements_inline(False):
+        result = await rebalance(
+            store,
+            cap,
+            today,
+            None,
+            chunk_days=GLOBAL_CHUNK_DAYS,
+            pause=_commit_pause(store) if pauses else None,
+        )
     now, own_now = await store.plan_version()
     if now - version == own_now - own:
         await store.set_state(BALANCE_BASIS, basis)

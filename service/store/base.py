@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -25,10 +25,18 @@ import structlog
 
 from service.errors import RecordRefused, StoreBusy, StoreError, StoreUnavailable
 from service.store import sql
+from service.store.handover import (
+    SMALL_QUERIES,
+    HandOver,
+    Params,
+    _all_rows,
+    _last_row_id,
+    _row_count,
+    _row_count_many,
+)
 
 log = structlog.get_logger(__name__)
 
-Params = Sequence[Any] | Mapping[str, Any]
 
 BUSY_TIMEOUT_MS = 5000
 """How long SQLite itself waits for a lock before reporting SQLITE_BUSY."""
@@ -174,14 +182,14 @@ def iso(d: date | None) -> str | None:
     return None if d is None else d.isoformat()
 
 
-class StoreBase:
+class StoreBase(HandOver):
     """Connection, transactions, events, runs and key/value state."""
 
     BEGIN_ATTEMPTS = 6
     BEGIN_BACKOFF_S = 0.05
 
     def __init__(self, db: aiosqlite.Connection, path: Path, carrier: str | None) -> None:
-        self._db = db
+        HandOver.__init__(self, db)
         self.path = path
         self.carrier_column = carrier
         self._q = sql.queries(carrier)
@@ -199,7 +207,11 @@ class StoreBase:
         """Open the database file with mailplan's connection settings."""
         uri = _database_uri(path, create=create, readonly=readonly)
         try:
-            db = await aiosqlite.connect(uri, uri=True, isolation_level=None, cached_statements=256)
+            # check_same_thread off: statements_inline runs statements on
+            # the event loop's thread while the connection's own is idle.
+            db = await aiosqlite.connect(
+                uri, uri=True, isolation_level=None, cached_statements=256, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailable(
                 f"cannot open database {path}: {exc}; check the path and its permissions"
@@ -233,11 +245,7 @@ class StoreBase:
         return self._q[name]
 
     async def _rows(self, sql_text: str, params: Params) -> list[tuple[Any, ...]]:
-        # The cursor is closed on every path: a failed fetch that left its
-        # statement open would hold a read snapshot for good (no commit of
-        # another connection would ever be seen, WAL checkpoints would stop).
-        async with self._db.execute(sql_text, params) as cursor:
-            return list(await cursor.fetchall())  # type: ignore[arg-type]
+        return await self.in_connection(_all_rows, sql_text, params)
 
     async def fetchall(self, name: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Run a named query and return its rows as tuples.
@@ -249,7 +257,8 @@ class StoreBase:
         sql_text = self._q[name]
         try:
             try:
-                return await self._rows(sql_text, params)
+                with self._small(name in SMALL_QUERIES):
+                    return await self._rows(sql_text, params)
             except sqlite3.OperationalError as exc:
                 if not _is_decode_error(exc):
                     raise
@@ -282,9 +291,11 @@ class StoreBase:
     async def run_sql(self, sql_text: str, params: Params = (), *, what: str) -> int:
         """Run one statement text built by the store itself; rows changed."""
         self._check_writable(what)
+        if sql_text.lstrip()[:8].upper() == "ROLLBACK":
+            # ROLLBACK TO a savepoint may undo writes of the state.
+            self._state = None
         try:
-            async with self._db.execute(sql_text, params) as cursor:
-                return cursor.rowcount
+            return await self.in_connection(_row_count, sql_text, params)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, what) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
@@ -294,8 +305,7 @@ class StoreBase:
         """Run one statement text once per parameter set; total rows changed."""
         self._check_writable(what)
         try:
-            async with self._db.executemany(sql_text, rows) as cursor:
-                return max(cursor.rowcount, 0)
+            return await self.in_connection(_row_count_many, sql_text, rows)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, what) from exc
         except (UnicodeEncodeError, OverflowError) as exc:
@@ -312,8 +322,7 @@ class StoreBase:
     async def execute_insert(self, name: str, params: Params = ()) -> int:
         self._check_writable(f"statement {name}")
         try:
-            async with self._db.execute(self._q[name], params) as cursor:
-                rowid = cursor.lastrowid
+            rowid = await self.in_connection(_last_row_id, self._q[name], params)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, f"statement {name}") from exc
         if rowid is None:
@@ -347,29 +356,40 @@ class StoreBase:
         await self.run_sql(SHORT_BUSY_TIMEOUT, what="busy timeout")
         self._short_waits = True
 
+    async def set_wal_autocheckpoint(self, pages: int) -> None:
+        """``PRAGMA wal_autocheckpoint``: SQLite's default (1000 pages) makes
+        the commit that crosses it copy the WAL into the database before it
+        returns, which can take a second at a million contacts. (A PRAGMA
+        takes no parameter: its value is formatted as an integer, as
+        ``user_version`` is.)"""
+        await self.run_sql(f"PRAGMA wal_autocheckpoint = {int(pages):d}", what="wal_autocheckpoint")
+
     @property
     def waiting_for_lock(self) -> bool:
         """A transaction is waiting for another writer's lock (nothing of ours is open)."""
         return self._waiting_for_lock
 
-    async def _begin(self, statement: str) -> None:
+    async def _begin(self, statement: str, *, read_state: bool = False) -> None:
         self._waiting_for_lock = True
         try:
             if self._short_waits:
-                await self._begin_in_steps(statement)
+                rows = await self._begin_in_steps(statement, read_state)
             else:
-                await self._begin_in_attempts(statement)
+                rows = await self._begin_in_attempts(statement, read_state)
         finally:
             self._waiting_for_lock = False
+        if rows is not None:
+            self._state = {str(k): str(v) for k, v in rows if v is not None}
 
-    async def _begin_in_steps(self, statement: str) -> None:
+    async def _begin_in_steps(
+        self, statement: str, read_state: bool
+    ) -> list[tuple[Any, ...]] | None:
         deadline = anyio.current_time() + BUSY_TIMEOUT_MS / 1000
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self._db.execute(statement):
-                    return
+                return await self._begin_once(statement, read_state)
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
                     raise translate(exc, self.path, "starting a transaction") from exc
@@ -380,12 +400,13 @@ class StoreBase:
                     ) from exc
             await anyio.sleep(LOCK_POLL_S)
 
-    async def _begin_in_attempts(self, statement: str) -> None:
+    async def _begin_in_attempts(
+        self, statement: str, read_state: bool
+    ) -> list[tuple[Any, ...]] | None:
         delay = self.BEGIN_BACKOFF_S
         for attempt in range(1, self.BEGIN_ATTEMPTS + 1):
             try:
-                async with self._db.execute(statement):
-                    return
+                return await self._begin_once(statement, read_state)
             except sqlite3.Error as exc:
                 if not _is_busy(exc) or attempt == self.BEGIN_ATTEMPTS:
                     if _is_busy(exc):
@@ -397,11 +418,15 @@ class StoreBase:
                 log.info("database_busy_retry", attempt=attempt, delay_s=delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        raise StoreBusy(f"database {self.path}: no attempt to start a transaction was made")
 
     async def _end(self, statement: str) -> None:
-        with anyio.CancelScope(shield=True):
-            async with self._db.execute(statement):
-                pass
+        self._state = None
+        if statement != "COMMIT":
+            self._deferred = []
+        inline, self._inline_tx = self._inline_tx, False
+        with anyio.CancelScope(shield=True), self.statements_inline(inline or self._inline):
+            await self.in_connection(_row_count, statement, ())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -414,7 +439,7 @@ class StoreBase:
         if self._tx is not None:
             raise StoreError(f"a {self._tx} transaction is already open on this store")
         await self._writer_gap()
-        await self._begin("BEGIN IMMEDIATE")
+        await self._begin("BEGIN IMMEDIATE", read_state=True)
         self._tx = "write"
         try:
             yield
@@ -431,6 +456,9 @@ class StoreBase:
                 raise translate(exc, self.path, "commit") from exc
         finally:
             self._tx = None
+            self._state = None
+            self._deferred = []
+            self._inline_tx = False
             self._last_write_end = anyio.current_time()
 
     async def _writer_gap(self) -> None:
@@ -485,7 +513,8 @@ class StoreBase:
     async def data_version(self) -> int:
         """``PRAGMA data_version``: changes when another connection commits."""
         try:
-            rows = await self._rows("PRAGMA data_version", ())
+            with self._small(True):
+                rows = await self._rows("PRAGMA data_version", ())
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "reading data_version") from exc
         return int(rows[0][0])

@@ -1,9 +1,11 @@
-"""WAL checkpoints beside a long pass of write transactions (a full recompute).
+"""WAL checkpoints on a connection of their own.
 
 SQLite's automatic checkpoint runs inside the COMMIT call of the connection
-whose commit takes the WAL past 1,000 pages. :class:`CheckpointMixin` lets a
-pass switch that off on its connection while a :class:`Checkpointer` thread
-with a connection of its own checkpoints beside it.
+whose commit takes the WAL past 1,000 pages. :class:`Checkpointer` is a
+connection that only checkpoints: the daemon's (see
+:mod:`service.daemon.checkpoints` for why and when), and the thread of
+:class:`CheckpointThread` that checkpoints beside a long pass of write
+transactions (a full recompute, :meth:`CheckpointMixin.checkpoints_outside_lock`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from service.store.base import StoreBase
+from service.errors import StoreError
+from service.store.base import StoreBase, translate
 
 log = structlog.get_logger(__name__)
 
 CHECKPOINT_EVERY_S = 0.05
-"""The pause between two checkpoints of a :class:`Checkpointer`: a full
+"""The pause between two checkpoints of a :class:`CheckpointThread`: a full
 recompute writes a few hundred WAL pages in that time, so the WAL stays
 under the 1,000 pages at which an upstream commit would checkpoint it."""
 AUTOCHECKPOINT_OFF = "PRAGMA wal_autocheckpoint = 0"
@@ -33,16 +36,90 @@ after :meth:`CheckpointMixin.checkpoints_outside_lock`)."""
 
 
 class Checkpointer:
-    """A thread with its own connection that checkpoints the WAL (``PASSIVE``:
-    it waits for no reader or writer and takes no write lock) every
+    """A connection that only runs ``PRAGMA wal_checkpoint(PASSIVE)``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._copied = 0
+        self._lock = threading.Lock()
+        self._running = False
+        self._closing = False
+        self.checkpoints = 0
+        """Checkpoints that copied pages."""
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.path.resolve().as_uri() + "?mode=rw",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn = conn
+        return self._conn
+
+    def checkpoint(self) -> int:
+        """One passive checkpoint; the pages of the log it copied back now.
+        A log with nothing new returns at once. Raises
+        :class:`~service.errors.StoreError` (busy with another checkpoint,
+        the file gone)."""
+        with self._lock:
+            if self._closing:
+                return 0
+            self._running = True
+        try:
+            return self._checkpoint(self._connection())
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, "a WAL checkpoint") from exc
+        finally:
+            with self._lock:
+                self._running = False
+                if self._closing:
+                    self._close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> int:
+        _busy, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        before, self._copied = self._copied, int(copied)
+        if int(pages) <= 0 or int(copied) <= 0:
+            self._copied = 0
+            return 0
+        done = int(copied) - before if int(copied) >= before else int(copied)
+        if done > 0:
+            self.checkpoints += 1
+        return max(done, 0)
+
+    def close(self) -> None:
+        """Close now, or (a checkpoint running in its thread) interrupt it
+        and let that thread close when it returns."""
+        with self._lock:
+            self._closing = True
+            if self._running:
+                if self._conn is not None:
+                    self._conn.interrupt()
+                return
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class CheckpointThread:
+    """A thread that runs a passive checkpoint (it waits for no reader or
+    writer and takes no write lock) on a :class:`Checkpointer` every
     :data:`CHECKPOINT_EVERY_S` until stopped. Errors are logged and retried:
     a missed checkpoint only leaves the WAL longer."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.checkpointer = Checkpointer(path)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mailplan-checkpoint", daemon=True)
-        self.checkpoints = 0
+        self.runs = 0
+        """Checkpoints attempted."""
 
     def start(self) -> None:
         self._thread.start()
@@ -51,23 +128,15 @@ class Checkpointer:
         """Stop after the running checkpoint (blocking: call it in a thread)."""
         self._stop.set()
         self._thread.join()
+        self.checkpointer.close()
 
     def _run(self) -> None:
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            log.warning("checkpointer_not_started", path=str(self.path), error=str(exc))
-            return
-        try:
-            conn.execute("PRAGMA synchronous = NORMAL")
-            while not self._stop.wait(CHECKPOINT_EVERY_S):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
-                except sqlite3.Error as exc:
-                    log.debug("checkpoint_skipped", error=str(exc))
-        finally:
-            conn.close()
+        while not self._stop.wait(CHECKPOINT_EVERY_S):
+            try:
+                self.checkpointer.checkpoint()
+            except StoreError as exc:
+                log.debug("checkpoint_skipped", error=str(exc))
+            self.runs += 1
 
 
 class CheckpointMixin(StoreBase):
@@ -76,7 +145,7 @@ class CheckpointMixin(StoreBase):
     @asynccontextmanager
     async def checkpoints_outside_lock(self) -> AsyncIterator[None]:
         """Inside: this connection's commits do not checkpoint the WAL; a
-        thread of its own (:class:`Checkpointer`) does, between them.
+        thread of its own (:class:`CheckpointThread`) does, between them.
 
         SQLite's automatic checkpoint runs inside the COMMIT call once the
         WAL holds 1,000 pages (it copies pages into the database file and
@@ -88,11 +157,11 @@ class CheckpointMixin(StoreBase):
         rarely finds 1,000 pages to checkpoint itself) and blocks no writer.
         """
         await self.run_sql(AUTOCHECKPOINT_OFF, what="wal_autocheckpoint")
-        checkpointer = Checkpointer(self.path)
-        checkpointer.start()
+        thread = CheckpointThread(self.path)
+        thread.start()
         try:
             yield
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(checkpointer.stop)
+                await anyio.to_thread.run_sync(thread.stop)
                 await self.run_sql(AUTOCHECKPOINT_ON, what="wal_autocheckpoint")

@@ -28,7 +28,7 @@ Each Protocol is one role, so a component states which part it needs:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
@@ -110,6 +110,22 @@ class Transactions(Protocol):
 
     async def use_short_lock_waits(self) -> None:
         """Wait for another writer's lock in short, cancellable steps (the daemon)."""
+        ...
+
+    def run_small_statements_inline(self) -> None:
+        """BEGIN, data_version and point reads of state and events run on the
+        calling thread from now on (the daemon's store)."""
+        ...
+
+    def statements_inline(self, on: bool = True) -> AbstractContextManager[None]:
+        """Inside: statements run on the calling thread, without a thread
+        switch (short statements only: a small batch)."""
+        ...
+
+    async def set_wal_autocheckpoint(self, pages: int) -> None:
+        """Checkpoint the WAL in this connection's commits once it holds
+        ``pages`` pages (0: never; the daemon checkpoints on a connection of
+        its own, :mod:`service.daemon.checkpoints`)."""
         ...
 
     @property
@@ -271,9 +287,15 @@ class PlanSource(Protocol):
         ...
 
     async def load_scope(
-        self, scope: Scope, *, since: date | None = None, engagement_since: date | None = None
+        self,
+        scope: Scope,
+        *,
+        since: date | None = None,
+        engagement_since: date | None = None,
+        with_campaigns: bool = False,
     ) -> Loaded:
-        """The contacts of ``scope`` with their stored plan rows."""
+        """The contacts of ``scope`` with their stored plan rows (and the
+        campaigns in ``Loaded.campaigns`` with ``with_campaigns``)."""
         ...
 
     async def read_chunk(

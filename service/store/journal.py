@@ -177,7 +177,8 @@ class JournalMixin(StateMixin):
             rows = [r for r in rows if r[5] != "insert" or await self._inserted(r, run_id)]
         if rows:
             trigger = await self._run_trigger(run_id)
-            await self.executemany("journal_append", [(*r, trigger) for r in rows])
+            rows_in = [(*r, trigger) for r in rows]
+            await self.write_soon("journal_append", rows_in, many=True)
 
     async def _run_trigger(self, run_id: object) -> object:
         # A run's trigger never changes: one look-up per run, not per write.

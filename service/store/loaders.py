@@ -8,7 +8,8 @@ one query per contact.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -19,7 +20,8 @@ from service.planning.model import (
     Contact,
     ContactData,
 )
-from service.store.base import StoreBase, ids_param
+from service.store.base import StoreBase, _is_decode_error, ids_param, translate
+from service.store.handover import Params, _all_rows_of
 from service.store.rows import (
     _TRUE,
     MAX_ID,
@@ -27,6 +29,7 @@ from service.store.rows import (
     ChunkRows,
     Grouped,
     RelatedRows,
+    Row,
     StoredPlanRow,
     _flag,
     _instance_from_row,
@@ -82,10 +85,53 @@ class Loaded:
     """The related rows as read, by contact (for the input digests)."""
     contact_rows: list[tuple[Any, ...]] = field(default_factory=list)
     """The contacts' rows as read, in the order of ``contacts``."""
+    campaigns: Campaigns | None = None
+    """The campaigns, when read with the scope (``with_campaigns``)."""
+
+
+_CAMPAIGN_QUERIES: tuple[tuple[str, tuple[()]], ...] = (
+    ("campaign_types", ()),
+    ("campaign_instances", ()),
+)
+
+
+def campaigns_from(types_rows: list[Row], instance_rows: list[Row]) -> Campaigns:
+    """Campaigns from the rows of ``campaign_types`` and ``campaign_instances``."""
+    types: dict[str, CampaignType] = {}
+    for r in types_rows:
+        name = text(r[0]) or ""
+        types[name] = CampaignType(
+            name=name,
+            respect_exclusion_windows=_flag(r[1]),
+            enable_followups=_flag(r[2]),
+            days_before_event=_int_or(r[3], 0),
+            target_all_contacts=_flag(r[4]),
+            priority=_int_or(r[5], 10),
+            active=_flag(r[6]),
+            spread_evenly=_flag(r[7]),
+            skip_failed_underwriting=_flag(r[8]),
+        )
+    instances = [_instance_from_row(r) for r in instance_rows]
+    return Campaigns(types=types, instances=tuple(instances))
 
 
 class LoaderMixin(StoreBase):
     """Loaders building :mod:`service.planning.model` objects."""
+
+    async def fetch_each(
+        self, queries: Sequence[tuple[str, Params]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of several named queries, run in order in one hand-over
+        to the connection's thread (:meth:`in_connection`); as
+        :meth:`fetchall` gives them, one list per query."""
+        statements = [(self._q[name], params) for name, params in queries]
+        try:
+            return await self.in_connection(_all_rows_of, statements)
+        except sqlite3.Error as exc:
+            if not _is_decode_error(exc):
+                raise translate(exc, self.path, f"queries {[n for n, _ in queries]}") from exc
+        # Text that is not UTF-8 somewhere: each query on its own, leniently.
+        return [await self.fetchall(name, params) for name, params in queries]
 
     async def load_campaigns(self) -> Campaigns:
         """Campaign types and instances (SPEC 5.6).
@@ -93,22 +139,8 @@ class LoaderMixin(StoreBase):
         A date column of an instance that holds something other than a date is
         read as ``None`` and listed in the instance's ``errors``.
         """
-        types: dict[str, CampaignType] = {}
-        for r in await self.fetchall("campaign_types"):
-            name = text(r[0]) or ""
-            types[name] = CampaignType(
-                name=name,
-                respect_exclusion_windows=_flag(r[1]),
-                enable_followups=_flag(r[2]),
-                days_before_event=_int_or(r[3], 0),
-                target_all_contacts=_flag(r[4]),
-                priority=_int_or(r[5], 10),
-                active=_flag(r[6]),
-                spread_evenly=_flag(r[7]),
-                skip_failed_underwriting=_flag(r[8]),
-            )
-        instances = [_instance_from_row(r) for r in await self.fetchall("campaign_instances")]
-        return Campaigns(types=types, instances=tuple(instances))
+        types, instances = await self.fetch_each(_CAMPAIGN_QUERIES)
+        return campaigns_from(types, instances)
 
     async def contact_count_with_email(self) -> int:
         """N of SPEC 6: contacts whose e-mail is not empty."""
@@ -228,22 +260,38 @@ class LoaderMixin(StoreBase):
         return int(row[0]) if row else 0
 
     async def load_scope(
-        self, scope: Scope, *, since: date | None = None, engagement_since: date | None = None
+        self,
+        scope: Scope,
+        *,
+        since: date | None = None,
+        engagement_since: date | None = None,
+        with_campaigns: bool = False,
     ) -> Loaded:
         """Contacts of ``scope`` with related rows and their stored plan.
 
         ``since`` leaves out history rows sent before it, ``engagement_since``
-        (default: ``since``) clicks and engagement events before it.
+        (default: ``since``) clicks and engagement events before it;
+        ``with_campaigns`` also reads the campaigns (``Loaded.campaigns``).
+        Every query goes to the connection's thread in one hand-over: this
+        is the daemon's read of each small batch.
         """
-        if scope.ids is not None:
-            rows = await self.fetchall(
-                "contacts_by_ids", {"ids": ids_param(scope.ids), "true_words": _TRUE}
-            )
-        else:
+        if scope.ids is None:
             raise ValueError("load_scope takes an id scope; use iter_loaded_chunks for ranges")
+        queries: list[tuple[str, Params]] = [
+            ("contacts_by_ids", {"ids": ids_param(scope.ids), "true_words": _TRUE}),
+            *_related_queries(scope, since, engagement_since or since, plan_rows=True),
+            ("plan_state@ids", _scope_params(scope)),
+        ]
+        if with_campaigns:
+            queries.extend(_CAMPAIGN_QUERIES)
+        results = await self.fetch_each(queries)
+        rows, schedules, targeting, clicks, events, states = results[:6]
         contacts = [contact_from_row(r) for r in rows]
-        loaded = await self._load_related(scope, contacts, since, engagement_since or since)
+        raw = RelatedRows(schedules=schedules, targeting=targeting, clicks=clicks, events=events)
+        loaded = _loaded(scope, contacts, raw, states, plan_rows=True)
         loaded.contact_rows = rows
+        if with_campaigns:
+            loaded.campaigns = campaigns_from(results[6], results[7])
         return loaded
 
     async def _load_related(
@@ -259,16 +307,7 @@ class LoaderMixin(StoreBase):
         params = _scope_params(scope)
         variant = "ids" if scope.ids is not None else "range"
         states = await self.fetchall(f"plan_state@{variant}", params)
-        grouped = group_related(raw)
-        data, stored, history_keys = build_contacts(contacts, grouped, plan_rows=plan_rows)
-        return Loaded(
-            scope=scope,
-            contacts=data,
-            stored=stored if plan_rows else None,
-            history_keys=history_keys,
-            states={r[0]: (r[1], r[2], r[3]) for r in states},
-            grouped=grouped,
-        )
+        return _loaded(scope, contacts, raw, states, plan_rows=plan_rows)
 
     async def read_related(
         self,
@@ -279,14 +318,37 @@ class LoaderMixin(StoreBase):
         plan_rows: bool = True,
     ) -> RelatedRows:
         """The rows of every table a plan reads for ``scope``, as SQLite gives them."""
-        params = _scope_params(scope)
-        variant = "ids" if scope.ids is not None else "range"
-        cut = {**params, "since": since.isoformat() if since else ""}
-        recent = {**params, "since": engagement_since.isoformat() if engagement_since else ""}
-        schedules = await self.fetchall(f"{'schedules' if plan_rows else 'history'}@{variant}", cut)
-        return RelatedRows(
-            schedules=schedules,
-            targeting=await self.fetchall(f"targeting@{variant}", params),
-            clicks=await self.fetchall(f"clicks@{variant}", recent),
-            events=await self.fetchall(f"contact_events@{variant}", recent),
-        )
+        queries = _related_queries(scope, since, engagement_since, plan_rows=plan_rows)
+        schedules, targeting, clicks, events = await self.fetch_each(queries)
+        return RelatedRows(schedules=schedules, targeting=targeting, clicks=clicks, events=events)
+
+
+def _related_queries(
+    scope: Scope, since: date | None, engagement_since: date | None, *, plan_rows: bool
+) -> list[tuple[str, Params]]:
+    """The named queries of :meth:`LoaderMixin.read_related`, in its order."""
+    params = _scope_params(scope)
+    variant = "ids" if scope.ids is not None else "range"
+    cut = {**params, "since": since.isoformat() if since else ""}
+    recent = {**params, "since": engagement_since.isoformat() if engagement_since else ""}
+    return [
+        (f"{'schedules' if plan_rows else 'history'}@{variant}", cut),
+        (f"targeting@{variant}", params),
+        (f"clicks@{variant}", recent),
+        (f"contact_events@{variant}", recent),
+    ]
+
+
+def _loaded(
+    scope: Scope, contacts: list[Contact], raw: RelatedRows, states: list[Row], *, plan_rows: bool
+) -> Loaded:
+    grouped = group_related(raw)
+    data, stored, history_keys = build_contacts(contacts, grouped, plan_rows=plan_rows)
+    return Loaded(
+        scope=scope,
+        contacts=data,
+        stored=stored if plan_rows else None,
+        history_keys=history_keys,
+        states={r[0]: (r[1], r[2], r[3]) for r in states},
+        grouped=grouped,
+    )

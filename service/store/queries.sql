@@ -497,3 +497,10 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 
 -- (Already forgotten for a contact moved the day before and not written since.)
 UPDATE contact_plan_state SET fingerprint = NULL
 WHERE contact_id IN (SELECT value FROM json_each(:ids)) AND fingerprint IS NOT NULL;
+
+-- Per-batch reads of the daemon's small batches (perf of one change).
+
+-- name: single_all_state
+-- Every key/value of scheduler_state, read with BEGIN IMMEDIATE: nobody else
+-- can change them while the write transaction holds the lock.
+SELECT key, value FROM scheduler_state;

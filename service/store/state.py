@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from typing import Any
 
 import structlog
 
@@ -26,6 +27,17 @@ log = structlog.get_logger(__name__)
 
 class StateMixin(StoreBase):
     """Events, state and runs of one organisation database."""
+
+    async def write_soon(self, name: str, params: Any = (), *, many: bool = False) -> None:
+        """A named write whose result nobody needs: deferred to the next
+        statement inside a write transaction (:meth:`execute_later`), run
+        at once outside one."""
+        if self._tx == "write":
+            self.execute_later(name, params, many=many)
+        elif many:
+            await self.executemany(name, params)
+        else:
+            await self.execute(name, params)
 
     # -- events inbox (SPEC 8) -------------------------------------------
 
@@ -75,14 +87,19 @@ class StateMixin(StoreBase):
     # -- key/value state -------------------------------------------------
 
     async def get_state(self, key: str) -> str | None:
+        known, value = self.cached_state(key)
+        if known:
+            return value
         row = await self.fetchone("get_state", (key,))
         return None if row is None else str(row[0])
 
     async def set_state(self, key: str, value: str) -> None:
         await self.execute("set_state", (key, value))
+        self.remember_state(key, value)
 
     async def delete_state(self, key: str) -> None:
         await self.execute("delete_state", (key,))
+        self.remember_state(key, None)
 
     async def last_tick(self) -> date | None:
         """The *today* of the last calendar tick (SPEC 8.4)."""
@@ -140,22 +157,22 @@ class StateMixin(StoreBase):
         duration_ms: float | None = None,
         error: str | None = None,
     ) -> None:
-        await self.execute(
-            "finish_run",
-            {
-                "id": run_id,
-                "events_consumed": stats.events_consumed,
-                "contacts_recomputed": stats.contacts_recomputed,
-                "inserted": stats.inserted,
-                "updated": stats.updated,
-                "deleted": stats.deleted,
-                "unchanged": stats.unchanged,
-                "windows_rebalanced": stats.windows_rebalanced,
-                "rows_moved": stats.rows_moved,
-                "duration_ms": duration_ms,
-                "error": error,
-            },
-        )
+        # Inside a write transaction the record goes to the database with
+        # the next statement (the COMMIT, usually): nothing waits for it.
+        params = {
+            "id": run_id,
+            "events_consumed": stats.events_consumed,
+            "contacts_recomputed": stats.contacts_recomputed,
+            "inserted": stats.inserted,
+            "updated": stats.updated,
+            "deleted": stats.deleted,
+            "unchanged": stats.unchanged,
+            "windows_rebalanced": stats.windows_rebalanced,
+            "rows_moved": stats.rows_moved,
+            "duration_ms": duration_ms,
+            "error": error,
+        }
+        await self.write_soon("finish_run", params)
 
     async def last_runs(self, limit: int = 10) -> list[RunRecord]:
         rows = await self.fetchall("last_runs", (limit,))

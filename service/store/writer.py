@@ -508,10 +508,11 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin, CheckpointMixin):
         new, skipped = prepared.states, prepared.skipped
         upserts = [(cid, *state) for cid, state in new.items() if states.get(cid) != state]
         gone = [(cid,) for cid in states if cid not in new and cid not in skipped]
+        # Nothing reads the result: written with the next statement.
         if gone:
-            await self.executemany("delete_plan_state", gone)
+            await self.write_soon("delete_plan_state", gone, many=True)
         if upserts:
-            await self.executemany("upsert_plan_state", upserts)
+            await self.write_soon("upsert_plan_state", upserts, many=True)
 
     async def clear_balance_gaps(self) -> None:
         """Forget recorded balance gaps: a global rebalance covers them all."""

@@ -19,7 +19,7 @@ from service.engine import PlanContext, chunks, core, fullpass
 from service.engine.core import BALANCE_BASIS
 from service.planning.model import Campaigns, ContactData, ContactPlan
 from service.store import RunStats, Store, open_store
-from service.store.checkpoint import Checkpointer
+from service.store.checkpoint import CheckpointThread
 from service.store.loaders import MAX_ID
 from service.store.sqlite import SqliteStore
 from service.tools.generate import generate
@@ -288,9 +288,9 @@ async def test_checkpoints_run_beside_a_pass_and_sqlite_checkpoints_again_after(
         async with store.checkpoints_outside_lock():
             assert await store._rows("PRAGMA wal_autocheckpoint", ()) == [(0,)]
         assert await store._rows("PRAGMA wal_autocheckpoint", ()) == [(1000,)]
-    thread = Checkpointer(book)
+    thread = CheckpointThread(book)
     thread.start()
     _upstream(book, "UPDATE contacts SET state = 'CA' WHERE id = 9")
     await anyio.sleep(0.3)
     thread.stop()
-    assert thread.checkpoints >= 2
+    assert thread.runs >= 2

@@ -1,0 +1,106 @@
+"""WAL checkpoints outside the daemon's commits (service.daemon.checkpoints)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from service.daemon.checkpoints import keep_wal_short
+from service.store import SqliteStore
+from service.store.checkpoint import Checkpointer
+
+
+def _wal_frames(db_path: Path) -> tuple[int, int]:
+    """(frames in the log, frames copied back) by a passive checkpoint from
+    a connection of the test's own."""
+    con = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        _busy, log, done = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(log), int(done)
+    finally:
+        con.close()
+
+
+async def _write_rows(store: SqliteStore, n: int, fill: str = "x") -> None:
+    # A different value each round: SQLite writes no page for a row
+    # rewritten with what it already holds.
+    for k in range(n):
+        async with store.transaction():
+            await store.set_state(f"test_key_{k}", fill * 3000)
+
+
+@pytest.mark.parametrize("pages", [0, 2])
+async def test_daemon_commits_do_not_checkpoint(
+    store: SqliteStore, db_path: Path, pages: int
+) -> None:
+    # 30 commits of about a page each (3 kB of state). With automatic
+    # checkpoints every 2 pages, commits copy the log back and it starts over:
+    # fewer than 30 frames are in it at the end. Switched off (the daemon),
+    # every commit's frames stay until someone else checkpoints.
+    await store.set_wal_autocheckpoint(pages)
+    await _write_rows(store, 30)
+    rows = await store.fetch_each([("get_state", ("test_key_29",)), ("get_state", ("none",))])
+    assert rows == [[("x" * 3000,)], []]
+    log, done = _wal_frames(db_path)
+    if pages == 0:
+        assert log >= 30
+    else:
+        assert log < 30
+    assert done == log
+
+
+@pytest.mark.parametrize("checkpointer", [True, False])
+async def test_keep_wal_short_checkpoints_on_its_own_connection(
+    store: SqliteStore, db_path: Path, checkpointer: bool
+) -> None:
+    # Once the log has been copied back completely, the next commit starts it
+    # over from its first frame: the -wal file stops growing. Without anyone
+    # checkpointing (the daemon's connection does not), it grows with every
+    # commit. Nothing here checkpoints but the task under test.
+    wal = db_path.with_name(db_path.name + "-wal")
+    await store.set_wal_autocheckpoint(0)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        if checkpointer:
+            tg.start_soon(keep_wal_short, store, db_path, stop, 0.05)
+        await _write_rows(store, 20)
+        first = wal.stat().st_size
+        await anyio.sleep(0.5)
+        await _write_rows(store, 20, "y")
+        second = wal.stat().st_size
+        stop.set()
+    if checkpointer:
+        assert second <= first
+    else:
+        assert second > first
+
+
+def test_checkpointer_counts_and_closes(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA wal_autocheckpoint = 0")
+    con.execute("CREATE TABLE t (x)")
+    con.execute("INSERT INTO t VALUES (1)")
+    ckpt = Checkpointer(path)
+    assert ckpt.checkpoint() > 0
+    assert ckpt.checkpoints == 1
+    # Nothing new in the log: nothing copied, no checkpoint counted.
+    assert ckpt.checkpoint() == 0
+    assert ckpt.checkpoints == 1
+    ckpt.close()
+    # Closed for good: a late call from the thread does nothing.
+    assert ckpt.checkpoint() == 0
+    con.close()
+
+
+@pytest.mark.parametrize("pages", [0, 1000])
+async def test_set_wal_autocheckpoint(store: SqliteStore, pages: int) -> None:
+    await store.set_wal_autocheckpoint(pages)
+    rows = await store.in_connection(
+        lambda con: con.execute("PRAGMA wal_autocheckpoint").fetchall()
+    )
+    assert rows == [(pages,)]
