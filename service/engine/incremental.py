@@ -279,7 +279,8 @@ class Incremental:
             rows = await self.store.ed_rows_by_desired(sorted(crossing | recheck))
             missing = sorted({s.item.desired for s in rows} - set(new_counts))
             if missing:
-                new_counts.update(await self.store.ed_counts(missing))
+                # Only compared with the limit (no changed row on these dates).
+                new_counts.update(await self.store.ed_counts(missing, self.cap.ed_limit + 1))
             fresh = [s for s in rows if s.item.key not in self.delta_keys and s.step1 is not None]
             steps = _step1_dates([s.item for s in fresh], new_counts, self.cap, self.today)
             for s, s1 in zip(fresh, steps, strict=True):
@@ -302,17 +303,23 @@ class Incremental:
         matters, and the dates whose crowding (more than ``L``) changes."""
         ed_days = {r.item.desired for r in (*gone, *added) if r.item.key[1] == EFFECTIVE_DATE}
         old_limit, limit = self.old_cap.ed_limit, self.cap.ed_limit
-        if old_limit != limit:
-            # Every date whose count lies between the two limits changes.
-            new_counts = await self.store.ed_counts(None)
-            ed_days.update(new_counts)
-        else:
-            new_counts = await self.store.ed_counts(sorted(ed_days)) if ed_days else {}
         change: dict[date, int] = {}
         for sign, rows in ((1, added), (-1, gone)):
             for r in rows:
                 if r.item.key[1] == EFFECTIVE_DATE:
                     change[r.item.desired] = change.get(r.item.desired, 0) + sign
+        if old_limit != limit:
+            # Every date whose count lies between the two limits changes.
+            new_counts = await self.store.ed_counts(None)
+            ed_days.update(new_counts)
+        elif ed_days:
+            # The counts are only compared with the limit, before and after the
+            # change: counting further than limit + |change| + 1 tells nothing
+            # more (a date of a large campaign holds tens of thousands of rows).
+            most = limit + max((abs(c) for c in change.values()), default=0) + 1
+            new_counts = await self.store.ed_counts(sorted(ed_days), most)
+        else:
+            new_counts = {}
         crossing: set[date] = set()
         for day in ed_days:
             n_new = new_counts.get(day, 0)

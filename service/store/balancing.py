@@ -130,9 +130,14 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
         return await self._stored_rows("balance_ed_rows_by_desired", params)
 
-    async def ed_counts(self, days: Sequence[date] | None) -> dict[date, int]:
+    async def ed_counts(
+        self, days: Sequence[date] | None, at_most: int | None = None
+    ) -> dict[date, int]:
         if days is None:
             rows = await self.fetchall("balance_ed_counts_all")
+        elif at_most is not None:
+            params = {"days": json.dumps(sorted({d.isoformat() for d in days})), "at_most": at_most}
+            rows = await self.fetchall("balance_ed_counts_capped", params)
         else:
             params = {"days": json.dumps(sorted({d.isoformat() for d in days}))}
             rows = await self.fetchall("balance_ed_counts", params)

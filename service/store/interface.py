@@ -386,9 +386,12 @@ class BalanceStore(Protocol):
         """``effective_date`` rows whose desired date is one of ``days``."""
         ...
 
-    async def ed_counts(self, days: Sequence[date] | None) -> dict[date, int]:
+    async def ed_counts(
+        self, days: Sequence[date] | None, at_most: int | None = None
+    ) -> dict[date, int]:
         """How many ``effective_date`` rows have each of ``days`` (every
-        date if ``None``) as desired date."""
+        date if ``None``) as desired date; with ``at_most`` (and ``days``),
+        each count stops there (a date may then be given as 0)."""
         ...
 
     async def rows_before(self, day: date) -> list[StoredRow]:

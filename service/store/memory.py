@@ -61,16 +61,19 @@ class MemoryBalanceStore:
             if r.item.key[1] == EFFECTIVE_DATE and r.item.desired in wanted
         ]
 
-    async def ed_counts(self, days: Sequence[date] | None) -> dict[date, int]:
+    async def ed_counts(
+        self, days: Sequence[date] | None, at_most: int | None = None
+    ) -> dict[date, int]:
         self.calls["ed_counts"] += 1
         wanted = None if days is None else set(days)
-        return dict(
-            Counter(
-                r.item.desired
-                for r in self.rows.values()
-                if r.item.key[1] == EFFECTIVE_DATE and (wanted is None or r.item.desired in wanted)
-            )
+        counts = Counter(
+            r.item.desired
+            for r in self.rows.values()
+            if r.item.key[1] == EFFECTIVE_DATE and (wanted is None or r.item.desired in wanted)
         )
+        if at_most is None or days is None:
+            return dict(counts)
+        return {d: min(counts.get(d, 0), at_most) for d in wanted or ()}
 
     async def rows_before(self, day: date) -> list[StoredRow]:
         self.calls["rows_before"] += 1

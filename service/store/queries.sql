@@ -406,6 +406,19 @@ WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
   AND desired_date IN (SELECT value FROM json_each(:days))
 GROUP BY desired_date;
 
+-- name: balance_ed_counts_capped
+-- As balance_ed_counts, each count stopping at :at_most (0 for a date without
+-- rows): balancing only compares these counts with the soft limit, and a
+-- date of an all-contacts campaign holds tens of thousands of rows.
+SELECT d.value, (
+    SELECT count(*) FROM (
+        SELECT 1 FROM email_schedules
+        WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
+          AND desired_date = d.value
+        LIMIT :at_most
+    )
+) FROM json_each(:days) AS d;
+
 -- name: balance_ed_counts_all
 SELECT desired_date, count(*) FROM email_schedules
 WHERE status = 'pre-scheduled' AND email_type = 'effective_date'
