@@ -47,8 +47,9 @@ CHUNK_DAYS = 32
 SLOW_MS = 200.0
 """An incremental rebalance taking this long is logged with what it read."""
 
-SAVE_BATCH = 4000
-"""Rows per save of a global rebalance that pauses (about 50 ms of updates)."""
+SAVE_BATCH = 1500
+"""Rows per save of a global rebalance that pauses (50-100 ms of updates on a
+loaded machine: the longest an upstream writer waits for it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,17 +196,22 @@ class _Global:
         since = await self.store.gap_mark()
         reads: list[tuple[date, date, int]] = []
         while True:
+            done = hi > last
+            until = None if done else hi - half * ONE_DAY
             if self.pause is None:
                 mark, rows = await self._read(lo, hi)
+                self._add(rows)
+                self._sweep(until)
             else:
-                # Reads of a large book take seconds: not while holding the
-                # write lock (WAL readers keep no writer waiting).
+                # Reads of a large book take seconds, and so does sweeping the
+                # rows of an all-contacts campaign's dates: neither while
+                # holding the write lock (WAL readers keep no writer waiting;
+                # the sweep reads nothing from the store).
                 async with self.store.outside_write_lock():
                     mark, rows = await self._read(lo, hi)
+                    self._add(rows)
+                    self._sweep(until)
             reads.append((lo, hi, mark))
-            self._add(rows)
-            done = hi > last
-            self._sweep(None if done else hi - half * ONE_DAY)
             await self._save()
             if done:
                 step1s, scheduled = self.step1s, self.placer.scheduled
