@@ -261,7 +261,22 @@ class Stager:
                 state = self._fan = await self._start_fan(fan, today)
             await self._fill_fan(state)
             chunk = state.inflight.popleft()
-            report = await self._write_fan_chunk(fan, chunk, today, started)
+            planned = await chunk.planned
+            if (
+                chunk.after is not None
+                and not staged.needs_write(chunk.rows, planned)
+                and await self.store.event_seq() == chunk.rows.seq
+            ):
+                # Every contact's inputs are unchanged and no upstream change
+                # came since the read: the stored plan of the chunk is its
+                # plan already, and the write lock is not taken. Its progress
+                # is recorded with the next chunk written.
+                contacts = len(chunk.rows.contact_rows)
+                stats = RunStats(contacts_recomputed=contacts,
+                                 unchanged=planned.prepared.skipped_rows)  # fmt: skip
+                return StepReport("fanout", 0, 0, 0, contacts, stats, _ms(started),
+                                  finished=False, staged=True)  # fmt: skip
+            report = await self._write_fan_chunk(fan, chunk, planned, today, started)
             state.committed = chunk.after
             if report.finished:
                 self._fan = None
@@ -320,10 +335,9 @@ class Stager:
             state.inflight.append(_Chunk(rows, self.planner.submit(task), after=after))
 
     async def _write_fan_chunk(
-        self, fan: FanOut, chunk: _Chunk, today: date, started: float
+        self, fan: FanOut, chunk: _Chunk, planned: Planned, today: date, started: float
     ) -> StepReport:
         store = self.store
-        planned = await chunk.planned
         async with store.transaction():
             writing = time.perf_counter()
             run_id = await store.start_run("fanout", today)

@@ -188,3 +188,21 @@ async def test_a_large_burst_plans_in_the_pool_and_idle_closes_it(
     processor.idle()
     assert not processor.stager.planner.running
     await assert_plan_is_full_recompute(db_path, CFG, TODAY)
+
+
+async def test_fanout_chunks_with_nothing_to_plan_take_no_write_lock(
+    seeded: Store, db_path: Path
+) -> None:
+    # Nothing changed since the full recompute: every contact's input digest
+    # is the stored one for TODAY. Chunks of 3: contacts 1-3 (the first
+    # chunk, the direct way), 4-6 (staged, nothing to write: no transaction,
+    # no run), 7-8 (the last: written, it consumes the event).
+    [(runs,)] = query(db_path, "SELECT count(*) FROM scheduler_runs")
+    write(db_path, "INSERT INTO scheduler_events (kind) VALUES ('recompute_all');")
+    reports = await drain(Processor(seeded, CTX, STAGED))
+    assert [(r.staged, r.run_id > 0, r.contacts, r.finished) for r in reports] == [
+        (False, True, 3, False), (True, False, 3, False), (True, True, 2, True),
+    ]  # fmt: skip
+    assert query(db_path, "SELECT count(*) FROM scheduler_runs") == [(int(str(runs)) + 2,)]
+    assert query(db_path, "SELECT count(*) FROM scheduler_events") == [(0,)]
+    await assert_plan_is_full_recompute(db_path, CFG, TODAY)
