@@ -11,6 +11,11 @@ Each :meth:`Processor.step` is one short write transaction that either
   ``scheduler_state`` so a restart resumes where it stopped; the fan-out's
   events are deleted with its last chunk.
 
+From ``staged_min_events`` pending events, and for every fan-out chunk after
+the first, the work is staged (:mod:`service.daemon.staging`): the contacts
+are read and planned outside the write lock and each step's transaction only
+writes; fewer events go the direct way above.
+
 Everything a step does commits together or not at all. A crash only repeats
 work, which is harmless because recomputing a contact is idempotent (I5, I6).
 Malformed events are logged and consumed with the batch that meets them.
