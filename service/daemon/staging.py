@@ -52,6 +52,9 @@ settings' context overrides it): planning costs a small part of what the
 writes cost, so one process on the other core keeps up, and each process
 holds some 45 MB while it runs (SPEC 12: daemon RSS <= 150 MB)."""
 
+EXPLICIT = "recompute_contact"
+"""The event kind of an explicit request to recompute a contact (SPEC 8.1)."""
+
 STAGED_TARGET_S = 0.05
 """Aimed-for duration of a staged chunk's write transaction, its commit
 included (the chunk was read and planned outside it). Each transaction has
@@ -71,6 +74,10 @@ class _Chunk:
     rejected: int = 0
     after: int | None = None
     """A fan-out's progress once this chunk is written; None: its last chunk."""
+    trust: bool = True
+    """Input digests and stored fingerprints are trusted; not for a chunk
+    with an explicit ``recompute_contact`` event (an operator asking for the
+    contact's plan to be made and compared again, as the direct way does)."""
 
 
 @dataclass(slots=True)
@@ -222,9 +229,11 @@ class Stager:
                 events.append(event)
                 contacts |= targets
             rows, campaigns = await staged.read_ids(self.store, self.ctx, contacts, burst.today)
-            task = staged_task(self.ctx, campaigns, rows, burst.today, report=True)
+            trust = not any(e.kind == EXPLICIT for e in events)
+            task = staged_task(self.ctx, campaigns, rows, burst.today, report=True, trust=trust)
             rejected = sum(1 for e in events if e.id in burst.rejected)
-            burst.inflight.append(_Chunk(rows, self.planner.submit(task), events, rejected))
+            chunk = _Chunk(rows, self.planner.submit(task), events, rejected, trust=trust)
+            burst.inflight.append(chunk)
 
     async def _write_burst_chunk(self, chunk: _Chunk, today: date, started: float) -> StepReport:
         store = self.store
@@ -233,7 +242,7 @@ class Stager:
             writing = time.perf_counter()
             run_id = await store.start_run("events", today)
             stats, rows, planned = await staged.write_staged(
-                store, self.ctx, chunk.rows, planned, today, run_id, report=True
+                store, self.ctx, chunk.rows, planned, today, run_id, report=True, trust=chunk.trust
             )
             stats.events_consumed = await store.delete_events(e.id for e in chunk.events)
             ms = _ms(started)

@@ -89,10 +89,17 @@ def _options(ctx: PlanContext, today: date, run_id: int | str = "") -> WriteOpti
 
 
 def staged_task(
-    ctx: PlanContext, campaigns: Campaigns, rows: ChunkRows, today: date, *, report: bool
+    ctx: PlanContext,
+    campaigns: Campaigns,
+    rows: ChunkRows,
+    today: date,
+    *,
+    report: bool,
+    trust: bool = True,
 ) -> StagedTask:
-    """The planning task of a chunk read on ``today``."""
-    key = input_key(ctx, campaigns)
+    """The planning task of a chunk read on ``today``. Without ``trust`` every
+    contact is planned (no input digest is trusted)."""
+    key = input_key(ctx, campaigns) if trust else None
     return StagedTask(campaigns, Task(rows, today, key, _options(ctx, today)), report)
 
 
@@ -140,11 +147,14 @@ async def write_staged(
     run_id: int | str,
     *,
     report: bool = False,
+    trust: bool = True,
 ) -> tuple[RunStats, ChunkRows, Planned]:
     """Write a chunk planned outside the lock and rebalance where it moves the
     sweep, inside the caller's transaction; the stats, and the rows and plans
     actually written (read and planned again here when an upstream change came
-    after the read)."""
+    after the read). Without ``trust`` every stored plan row of the chunk is
+    compared with its plan (rows edited behind mailplan's back are repaired),
+    as :func:`~service.engine.core.recompute_contacts` does."""
     if not store.in_write_transaction:
         raise RuntimeError("write_staged must run inside store.transaction()")
     replanned = await store.event_seq() != rows.seq
@@ -156,9 +166,11 @@ async def write_staged(
             if rows.scope.ids is not None
             else _read_scope(store, ctx, rows.scope, today)
         )
-        planned = plan_staged(ctx, staged_task(ctx, campaigns, fresh, today, report=report))
+        task = staged_task(ctx, campaigns, fresh, today, report=report, trust=trust)
+        planned = plan_staged(ctx, task)
         rows = fresh
-    result = await store.write_prepared(planned.prepared, _options(ctx, today, run_id))
+    options = _options(ctx, today, run_id)
+    result = await store.write_prepared(planned.prepared, options, trust=trust)
     stats = RunStats(contacts_recomputed=len(rows.contact_rows))
     stats.add_writes(result.stats)
     # Also with no change of its own: rows others took (balance gaps).

@@ -206,3 +206,20 @@ async def test_fanout_chunks_with_nothing_to_plan_take_no_write_lock(
     assert query(db_path, "SELECT count(*) FROM scheduler_runs") == [(int(str(runs)) + 2,)]
     assert query(db_path, "SELECT count(*) FROM scheduler_events") == [(0,)]
     await assert_plan_is_full_recompute(db_path, CFG, TODAY)
+
+
+async def test_explicit_recompute_events_repair_rows_edited_behind_mailplans_back(
+    seeded: Store, db_path: Path
+) -> None:
+    # A plan row's date edited directly (a plan row staying a plan row: no
+    # event), then an operator asks for every contact to be recomputed.
+    write(db_path, "UPDATE email_schedules SET priority = 99 "
+                   "WHERE contact_id = 1 AND email_type = 'birthday';")  # fmt: skip
+    write(db_path, "INSERT INTO scheduler_events (kind, contact_id) "
+                   "SELECT 'recompute_contact', id FROM contacts;")  # fmt: skip
+    reports = await drain(Processor(seeded, CTX, STAGED))
+    assert all(r.staged for r in reports) and sum(r.events for r in reports) == 8
+    # The explicit request compares every stored row: the edit is undone
+    # (with the inputs unchanged, a trusted digest would have left it).
+    assert query(db_path, "SELECT count(*) FROM email_schedules WHERE priority = 99") == [(0,)]
+    await assert_plan_is_full_recompute(db_path, CFG, TODAY)
