@@ -135,6 +135,7 @@ class Worker:
         """Work on ``store`` from now on (a database opened or re-opened),
         until ``leave`` is set."""
         await store.use_short_lock_waits()
+        await store.use_small_checkpoints()
         await store.check_writable()
         self._store = store
         self._leave = leave

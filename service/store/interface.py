@@ -112,6 +112,10 @@ class Transactions(Protocol):
         """Wait for another writer's lock in short, cancellable steps (the daemon)."""
         ...
 
+    async def use_small_checkpoints(self) -> None:
+        """Checkpoint the WAL in small steps after this connection's commits (the daemon)."""
+        ...
+
     @property
     def waiting_for_lock(self) -> bool:
         """A transaction is waiting for another writer's lock (nothing of ours is open)."""
