@@ -27,9 +27,9 @@ step fails, when *today* or the settings change, and when the daemon is idle
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -68,7 +68,7 @@ machine: at 1M contacts, 30 ms chunks drained a burst at ~700 contacts/s,
 @dataclass(slots=True)
 class _Chunk:
     rows: ChunkRows
-    planned: Awaitable[Planned]
+    planned: asyncio.Future[Planned]
     events: list[Event] = field(default_factory=list)
     """Events consumed with this chunk (a burst)."""
     rejected: int = 0
@@ -139,6 +139,9 @@ class Stager:
 
     def drop(self) -> None:
         """Forget the work read and planned ahead (it is read again)."""
+        for work in (self._burst, self._fan):
+            for chunk in work.inflight if work is not None else ():
+                chunk.planned.cancel()
         self._burst = self._fan = None
 
     def close(self) -> None:
@@ -237,7 +240,7 @@ class Stager:
 
     async def _write_burst_chunk(self, chunk: _Chunk, today: date, started: float) -> StepReport:
         store = self.store
-        planned = await chunk.planned
+        planned = await self.planner.planned(chunk.planned)
         async with store.transaction():
             writing = time.perf_counter()
             run_id = await store.start_run("events", today)
@@ -270,7 +273,7 @@ class Stager:
                 state = self._fan = await self._start_fan(fan, today)
             await self._fill_fan(state)
             chunk = state.inflight.popleft()
-            planned = await chunk.planned
+            planned = await self.planner.planned(chunk.planned)
             if (
                 chunk.after is not None
                 and not staged.needs_write(chunk.rows, planned)

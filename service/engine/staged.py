@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Awaitable, Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 
@@ -35,6 +35,7 @@ import structlog
 
 from service.engine.chunks import Task, input_key, plan_chunk
 from service.engine.core import PlanContext, rebalance_delta
+from service.errors import MailplanError
 from service.planning.contacts import resolve_contact
 from service.planning.memo import Memo
 from service.planning.model import Campaigns
@@ -45,6 +46,11 @@ from service.store.writer import Prepared
 log = structlog.get_logger(__name__)
 
 Problems = list[tuple[int, tuple[str, ...]]]
+
+
+class PlanningFailed(MailplanError):
+    """A planning process ended while it planned a chunk (killed, out of
+    memory): nothing was written; the work is read and planned again."""
 
 
 @dataclass(slots=True)
@@ -238,6 +244,11 @@ class StagedPlanner:
         return self._pool is not None
 
     @property
+    def warm(self) -> bool:
+        """The pool's processes are up (chunks are planned there)."""
+        return self._warm is not None and self._warm.done()
+
+    @property
     def depth(self) -> int:
         """Chunks to keep in flight: one more than the processes planning them."""
         return self.workers + 1 if self._pool is not None else 1
@@ -268,12 +279,31 @@ class StagedPlanner:
             self._pool = self._warm = None
             log.info("planning_pool_closed")
 
-    def submit(self, job: StagedTask) -> Awaitable[Planned]:
-        if self._pool is None or self._warm is None or not self._warm.done():
-            return _now(self.ctx, job)
+    def submit(self, job: StagedTask) -> asyncio.Future[Planned]:
+        """Start planning a chunk; its plans when done (await :func:`planned`)."""
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._pool, _plan_in_worker, job)
+        if self._pool is None or not self.warm:
+            # Here, at once: between two write transactions, not inside one.
+            done: asyncio.Future[Planned] = loop.create_future()
+            try:
+                done.set_result(plan_staged(self.ctx, job))
+            except Exception as exc:  # raised where the plans are awaited
+                done.set_exception(exc)
+            return done
+        try:
+            return loop.run_in_executor(self._pool, _plan_in_worker, job)
+        except BrokenExecutor as exc:
+            broken: asyncio.Future[Planned] = loop.create_future()
+            broken.set_exception(exc)
+            return broken
 
-
-async def _now(ctx: PlanContext, job: StagedTask) -> Planned:
-    return plan_staged(ctx, job)
+    async def planned(self, future: asyncio.Future[Planned]) -> Planned:
+        """The plans of a submitted chunk; :class:`PlanningFailed` (and a
+        fresh pool next time) if its planning process died."""
+        try:
+            return await future
+        except BrokenExecutor as exc:
+            self.close()
+            raise PlanningFailed(
+                f"a planning process ended unexpectedly ({exc}); the chunk is read again"
+            ) from exc

@@ -8,14 +8,17 @@ contacts, as it does for thousands at scale.
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
+import anyio
 import pytest
 
 from service import engine
 from service.daemon.processing import BatchLimits, Processor, StepReport
 from service.engine import PlanContext, staged
+from service.engine.staged import PlanningFailed
 from service.store import Store
 from tests.integration.daemon_helpers import (
     SEED_SQL,
@@ -222,4 +225,36 @@ async def test_explicit_recompute_events_repair_rows_edited_behind_mailplans_bac
     # The explicit request compares every stored row: the edit is undone
     # (with the inputs unchanged, a trusted digest would have left it).
     assert query(db_path, "SELECT count(*) FROM email_schedules WHERE priority = 99") == [(0,)]
+    await assert_plan_is_full_recompute(db_path, CFG, TODAY)
+
+
+async def test_a_planning_process_killed_mid_burst_is_replaced_and_nothing_is_lost(
+    seeded: Store, db_path: Path
+) -> None:
+    ctx = PlanContext.from_settings(CFG, planning_workers=1)
+    limits = BatchLimits(max_contacts=2, chunk_contacts=2, staged_min_events=2,
+                         pool_min_contacts=4)  # fmt: skip
+    # 30 commits moving every birth date a day: 240 events, chunks of 2.
+    write(db_path, "UPDATE contacts SET birth_date = date(birth_date, '+1 day');" * 30)
+    processor = Processor(seeded, ctx, limits)
+    planner = processor.stager.planner
+    # Until its process is up the pool is not used: wait for it.
+    for _ in range(200):
+        first = await processor.step(TODAY)
+        assert first is not None
+        if planner.warm:
+            break
+        await anyio.sleep(0.05)
+    pool = planner._pool
+    assert isinstance(pool, ProcessPoolExecutor)
+    for process in list(pool._processes.values()):
+        process.kill()  # SIGKILL, as the kernel's OOM killer would
+    with pytest.raises(PlanningFailed):
+        for _ in range(200):
+            assert await processor.step(TODAY) is not None
+            await anyio.sleep(0.05)
+    assert not planner.running  # closed: the next large work starts a new one
+    await drain(processor)
+    assert query(db_path, "SELECT count(*) FROM scheduler_events") == [(0,)]
+    processor.idle()
     await assert_plan_is_full_recompute(db_path, CFG, TODAY)
