@@ -64,9 +64,6 @@ def writer_gap_after(streak_s: float) -> float:
 
 
 SHORT_BUSY_TIMEOUT = "PRAGMA busy_timeout = 0"
-SMALL_CHECKPOINTS = "PRAGMA wal_autocheckpoint = 256"
-"""The daemon's connection checkpoints the WAL every 256 pages (SQLite's
-default: 1,000), after its commits, with the write lock released."""
 """The daemon does not wait inside SQLite (see ``use_short_lock_waits``)."""
 LOCK_POLL_S = 0.05
 """How often the daemon tries again for a lock another writer holds: no
@@ -349,17 +346,6 @@ class StoreBase:
         """
         await self.run_sql(SHORT_BUSY_TIMEOUT, what="busy timeout")
         self._short_waits = True
-
-    async def use_small_checkpoints(self) -> None:
-        """Checkpoint the WAL in small steps from this connection (the daemon).
-
-        SQLite checkpoints in the commit of whichever connection makes the WAL
-        pass its threshold; an upstream writer whose commit runs a large
-        checkpoint waits for it. The daemon writes most of the pages, so with
-        a lower threshold on its own connection it checkpoints first, in
-        smaller pieces, after its commits (no write lock is held then).
-        """
-        await self.run_sql(SMALL_CHECKPOINTS, what="wal autocheckpoint")
 
     @property
     def waiting_for_lock(self) -> bool:

@@ -30,6 +30,9 @@ AUTOCHECKPOINT_OFF = "PRAGMA wal_autocheckpoint = 0"
 AUTOCHECKPOINT_ON = "PRAGMA wal_autocheckpoint = 1000"
 """SQLite's default: a checkpoint once the WAL holds 1,000 pages (restored
 after :meth:`CheckpointMixin.checkpoints_outside_lock`)."""
+SMALL_CHECKPOINTS = "PRAGMA wal_autocheckpoint = 256"
+"""The daemon's connection checkpoints the WAL every 256 pages
+(:meth:`CheckpointMixin.use_small_checkpoints`)."""
 
 
 class Checkpointer:
@@ -71,7 +74,18 @@ class Checkpointer:
 
 
 class CheckpointMixin(StoreBase):
-    """The store's part: :meth:`checkpoints_outside_lock`."""
+    """The store's part: :meth:`checkpoints_outside_lock`, :meth:`use_small_checkpoints`."""
+
+    async def use_small_checkpoints(self) -> None:
+        """Checkpoint the WAL in small steps from this connection (the daemon).
+
+        An upstream writer whose commit takes the WAL past 1,000 pages runs
+        the checkpoint in that commit and waits for it. The daemon writes
+        most of the pages, so with a lower threshold on its own connection
+        it checkpoints first, in smaller pieces, after its commits (no write
+        lock is held then).
+        """
+        await self.run_sql(SMALL_CHECKPOINTS, what="wal autocheckpoint")
 
     @asynccontextmanager
     async def checkpoints_outside_lock(self) -> AsyncIterator[None]:
