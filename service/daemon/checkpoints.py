@@ -36,9 +36,10 @@ microseconds)."""
 async def keep_wal_short(
     store: Store, path: Path, stop: anyio.Event, every: float = CHECKPOINT_EVERY_S
 ) -> None:
-    """Until ``stop``: the daemon's connection does not checkpoint in its
-    commits; a connection of this task does, every ``every`` seconds."""
-    await store.set_wal_autocheckpoint(0)
+    """Until ``stop``, a connection of this task checkpoints every ``every``
+    seconds; the caller has switched the automatic checkpoint of the
+    daemon's connection off (``store.set_wal_autocheckpoint(0)``) before its
+    worker started."""
     ckpt = Checkpointer(path)
     try:
         while not stop.is_set():

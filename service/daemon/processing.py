@@ -11,6 +11,11 @@ Each :meth:`Processor.step` is one short write transaction that either
   ``scheduler_state`` so a restart resumes where it stopped; the fan-out's
   events are deleted with its last chunk.
 
+From ``staged_min_events`` pending events, and for every fan-out chunk after
+the first, the work is staged (:mod:`service.daemon.staging`): the contacts
+are read and planned outside the write lock and each step's transaction only
+writes; fewer events go the direct way above.
+
 Everything a step does commits together or not at all. A crash only repeats
 work, which is harmless because recomputing a contact is idempotent (I5, I6).
 Malformed events are logged and consumed with the batch that meets them.
@@ -18,85 +23,29 @@ Malformed events are logged and consumed with the batch that meets them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
 
 import structlog
 
 from handlers import EVERYONE, MalformedEvent, affected_by
 from service import engine
+from service.daemon.staging import Stager, finish_fanout
+from service.daemon.steps import FANOUT_KEY, BatchLimits, FanOut, StepReport
 from service.engine import PlanContext
 from service.engine.pacing import ChunkSizer
 from service.store import Event, RunStats, Store
 from service.store.loaders import MAX_ID
+
+__all__ = ["FANOUT_KEY", "BatchLimits", "FanOut", "Processor", "StepReport"]
 
 log = structlog.get_logger(__name__)
 
 INLINE_CONTACTS = 20
 """A batch of at most this many contacts runs its statements on the event
 loop's thread (:meth:`~service.store.interface.Store.statements_inline`)."""
-
-FANOUT_KEY = "fanout"
-"""scheduler_state key holding the progress of the current fan-out (JSON)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatchLimits:
-    """How much one transaction may take on (SPEC 8.3: short transactions)."""
-
-    max_events: int = 500
-    max_contacts: int = 1000
-    chunk_contacts: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class FanOut:
-    """A fan-out in progress.
-
-    ``everyone`` walks every contact id (including ids of deleted contacts
-    that still have plan rows) and consumes every event with id <= ``upto``
-    with its last chunk; otherwise the contacts are those of event ``upto``
-    alone, resolved again on each chunk, and that event is consumed with the
-    last one. ``after`` is the last contact id done.
-    """
-
-    upto: int
-    everyone: bool
-    after: int | None = None
-
-    def dumps(self) -> str:
-        return json.dumps({"upto": self.upto, "everyone": self.everyone, "after": self.after})
-
-    @classmethod
-    def loads(cls, text: str) -> FanOut | None:
-        try:
-            raw = json.loads(text)
-            after = raw.get("after")
-            return cls(
-                upto=int(raw["upto"]),
-                everyone=bool(raw["everyone"]),
-                after=None if after is None else int(after),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
-
-
-@dataclass(slots=True)
-class StepReport:
-    """What one transaction did."""
-
-    kind: Literal["batch", "fanout"]
-    run_id: int
-    events: int
-    rejected: int
-    contacts: int
-    stats: RunStats
-    ms: float
-    finished: bool = True
 
 
 @dataclass(slots=True)
@@ -116,8 +65,9 @@ class Processor:
 
     def __init__(self, store: Store, ctx: PlanContext, limits: BatchLimits | None = None) -> None:
         self.store = store
-        self.ctx = ctx
         self.limits = limits or BatchLimits()
+        self.stager = Stager(store, ctx, self.limits)
+        """Bursts and fan-out chunks read and planned outside the write lock."""
         self.isolate = False
         """One event per batch, to find an event whose processing keeps failing."""
         self.skip: set[int] = set()
@@ -133,13 +83,39 @@ class Processor:
         only a batch that was full, or that took longer than the target, says
         how many fit (a batch of a few events is mostly fixed costs)."""
 
+    @property
+    def ctx(self) -> PlanContext:
+        return self.stager.ctx
+
+    @ctx.setter
+    def ctx(self, ctx: PlanContext) -> None:
+        self.stager.ctx = ctx
+
+    async def prefetch(self) -> None:
+        """Read staged work ahead (no write lock), e.g. during a writer gap."""
+        if not self.isolate:
+            await self.stager.prefetch(self.skip)
+
+    def idle(self) -> None:
+        """The inbox is empty: close the planning pool (its processes hold
+        memory) and forget what was read ahead."""
+        self.stager.close()
+
     async def step(self, today: date) -> StepReport | None:
         """Do one unit of work in one transaction; ``None`` when there is nothing to do."""
-        if not await self._has_work():
-            # No write lock taken just to find the inbox empty: upstream
-            # writers never wait for a transaction that does nothing.
+        # Read without the lock: upstream writers never wait for a
+        # transaction that only finds the inbox empty.
+        fan_raw = await self.store.get_state(FANOUT_KEY)
+        pending = 0 if fan_raw else await self._pending_head()
+        if not fan_raw and not pending:
             return None
         started = time.perf_counter()
+        if self.isolate:
+            self.stager.drop()
+        else:
+            report = await self._staged_step(today, started, fan_raw, pending)
+            if report is not None:
+                return report
         async with self.store.transaction():
             fan = await self._fanout()
             # Alternate chunks with ordinary batches so that changes made
@@ -147,32 +123,63 @@ class Processor:
             self._chunk_turn = fan is not None and not self._chunk_turn
             if fan is not None and self._chunk_turn:
                 return await self._fanout_chunk(fan, today, started)
-            limit = 1 if self.isolate else self._batch_sizer.size
-            events = await self.store.fetch_events(
-                limit + len(self.skip), after_id=0 if fan is None else fan.upto
-            )
-            events = [e for e in events if e.id not in self.skip][:limit]
-            batch = await self._collect(events, can_start_fanout=fan is None)
-            self.attempted = [e.id for e in batch.events]
-            if batch.fanout is not None:
-                await self.store.set_state(FANOUT_KEY, batch.fanout.dumps())
-                log.info("fanout_started", upto=batch.fanout.upto, everyone=batch.fanout.everyone)
-                self._chunk_turn = True
-                return await self._fanout_chunk(batch.fanout, today, started)
-            if batch.events:
-                report = await self._batch(batch, today, started)
-                if len(events) >= limit or report.ms >= self._batch_sizer.target_s * 1000.0:
-                    self._batch_sizer.record(len(batch.events), report.ms / 1000.0)
-                return report
-            if fan is not None:
-                return await self._fanout_chunk(fan, today, started)
-            return None
+            return await self._events_step(today, started, fan)
 
-    async def _has_work(self) -> bool:
-        """A fan-out in progress or an event not set aside (read, no lock)."""
-        if await self.store.get_state(FANOUT_KEY):
-            return True
-        events = await self.store.fetch_events(len(self.skip) + 1)
+    async def _staged_step(
+        self, today: date, started: float, fan_raw: str | None, pending: int
+    ) -> StepReport | None:
+        """A fan-out chunk or a burst chunk the staged way; None for the direct way."""
+        stager = self.stager
+        if fan_raw:
+            fan = FanOut.loads(fan_raw)
+            if fan is None:
+                return None  # unreadable: the direct way starts it over
+            self._chunk_turn = not self._chunk_turn
+            if not self._chunk_turn and await self._events_after(fan.upto):
+                async with self.store.transaction():
+                    report = await self._events_step(today, started, fan, chunk=False)
+                if report is not None:
+                    return report
+            return await stager.fanout_step(fan, today, started)
+        if stager.in_burst or pending >= self.limits.staged_min_events:
+            return await stager.burst_step(today, started, self.skip, self.attempted)
+        return None
+
+    async def _events_step(
+        self, today: date, started: float, fan: FanOut | None, *, chunk: bool = True
+    ) -> StepReport | None:
+        """A batch of events (after a fan-out's, while one runs), inside the
+        caller's transaction; a fan-out chunk when there is none (``chunk``)."""
+        limit = 1 if self.isolate else self._batch_sizer.size
+        events = await self.store.fetch_events(
+            limit + len(self.skip), after_id=0 if fan is None else fan.upto
+        )
+        events = [e for e in events if e.id not in self.skip][:limit]
+        batch = await self._collect(events, can_start_fanout=fan is None)
+        self.attempted = [e.id for e in batch.events]
+        if batch.fanout is not None:
+            await self.store.set_state(FANOUT_KEY, batch.fanout.dumps())
+            log.info("fanout_started", upto=batch.fanout.upto, everyone=batch.fanout.everyone)
+            self._chunk_turn = True
+            return await self._fanout_chunk(batch.fanout, today, started)
+        if batch.events:
+            report = await self._batch(batch, today, started)
+            if len(events) >= limit or report.ms >= self._batch_sizer.target_s * 1000.0:
+                self._batch_sizer.record(len(batch.events), report.ms / 1000.0)
+            return report
+        if fan is not None and chunk:
+            return await self._fanout_chunk(fan, today, started)
+        return None
+
+    async def _pending_head(self) -> int:
+        """Events not set aside, counted up to ``staged_min_events`` (read, no lock)."""
+        want = max(1, min(self.limits.staged_min_events, 1000))
+        events = await self.store.fetch_events(len(self.skip) + want)
+        return sum(1 for e in events if e.id not in self.skip)
+
+    async def _events_after(self, upto: int) -> bool:
+        """An event after a fan-out's, not set aside (read, no lock)."""
+        events = await self.store.fetch_events(len(self.skip) + 1, after_id=upto)
         return any(e.id not in self.skip for e in events)
 
     async def pending(self) -> int:
@@ -247,16 +254,7 @@ class Processor:
             stats, after = await self._targets_chunk(fan, today, run_id)
         finished = after is None
         if finished:
-            if fan.everyone:
-                stats.events_consumed = await store.delete_events_upto(fan.upto)
-                # Balancing keys may have changed with no plan row changing.
-                stats.add(await engine.rebalance_if_stale(store, self.ctx, today))
-                # Every contact was planned under these settings (SPEC 4).
-                await engine.record_full_plan(store, self.ctx, today)
-            else:
-                stats.events_consumed = await store.delete_events([fan.upto])
-            await store.delete_state(FANOUT_KEY)
-            log.info("fanout_finished", upto=fan.upto, events=stats.events_consumed)
+            await finish_fanout(store, self.ctx, fan, today, stats)
         else:
             await store.set_state(FANOUT_KEY, FanOut(fan.upto, fan.everyone, after).dumps())
         ms = _ms(started)

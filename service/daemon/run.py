@@ -220,6 +220,10 @@ class Daemon:
                 self._reopen.reset()
                 self.notifier.ready(self.status.line())
                 self._report_started()
+                if not self.options.once:
+                    # Before the worker's first statement: a pragma is refused
+                    # inside the read snapshots the worker opens.
+                    await store.set_wal_autocheckpoint(0)
                 tg.start_soon(self._work, worker_done, lost)
                 if not self.options.once:
                     self._start_wakers(tg)

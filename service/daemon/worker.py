@@ -152,6 +152,8 @@ class Worker:
             await anyio.to_thread.run_sync(self._inbox.prepare)
 
     def detach(self) -> None:
+        if self._processor is not None:
+            self._processor.idle()
         self._store = self._processor = self._inbox = None
 
     async def startup(self) -> None:
@@ -278,6 +280,8 @@ class Worker:
                 self.busy_since = None
             if report is None:
                 processor.isolate = False
+                # Idle: the planning processes of a large batch are closed.
+                processor.idle()
                 return
             backoff.reset()
             self._on_step(report)
@@ -285,7 +289,13 @@ class Worker:
             if time.monotonic() - working_since >= self.options.writer_gap_every:
                 # SQLite's lock is not fair: a writer polling in its busy
                 # handler can miss every gap between our transactions.
-                await self._leave.pause(self.options.writer_gap)
+                gap_started = time.monotonic()
+                if report.staged:
+                    # Staged work reads its next chunks meanwhile (no lock).
+                    await processor.prefetch()
+                rest = self.options.writer_gap - (time.monotonic() - gap_started)
+                if rest > 0:
+                    await self._leave.pause(rest)
                 working_since = time.monotonic()
 
     @property

@@ -38,6 +38,10 @@ from tests.integration.daemon_helpers import settings as make_settings
 CFG = make_settings(daily_cap=2)
 CTX = PlanContext.from_settings(CFG)
 LIMITS = BatchLimits(max_events=4, max_contacts=3, chunk_contacts=3)
+STAGED = BatchLimits(max_events=4, max_contacts=3, chunk_contacts=3, staged_min_events=2)
+"""Bursts from two events read and planned outside the write lock
+(service.daemon.staging), as thousands are at scale; each example draws
+which of the two the daemon uses."""
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=_HEALTH)
 CRASH_EXAMPLES = settings(max_examples=30, deadline=None, suppress_health_check=_HEALTH)
@@ -246,18 +250,18 @@ def _op_statements(op: tuple[Any, ...], world: World) -> Statements:
     return OP_WRITES[op[0]](op, world)  # type: ignore[no-any-return]
 
 
-async def _drain(store: Store, today: date) -> None:
-    processor = Processor(store, CTX, LIMITS)
+async def _drain(store: Store, today: date, limits: BatchLimits = LIMITS) -> None:
+    processor = Processor(store, CTX, limits)
     for _ in range(10_000):
         if await processor.step(today) is None:
             return
     raise AssertionError("the queue never drained")
 
 
-async def _settle(store: Store, today: date) -> None:
+async def _settle(store: Store, today: date, limits: BatchLimits = LIMITS) -> None:
     """What the daemon's worker does on a pass: a due tick, then drain."""
     await tick_if_due(store, CTX, today, chunk=3)
-    await _drain(store, today)
+    await _drain(store, today, limits)
 
 
 async def _check_i1_i2(store: Store, today: date) -> None:
@@ -273,7 +277,8 @@ async def _check_i1_i2(store: Store, today: date) -> None:
 
 
 def _run(book: list[dict[str, Any]], ops: list[tuple[Any, ...]], start: date,
-         draw_contact: Any, check_idempotence: bool) -> None:  # fmt: skip
+         draw_contact: Any, check_idempotence: bool,
+         limits: BatchLimits = LIMITS) -> None:  # fmt: skip
     async def scenario() -> None:
         with tempfile.TemporaryDirectory() as folder:
             db = Path(folder) / "org.sqlite3"
@@ -281,7 +286,7 @@ def _run(book: list[dict[str, Any]], ops: list[tuple[Any, ...]], start: date,
             _seed(db, book, start)
             world = World(db, start, draw_contact)
             async with open_store(db) as store:
-                await _settle(store, world.today)
+                await _settle(store, world.today, limits)
                 await _check_i1_i2(store, world.today)
                 for op in ops:
                     if op[0] == "advance":
@@ -289,7 +294,7 @@ def _run(book: list[dict[str, Any]], ops: list[tuple[Any, ...]], start: date,
                     else:
                         _write(db, _op_statements(op, world))
                     history = _history(db)
-                    await _settle(store, world.today)
+                    await _settle(store, world.today, limits)
                     assert _history(db) == history  # I4: no history row changed or deleted
                     await _check_i1_i2(store, world.today)
                 if check_idempotence:
@@ -348,13 +353,14 @@ def scenarios(
 
 
 @EXAMPLES
-@given(scenarios())
+@given(scenarios(), st.booleans())
 def test_incremental_equals_full_recompute(
-    scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]], date, Any],
+    scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]], date, Any], staged: bool
 ) -> None:
     """I1 and I2 after every step, I6 at the end."""
     book, ops, start, draw_contact = scenario
-    _run(book, ops, start, draw_contact, check_idempotence=True)
+    _run(book, ops, start, draw_contact, check_idempotence=True,
+         limits=STAGED if staged else LIMITS)  # fmt: skip
 
 
 class Crash(Exception):
@@ -381,13 +387,16 @@ def _crash_at(store: Store, when: int) -> list[int]:
 
 
 @CRASH_EXAMPLES
-@given(scenarios(), st.integers(1, 80))
+@given(scenarios(), st.integers(1, 80), st.booleans())
 def test_a_crash_at_any_statement_changes_nothing_in_the_end(
-    scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]], date, Any], when: int
+    scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]], date, Any],
+    when: int,
+    staged: bool,
 ) -> None:
     """I5: kill mid-batch at a random statement, restart, same final plan; no event
     lost, no duplicate row."""
     book, ops, start, draw_contact = scenario
+    limits = STAGED if staged else LIMITS
 
     async def run() -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -406,12 +415,12 @@ def test_a_crash_at_any_statement_changes_nothing_in_the_end(
             async with open_store(db) as doomed:
                 _crash_at(doomed, when)
                 try:
-                    await _settle(doomed, world.today)
+                    await _settle(doomed, world.today, limits)
                 except Crash:
                     pass
             # Restarted on a fresh connection: finishes the work.
             async with open_store(db) as store:
-                await _settle(store, world.today)
+                await _settle(store, world.today, limits)
                 await _check_i1_i2(store, world.today)
                 assert await store.pending_event_count() == 0
             con = sqlite3.connect(db)
@@ -429,10 +438,11 @@ def test_a_crash_at_any_statement_changes_nothing_in_the_end(
 
 @pytest.mark.slow
 @NIGHTLY
-@given(scenarios(max_contacts=24, max_ops=20))
+@given(scenarios(max_contacts=24, max_ops=20), st.booleans())
 def test_incremental_equals_full_recompute_nightly(
-    scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]], date, Any],
+    scenario: tuple[list[dict[str, Any]], list[tuple[Any, ...]], date, Any], staged: bool
 ) -> None:
     """The I1/I2/I4/I6 property with a larger profile (run nightly, ``-m slow``)."""
     book, ops, start, draw_contact = scenario
-    _run(book, ops, start, draw_contact, check_idempotence=True)
+    _run(book, ops, start, draw_contact, check_idempotence=True,
+         limits=STAGED if staged else LIMITS)  # fmt: skip

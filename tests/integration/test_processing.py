@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from service import engine
 from service.daemon.processing import FANOUT_KEY, BatchLimits, FanOut, Processor, StepReport
-from service.engine import PlanContext
+from service.engine import PlanContext, staged
 from service.store import Store
 from tests.integration.daemon_helpers import (
     SEED_SQL,
@@ -119,7 +119,7 @@ async def test_fanout_resumes_after_a_crash(
     chunk = await processor.step(TODAY)
     assert chunk is not None and chunk.kind == "fanout" and chunk.contacts == 3
 
-    real = engine.recompute_range
+    real = staged.write_staged
 
     class Crash(Exception):
         pass
@@ -127,11 +127,12 @@ async def test_fanout_resumes_after_a_crash(
     async def crashing(*args: object, **kwargs: object) -> object:
         raise Crash
 
-    monkeypatch.setattr(engine, "recompute_range", crashing)
+    # The chunk's write (fan-out chunks are read and planned outside the lock).
+    monkeypatch.setattr(staged, "write_staged", crashing)
     with pytest.raises(Crash):
         await processor.step(TODAY)
     monkeypatch.undo()
-    assert engine.recompute_range is real
+    assert staged.write_staged is real
     # Rolled back: still after contact 3, event still pending.
     state = FanOut.loads(str(await seeded.get_state(FANOUT_KEY)))
     assert state is not None and state.after == 3
@@ -239,7 +240,9 @@ async def test_a_batch_over_the_time_target_shrinks_the_next(seeded: Store, db_p
     # sizes the next one down to the floor of 50 events (pacing.MIN_CHUNK):
     # 200, then 50 at a time for the remaining 120 (50, 50, 20).
     write(db_path, "".join(f"UPDATE contacts SET last_name = 'x{i}';" for i in range(40)))
-    processor = Processor(seeded, CTX, BatchLimits(max_events=200, max_contacts=100))
+    # The direct way (a staged batch is sized by its contacts, not its events).
+    limits = BatchLimits(max_events=200, max_contacts=100, staged_min_events=10**9)
+    processor = Processor(seeded, CTX, limits)
     processor._batch_sizer.target_s = 1e-9
     reports = await drain(processor)
     assert [r.events for r in reports] == [200, 50, 50, 20]
