@@ -59,8 +59,10 @@ from service.store.types import BalanceDelta, StoredRow, Update
 
 log = structlog.get_logger(__name__)
 
-SAVE_BATCH = 4000
-"""Rows per save when the caller lets the rebalance commit part way."""
+SAVE_BATCH = 1500
+"""Rows per save when the caller lets the rebalance commit part way (the
+tick's, a new day's): 50-100 ms of updates on a loaded machine, the longest
+an upstream writer waits for one."""
 
 MAX_REGION = 4096
 """Rows read around a crowded day's boundary before reading the day whole."""
