@@ -128,6 +128,11 @@ class Transactions(Protocol):
         its own, :mod:`service.daemon.checkpoints`)."""
         ...
 
+    async def set_cache_mib(self, mib: int) -> None:
+        """The connection's page cache, in MiB (a command's bulk work: the
+        plan's indexes kept in memory)."""
+        ...
+
     @property
     def waiting_for_lock(self) -> bool:
         """A transaction is waiting for another writer's lock (nothing of ours is open)."""
