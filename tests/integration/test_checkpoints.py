@@ -104,3 +104,14 @@ async def test_set_wal_autocheckpoint(store: SqliteStore, pages: int) -> None:
         lambda con: con.execute("PRAGMA wal_autocheckpoint").fetchall()
     )
     assert rows == [(pages,)]
+
+
+async def test_set_cache_mib_sizes_this_connection_only(store: SqliteStore, db_path: Path) -> None:
+    # SQLite's cache_size in KiB is given negated: 256 MiB = -(256 * 1024).
+    await store.set_cache_mib(256)
+    rows = await store.in_connection(lambda con: con.execute("PRAGMA cache_size").fetchall())
+    assert rows == [(-262144,)]
+    # Another connection keeps mailplan's default (PRAGMAS: -32768, 32 MiB).
+    async with SqliteStore.open(db_path) as other:
+        rows = await other.in_connection(lambda con: con.execute("PRAGMA cache_size").fetchall())
+    assert rows == [(-32768,)]
