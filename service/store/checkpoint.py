@@ -117,6 +117,7 @@ class CheckpointThread:
     def __init__(self, path: Path) -> None:
         self.checkpointer = Checkpointer(path)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mailplan-checkpoint", daemon=True)
         self.runs = 0
         """Checkpoints attempted."""
@@ -124,14 +125,23 @@ class CheckpointThread:
     def start(self) -> None:
         self._thread.start()
 
+    def kick(self) -> None:
+        """Checkpoint now rather than at the next tick (after a commit)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop after the running checkpoint (blocking: call it in a thread)."""
         self._stop.set()
+        self._wake.set()
         self._thread.join()
         self.checkpointer.close()
 
     def _run(self) -> None:
-        while not self._stop.wait(CHECKPOINT_EVERY_S):
+        while True:
+            self._wake.wait(CHECKPOINT_EVERY_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.checkpointer.checkpoint()
             except StoreError as exc:
@@ -141,6 +151,8 @@ class CheckpointThread:
 
 class CheckpointMixin(StoreBase):
     """The store's part: :meth:`checkpoints_outside_lock`."""
+
+    _checkpoints: CheckpointThread | None = None
 
     @asynccontextmanager
     async def checkpoints_outside_lock(self) -> AsyncIterator[None]:
@@ -157,11 +169,29 @@ class CheckpointMixin(StoreBase):
         rarely finds 1,000 pages to checkpoint itself) and blocks no writer.
         """
         await self.run_sql(AUTOCHECKPOINT_OFF, what="wal_autocheckpoint")
-        thread = CheckpointThread(self.path)
+        thread = self._checkpoints = CheckpointThread(self.path)
         thread.start()
         try:
             yield
         finally:
+            self._checkpoints = None
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(thread.stop)
                 await self.run_sql(AUTOCHECKPOINT_ON, what="wal_autocheckpoint")
+
+    def checkpoint_soon(self) -> None:
+        """Inside :meth:`checkpoints_outside_lock`, right after a commit: the
+        thread checkpoints now, not at its next tick.
+
+        An upstream writer that waited for the lock commits a moment after
+        ours. If our commit's pages are still in the WAL then (and the WAL
+        holds 1,000 pages), its COMMIT copies them into the database and
+        syncs both files itself: measured at 200k contacts, the writer's
+        commit took 9 ms at the median and 199 ms at p99, 60 % of its waits
+        over 50 ms. Checkpointing at once means either the copy is done
+        before it commits, or it is under way and the writer's own automatic
+        checkpoint finds the checkpoint lock taken and returns at once; a
+        WAL copied back completely before our next BEGIN starts over from
+        its beginning, so it stays short."""
+        if self._checkpoints is not None:
+            self._checkpoints.kick()

@@ -103,6 +103,11 @@ class Transactions(Protocol):
         connection does, beside them (a long pass of write transactions)."""
         ...
 
+    def checkpoint_soon(self) -> None:
+        """Inside :meth:`checkpoints_outside_lock`, after a commit: that
+        thread checkpoints now (before an upstream commit would)."""
+        ...
+
     async def check_writable(self) -> None:
         """Raise :class:`~service.errors.StoreUnavailable` unless a write
         transaction can start (a read-only or vanished database)."""
