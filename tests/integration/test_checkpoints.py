@@ -115,3 +115,31 @@ async def test_set_cache_mib_sizes_this_connection_only(store: SqliteStore, db_p
     async with SqliteStore.open(db_path) as other:
         rows = await other.in_connection(lambda con: con.execute("PRAGMA cache_size").fetchall())
     assert rows == [(-32768,)]
+
+
+@pytest.mark.parametrize("kicked", [True, False])
+async def test_checkpoint_soon_copies_the_commit_back_before_the_next_tick(
+    store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch, kicked: bool
+) -> None:
+    # The thread's tick made 10 s long: within the test only checkpoint_soon
+    # can make it checkpoint. 5 commits of ~1 page leave >= 5 frames in the
+    # log (this connection's automatic checkpoint is off inside); kicked,
+    # the thread copies all of them back within the 2 s waited for, else none.
+    monkeypatch.setattr("service.store.checkpoint.CHECKPOINT_EVERY_S", 10.0)
+    async with store.checkpoints_outside_lock():
+        await _write_rows(store, 5)
+        if kicked:
+            store.checkpoint_soon()
+        copied = 0
+        with anyio.move_on_after(2.0):
+            while copied == 0:
+                await anyio.sleep(0.02)
+                copied = store._checkpoints.checkpointer.checkpoints if store._checkpoints else 0
+        thread = store._checkpoints
+        assert thread is not None
+        assert thread.runs == (1 if kicked else 0)
+    # Outside, there is no thread to wake: a no-op.
+    store.checkpoint_soon()
+    log, done = _wal_frames(db_path)
+    assert log >= 5
+    assert done == log  # the test's own checkpoint copies whatever is left
