@@ -153,6 +153,7 @@ class CheckpointMixin(StoreBase):
     """The store's part: :meth:`checkpoints_outside_lock`."""
 
     _checkpoints: CheckpointThread | None = None
+    _wake: anyio.Event | None = None
 
     @asynccontextmanager
     async def checkpoints_outside_lock(self) -> AsyncIterator[None]:
@@ -195,3 +196,14 @@ class CheckpointMixin(StoreBase):
         its beginning, so it stays short."""
         if self._checkpoints is not None:
             self._checkpoints.kick()
+        if self._wake is not None:
+            self._wake.set()
+
+    def checkpoint_wake(self) -> anyio.Event:
+        """An event :meth:`checkpoint_soon` sets: the daemon's checkpoint
+        task (:func:`service.daemon.checkpoints.keep_wal_short`) waits on
+        it besides its tick, so that the daemon's large commits (staged
+        chunks) are copied back before an upstream commit would copy them."""
+        if self._wake is None or self._wake.is_set():
+            self._wake = anyio.Event()
+        return self._wake

@@ -33,6 +33,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
+
 from service.planning.model import Campaigns, ContactData, ContactPlan
 from service.store.catchup import CatchUpStep
 from service.store.journal import JournalEntry
@@ -104,8 +106,13 @@ class Transactions(Protocol):
         ...
 
     def checkpoint_soon(self) -> None:
-        """Inside :meth:`checkpoints_outside_lock`, after a commit: that
-        thread checkpoints now (before an upstream commit would)."""
+        """After a large commit: the checkpoint thread of
+        :meth:`checkpoints_outside_lock`, or whoever waits on
+        :meth:`checkpoint_wake`, checkpoints now (before an upstream commit would)."""
+        ...
+
+    def checkpoint_wake(self) -> anyio.Event:
+        """An event that the next :meth:`checkpoint_soon` sets."""
         ...
 
     async def check_writable(self) -> None:

@@ -143,3 +143,30 @@ async def test_checkpoint_soon_copies_the_commit_back_before_the_next_tick(
     log, done = _wal_frames(db_path)
     assert log >= 5
     assert done == log  # the test's own checkpoint copies whatever is left
+
+
+@pytest.mark.parametrize("kicked", [True, False])
+async def test_keep_wal_short_checkpoints_at_once_when_woken(
+    store: SqliteStore, db_path: Path, kicked: bool
+) -> None:
+    # Its tick is 10 s: within the test only checkpoint_soon makes the
+    # daemon's checkpoint task copy the first 5 commits back. A log copied
+    # back completely starts over with the next commit, so 5 more commits
+    # of the same size leave the -wal file as it was; without the wake-up
+    # they are appended to it.
+    wal = db_path.with_name(db_path.name + "-wal")
+    await store.set_wal_autocheckpoint(0)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keep_wal_short, store, db_path, stop, 10.0)
+        await anyio.sleep(0.05)
+        await _write_rows(store, 5)
+        first = wal.stat().st_size
+        if kicked:
+            store.checkpoint_soon()
+        await anyio.sleep(0.5)
+        await _write_rows(store, 5, fill="y")
+        second = wal.stat().st_size
+        stop.set()
+    assert first > 0
+    assert (second == first) == kicked
