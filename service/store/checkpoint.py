@@ -181,19 +181,19 @@ class CheckpointMixin(StoreBase):
                 await self.run_sql(AUTOCHECKPOINT_ON, what="wal_autocheckpoint")
 
     def checkpoint_soon(self) -> None:
-        """Inside :meth:`checkpoints_outside_lock`, right after a commit: the
-        thread checkpoints now, not at its next tick.
+        """Right after a large commit: the checkpoint thread of
+        :meth:`checkpoints_outside_lock` (if one runs) checkpoints now, not
+        at its next tick, and so does whoever waits on :meth:`checkpoint_wake`
+        (the daemon's checkpoint task; the daemon's staged chunks call this).
 
         An upstream writer that waited for the lock commits a moment after
         ours. If our commit's pages are still in the WAL then (and the WAL
         holds 1,000 pages), its COMMIT copies them into the database and
-        syncs both files itself: measured at 200k contacts, the writer's
-        commit took 9 ms at the median and 199 ms at p99, 60 % of its waits
-        over 50 ms. Checkpointing at once means either the copy is done
-        before it commits, or it is under way and the writer's own automatic
-        checkpoint finds the checkpoint lock taken and returns at once; a
-        WAL copied back completely before our next BEGIN starts over from
-        its beginning, so it stays short."""
+        syncs both files itself (at 200k contacts such a writer's COMMIT
+        took 53-199 ms at p99). Checkpointing at once means either the copy
+        is done before it commits, or it is under way and the writer's own
+        automatic checkpoint finds the checkpoint lock taken and returns at
+        once."""
         if self._checkpoints is not None:
             self._checkpoints.kick()
         if self._wake is not None:
