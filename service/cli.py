@@ -401,6 +401,7 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings, db: Path) 
             return 0
         if args.all:
             bar = progress.Progress("recompute", await store.max_contact_id())
+            await store.set_cache_mib(engine.BULK_CACHE_MIB)
             stats = await engine.full_recompute(store, ctx, today, trigger="cli",
                                                 progress=bar.update)  # fmt: skip
             bar.close()

@@ -43,8 +43,10 @@ async def keep_wal_short(
     ckpt = Checkpointer(path)
     try:
         while not stop.is_set():
-            with anyio.move_on_after(every):
-                await stop.wait()
+            # Also at once after a large commit (a staged chunk's,
+            # store.checkpoint_soon): else the upstream writer that waited
+            # for the lock copies its pages back in its own COMMIT.
+            await _first_of(stop, store.checkpoint_wake(), every)
             if stop.is_set():
                 break
             try:
@@ -57,3 +59,16 @@ async def keep_wal_short(
                 log.debug("wal_checkpoint_skipped", error=str(exc))
     finally:
         ckpt.close()
+
+
+async def _first_of(a: anyio.Event, b: anyio.Event, seconds: float) -> None:
+    """Until either event is set, at most ``seconds``."""
+    with anyio.move_on_after(seconds):
+        async with anyio.create_task_group() as tg:
+
+            async def wait(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wait, a)
+            tg.start_soon(wait, b)

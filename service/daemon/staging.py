@@ -250,6 +250,9 @@ class Stager:
             stats.events_consumed = await store.delete_events(e.id for e in chunk.events)
             ms = _ms(started)
             await store.finish_run(run_id, stats, duration_ms=ms)
+        # Its pages go back into the database now, not in the COMMIT of the
+        # upstream writer that waited.
+        store.checkpoint_soon()
         # The commit included: upstream writers wait while it is open.
         self._burst_sizer.record(max(1, len(rows.contact_rows)), time.perf_counter() - writing)
         log_problems(planned.problems)
@@ -365,6 +368,7 @@ class Stager:
                 )
             ms = _ms(started)
             await store.finish_run(run_id, stats, duration_ms=ms)
+        store.checkpoint_soon()
         self._fan_sizer.record(max(1, len(rows.contact_rows)), time.perf_counter() - writing)
         return StepReport("fanout", run_id, stats.events_consumed, 0, stats.contacts_recomputed,
                           stats, ms, finished=finished, staged=True)  # fmt: skip

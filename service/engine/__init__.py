@@ -18,11 +18,12 @@ from service.engine.core import (
     recompute_contacts,
     record_full_plan,
 )
-from service.engine.fullpass import full_recompute, recompute_range
+from service.engine.fullpass import BULK_CACHE_MIB, full_recompute, recompute_range
 from service.engine.rebase import BalanceSince, balance_since, rebalance_from
 from service.engine.reference import dry_run_contacts, dry_run_plan, verify
 
 __all__ = [
+    "BULK_CACHE_MIB",
     "BalanceSince",
     "PlanContext",
     "balance_since",

@@ -364,6 +364,11 @@ class StoreBase(HandOver):
         ``user_version`` is.)"""
         await self.run_sql(f"PRAGMA wal_autocheckpoint = {int(pages):d}", what="wal_autocheckpoint")
 
+    async def set_cache_mib(self, mib: int) -> None:
+        """``PRAGMA cache_size`` of this connection, in MiB (formatted as an
+        integer, as ``wal_autocheckpoint``)."""
+        await self.run_sql(f"PRAGMA cache_size = {-1024 * int(mib):d}", what="cache_size")
+
     @property
     def waiting_for_lock(self) -> bool:
         """A transaction is waiting for another writer's lock (nothing of ours is open)."""

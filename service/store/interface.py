@@ -33,6 +33,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
+
 from service.planning.model import Campaigns, ContactData, ContactPlan
 from service.store.catchup import CatchUpStep
 from service.store.journal import JournalEntry
@@ -103,6 +105,16 @@ class Transactions(Protocol):
         connection does, beside them (a long pass of write transactions)."""
         ...
 
+    def checkpoint_soon(self) -> None:
+        """After a large commit: the checkpoint thread of
+        :meth:`checkpoints_outside_lock`, or whoever waits on
+        :meth:`checkpoint_wake`, checkpoints now (before an upstream commit would)."""
+        ...
+
+    def checkpoint_wake(self) -> anyio.Event:
+        """An event that the next :meth:`checkpoint_soon` sets."""
+        ...
+
     async def check_writable(self) -> None:
         """Raise :class:`~service.errors.StoreUnavailable` unless a write
         transaction can start (a read-only or vanished database)."""
@@ -126,6 +138,11 @@ class Transactions(Protocol):
         """Checkpoint the WAL in this connection's commits once it holds
         ``pages`` pages (0: never; the daemon checkpoints on a connection of
         its own, :mod:`service.daemon.checkpoints`)."""
+        ...
+
+    async def set_cache_mib(self, mib: int) -> None:
+        """The connection's page cache, in MiB (a command's bulk work: the
+        plan's indexes kept in memory)."""
         ...
 
     @property

@@ -104,3 +104,69 @@ async def test_set_wal_autocheckpoint(store: SqliteStore, pages: int) -> None:
         lambda con: con.execute("PRAGMA wal_autocheckpoint").fetchall()
     )
     assert rows == [(pages,)]
+
+
+async def test_set_cache_mib_sizes_this_connection_only(store: SqliteStore, db_path: Path) -> None:
+    # SQLite's cache_size in KiB is given negated: 256 MiB = -(256 * 1024).
+    await store.set_cache_mib(256)
+    rows = await store.in_connection(lambda con: con.execute("PRAGMA cache_size").fetchall())
+    assert rows == [(-262144,)]
+    # Another connection keeps mailplan's default (PRAGMAS: -32768, 32 MiB).
+    async with SqliteStore.open(db_path) as other:
+        rows = await other.in_connection(lambda con: con.execute("PRAGMA cache_size").fetchall())
+    assert rows == [(-32768,)]
+
+
+@pytest.mark.parametrize("kicked", [True, False])
+async def test_checkpoint_soon_copies_the_commit_back_before_the_next_tick(
+    store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch, kicked: bool
+) -> None:
+    # The thread's tick made 10 s long: within the test only checkpoint_soon
+    # can make it checkpoint. 5 commits of ~1 page leave >= 5 frames in the
+    # log (this connection's automatic checkpoint is off inside); kicked,
+    # the thread copies all of them back within the 2 s waited for, else none.
+    monkeypatch.setattr("service.store.checkpoint.CHECKPOINT_EVERY_S", 10.0)
+    async with store.checkpoints_outside_lock():
+        await _write_rows(store, 5)
+        if kicked:
+            store.checkpoint_soon()
+        copied = 0
+        with anyio.move_on_after(2.0):
+            while copied == 0:
+                await anyio.sleep(0.02)
+                copied = store._checkpoints.checkpointer.checkpoints if store._checkpoints else 0
+        thread = store._checkpoints
+        assert thread is not None
+        assert thread.runs == (1 if kicked else 0)
+    # Outside, there is no thread to wake: a no-op.
+    store.checkpoint_soon()
+    log, done = _wal_frames(db_path)
+    assert log >= 5
+    assert done == log  # the test's own checkpoint copies whatever is left
+
+
+@pytest.mark.parametrize("kicked", [True, False])
+async def test_keep_wal_short_checkpoints_at_once_when_woken(
+    store: SqliteStore, db_path: Path, kicked: bool
+) -> None:
+    # Its tick is 10 s: within the test only checkpoint_soon makes the
+    # daemon's checkpoint task copy the first 5 commits back. A log copied
+    # back completely starts over with the next commit, so 5 more commits
+    # of the same size leave the -wal file as it was; without the wake-up
+    # they are appended to it.
+    wal = db_path.with_name(db_path.name + "-wal")
+    await store.set_wal_autocheckpoint(0)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keep_wal_short, store, db_path, stop, 10.0)
+        await anyio.sleep(0.05)
+        await _write_rows(store, 5)
+        first = wal.stat().st_size
+        if kicked:
+            store.checkpoint_soon()
+        await anyio.sleep(0.5)
+        await _write_rows(store, 5, fill="y")
+        second = wal.stat().st_size
+        stop.set()
+    assert first > 0
+    assert (second == first) == kicked

@@ -294,3 +294,47 @@ async def test_checkpoints_run_beside_a_pass_and_sqlite_checkpoints_again_after(
     await anyio.sleep(0.3)
     thread.stop()
     assert thread.runs >= 2
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_chunk_writes_run_on_the_loop_thread_and_store_the_same_plan(
+    book: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    # Hand-overs to the connection's thread made while a chunk's write
+    # transaction is open (BEGIN itself excluded: it is made before _tx is
+    # "write"). Inline, a chunk's statements and its COMMIT make none: only
+    # the closing transaction (the global rebalance keeps the thread) does.
+    # Either way the plan stored is the dry run's (160 contacts, chunks of
+    # at most 41: at least 4 chunk transactions).
+    monkeypatch.setattr(fullpass, "INLINE_WRITES", inline)
+    ctx = _ctx()
+    async with open_store(book) as store:
+        in_chunks: list[int] = []
+        real = type(store._db)._execute
+        chunk_tx = False
+
+        async def counting(db: object, fn: object, *args: object, **kwargs: object) -> object:
+            if chunk_tx and store._tx == "write":
+                in_chunks.append(1)
+            return await real(db, fn, *args, **kwargs)  # type: ignore[arg-type, no-untyped-call]
+
+        real_chunks = fullpass._chunks
+
+        async def chunks_only(*args: object) -> None:
+            nonlocal chunk_tx
+            chunk_tx = True
+            try:
+                await real_chunks(*args)  # type: ignore[arg-type]
+            finally:
+                chunk_tx = False
+
+        monkeypatch.setattr(type(store._db), "_execute", counting)
+        monkeypatch.setattr(fullpass, "_chunks", chunks_only)
+        stats = await engine.full_recompute(store, ctx, TODAY, trust_fingerprints=False)
+        assert stats.inserted > 0
+        if inline:
+            assert in_chunks == []
+        else:
+            # At least the insert, the journal and the COMMIT of each of 4+ chunks.
+            assert len(in_chunks) >= 12
+        await _export_is_dry_run(store, ctx, TODAY)
