@@ -19,10 +19,13 @@ next start, and only the contacts still due are recomputed again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+import anyio
+import anyio.to_thread
 import structlog
 
 from service import engine
@@ -30,6 +33,7 @@ from service.engine import PlanContext
 from service.engine.chunks import Task, input_key, plan_chunk
 from service.engine.pacing import WRITE_TARGET_S, ChunkSizer
 from service.store import RunStats, Scope, Store, WriteOptions
+from service.store.checkpoint import CheckpointThread
 from service.store.journal import PRUNE_BATCH
 from service.store.types import BalanceDelta
 
@@ -80,6 +84,25 @@ async def _planned_in_full(store: Store, ctx: PlanContext, today: date) -> bool:
     )
 
 
+@asynccontextmanager
+async def _checkpoints_beside(store: Store) -> AsyncIterator[None]:
+    """Inside: a thread of its own checkpoints the WAL every 50 ms (passive:
+    it takes no lock a writer waits for). The tick's run of short write
+    transactions grows the log by thousands of pages a second; checkpointed
+    only every second (:mod:`service.daemon.checkpoints`), it is an upstream
+    writer's commit that finds 1,000 pages and copies them back, waiting
+    for that in its own commit (up to 1.5 s at 1M contacts). The daemon's
+    connection does not checkpoint in its commits; its setting is left as
+    it is."""
+    thread = CheckpointThread(store.path)
+    thread.start()
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(thread.stop)
+
+
 async def tick_if_due(
     store: Store,
     ctx: PlanContext,
@@ -98,6 +121,18 @@ async def tick_if_due(
     previous = await store.last_tick()
     if previous == today:
         return None
+    async with _checkpoints_beside(store):
+        return await _tick(store, ctx, today, previous, chunk, should_stop)
+
+
+async def _tick(
+    store: Store,
+    ctx: PlanContext,
+    today: date,
+    previous: date | None,
+    chunk: int,
+    should_stop: Callable[[], bool],
+) -> TickReport:
     moved_back = previous is not None and previous > today
     if moved_back:
         # Rows were caught up and review dates passed for a later day than
@@ -219,6 +254,11 @@ READ_CONTACTS = 100_000
 MOVE_ROWS = 20_000
 """Most rows one catch-up transaction moves (the sizer keeps it short)."""
 
+FIRST_MOVE_ROWS = 200
+"""Rows the first catch-up transaction moves, before the sizer has timed
+one: a row costs ~50-80 µs at 1M contacts, so the sizer's usual first size
+(a quarter of :data:`MOVE_ROWS`) held the lock for ~350 ms."""
+
 
 async def _move_caught_up(
     store: Store,
@@ -236,6 +276,7 @@ async def _move_caught_up(
     yet moved still match). What the moves changed in the sweep is added to
     ``delta``."""
     sizer = ChunkSizer(MOVE_ROWS)
+    sizer.size = FIRST_MOVE_ROWS
     last = await store.max_contact_id()
     lo = 0
     pending: list[int] = []

@@ -334,3 +334,61 @@ async def test_rows_found_to_move_and_sent_before_the_move_stay_as_sent(
         (day.isoformat(), json.dumps(ids[1:])),
     )
     assert moved == [(len(ids) - 1,)]
+
+
+async def test_the_first_catch_up_transaction_is_small_and_the_rest_follow(
+    planned: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before the sizer has timed a move, the first transaction moves
+    # FIRST_MOVE_ROWS rows (1 here); the others follow in later transactions.
+    # On 03-19 Ann's three rows have passed their desired dates (03-06, 03-16,
+    # 03-18: see the test above) and all three are caught up to 03-19, as a
+    # full recompute would plan them.
+    from service.daemon import tick
+
+    monkeypatch.setattr(tick, "FIRST_MOVE_ROWS", 1)
+    await tick_if_due(planned, CTX, date(2026, 3, 7))
+    sizes: list[int] = []
+    original = planned.move_caught_up_rows
+
+    async def spy(today: date, run_id: int, ids: list[int]) -> object:
+        sizes.append(len(ids))
+        return await original(today, run_id, ids)
+
+    monkeypatch.setattr(planned, "move_caught_up_rows", spy)
+    report = await tick_if_due(planned, CTX, date(2026, 3, 19))
+    assert report is not None and report.finished
+    assert sizes[0] == 1 and len(sizes) >= 2
+    assert report.caught_up_moved == sum(sizes) >= 3
+    assert [(r[0], r[1]) for r in rows_of_ann(db_path)] == [
+        ("birthday", "2026-03-19"),
+        ("campaign_renewal_10", "2026-03-19"),
+        ("effective_date", "2026-03-19"),
+    ]
+    await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 19))
+
+
+async def test_the_wal_is_checkpointed_beside_the_tick(
+    planned: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint thread runs while the tick writes, and is stopped after it.
+    from service.daemon import tick
+    from service.store.checkpoint import CheckpointThread
+
+    seen: list[str] = []
+
+    class Counting(CheckpointThread):
+        def start(self) -> None:
+            seen.append("start")
+            super().start()
+
+        def stop(self) -> None:
+            super().stop()
+            seen.append("stop")
+
+    monkeypatch.setattr(tick, "CheckpointThread", Counting)
+    assert await tick_if_due(planned, CTX, date(2026, 3, 9)) is not None
+    assert seen == ["start", "stop"]
+    # No thread for a tick that is not due.
+    assert await tick_if_due(planned, CTX, date(2026, 3, 9)) is None
+    assert seen == ["start", "stop"]
