@@ -216,10 +216,15 @@ async def _chunks(
         prepared = await pending
         chunk = RunStats(contacts_recomputed=len(rows.contact_rows))
         stats.add(chunk)
-        if not rows.needs_write(prepared.states) and await store.event_seq() == rows.seq:
-            # Every contact's inputs are unchanged and no upstream change
-            # came since the read: the stored plan of the range is its plan
-            # already, and the write lock is not taken at all.
+        if not rows.needs_write(prepared.states):
+            # Every contact's inputs are unchanged as read: the stored plan
+            # of the range was its plan at the read, and the write lock is
+            # not taken at all. No check of the event sequence is needed: an
+            # upstream change after the read has an event id above the
+            # read's sequence, so above ``covered``, and stays queued for
+            # the daemon (only events up to ``covered`` are consumed); and a
+            # chunk that writes nothing cannot overwrite a plan the daemon
+            # wrote meanwhile.
             stats.unchanged += prepared.skipped_rows
             progress(rows.scope.hi)
             continue
