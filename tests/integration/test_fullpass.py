@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -419,4 +420,43 @@ async def test_a_clean_chunk_leaves_a_plan_the_daemon_wrote_meanwhile(
         stats = await engine.full_recompute(store, ctx, TODAY)
         assert done == [7]
         assert (stats.inserted, stats.updated, stats.deleted) == (0, 0, 0)
+        await _export_is_dry_run(store, ctx, TODAY)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_a_large_read_chunk_is_written_in_write_sized_slices(
+    book: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Write size 10 (chunk_size). The second pass reads chunks of 10
+    # contacts at first; each clean one (inputs unchanged) doubles the size
+    # of the next read: in this process 1..10, 11..30, 31..70, 71..150, ...;
+    # with two workers four chunks are read ahead, so 1..40 by tens, then
+    # 41..60, 61..100, 101..180. Contacts from 71 on changed birth dates:
+    # chunk 71..150 (80 planned) or 61..100 (30 planned) is written in slices
+    # of at most 10 planned contacts, and the plan is the reference.
+    monkeypatch.setattr(fullpass, "POOL_MIN_CONTACTS", 0)
+    ctx = PlanContext.from_settings(Settings(daily_cap=4), chunk_size=10,
+                                    planning_workers=workers)  # fmt: skip
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+    _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id >= 71")
+    sliced: list[int] = []
+    written: list[int] = []
+    real_slices, real_write = fullpass.write_slices, SqliteStore.write_prepared
+
+    def slices(*args: Any) -> Any:
+        parts = real_slices(*args)
+        sliced.append(len(parts))
+        return parts
+
+    async def write(self: SqliteStore, prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        written.append(len(prepared.states))
+        return await real_write(self, prepared, *args, **kwargs)
+
+    monkeypatch.setattr(fullpass, "write_slices", slices)
+    monkeypatch.setattr(SqliteStore, "write_prepared", write)
+    async with open_store(book) as store:
+        stats = await engine.full_recompute(store, ctx, TODAY)
+        assert stats.contacts_recomputed == 160
+        assert max(sliced) > 1 and 0 < max(written) <= 10
         await _export_is_dry_run(store, ctx, TODAY)
