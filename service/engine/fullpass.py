@@ -128,7 +128,7 @@ async def full_recompute(
     if contacts < POOL_MIN_CONTACTS:
         workers = 0
     try:
-        planning = Planner(ctx, campaigns, workers)
+        planning = Planner(ctx, campaigns, workers, store.chunk_source())
         async with planning as planner, store.checkpoints_outside_lock():
             await _chunks(store, ctx, campaigns, today, run_id, trust_fingerprints, planner,
                           stats, progress)  # fmt: skip
