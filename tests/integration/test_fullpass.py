@@ -442,7 +442,7 @@ async def test_a_large_read_chunk_is_written_in_write_sized_slices(
     _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id >= 71")
     sliced: list[int] = []
     written: list[int] = []
-    real_slices, real_write = fullpass.write_slices, SqliteStore.write_prepared
+    real_slices, real_write = chunks.write_slices, SqliteStore.write_prepared
 
     def slices(*args: Any) -> Any:
         parts = real_slices(*args)
@@ -453,7 +453,7 @@ async def test_a_large_read_chunk_is_written_in_write_sized_slices(
         written.append(len(prepared.states))
         return await real_write(self, prepared, *args, **kwargs)
 
-    monkeypatch.setattr(fullpass, "write_slices", slices)
+    monkeypatch.setattr("service.engine.fullpass.write_slices", slices)
     monkeypatch.setattr(SqliteStore, "write_prepared", write)
     async with open_store(book) as store:
         stats = await engine.full_recompute(store, ctx, TODAY)
