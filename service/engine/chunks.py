@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import sqlite3
 from collections.abc import Awaitable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -37,6 +38,9 @@ from service.store.loaders import (
     group_related,
     input_digest,
 )
+from service.store.rangeread import ChunkSource, RangeReader
+from service.store.rows import RelatedRows
+from service.store.types import Scope
 from service.store.writer import (
     Prepared,
     WriteOptions,
@@ -48,6 +52,12 @@ from service.store.writer import (
 POOL_MIN_CONTACTS = 20_000
 """Below this many contacts a pass plans in this process (a pool's start-up
 costs about a second)."""
+
+READ_CHUNK = 5000
+"""The most contacts a full recompute reads as one chunk. A read holds no
+lock, so a chunk is read larger than a write transaction may be (fewer
+statements and hand-overs per contact); a chunk that needs writing is
+written in slices of the write size (:func:`write_slices`)."""
 
 
 def default_workers() -> int:
@@ -106,23 +116,125 @@ def plan_chunk(ctx: PlanContext, campaigns: Campaigns, task: Task) -> Prepared:
     return prepare(rows.scope, plans, taken, options, inputs, skipped, skipped_rows)
 
 
+@dataclass(frozen=True, slots=True)
+class RangeTask:
+    """One chunk for a planning process to read and plan: the id range, the
+    history cut-offs, and what :class:`Task` has besides the rows."""
+
+    scope: Scope
+    since: date | None
+    engagement_since: date | None
+    today: date
+    key: bytes | None
+    options: WriteOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Clean:
+    """A chunk whose writing can change nothing (every contact's inputs are
+    unchanged, nothing to delete): its contacts and their plan rows."""
+
+    scope: Scope
+    contacts: int
+    skipped_rows: int
+
+
+Outcome = Clean | tuple[ChunkRows, Prepared]
+"""A planned chunk: clean, or its rows (without the related rows) and plans to write."""
+
+
+def settle(rows: ChunkRows, prepared: Prepared) -> Outcome:
+    """Whether the chunk needs writing: :class:`Clean`, or what the write needs."""
+    if not rows.needs_write(prepared.states):
+        return Clean(rows.scope, len(rows.contact_rows), prepared.skipped_rows)
+    return replace(rows, related=RelatedRows()), prepared
+
+
+def write_slices(
+    rows: ChunkRows, prepared: Prepared, size: int
+) -> list[tuple[ChunkRows, Prepared]]:
+    """A chunk to write cut into consecutive id ranges, each with at most
+    ``size`` planned contacts (one write transaction each); together they
+    cover the chunk's range. Contacts left unplanned cost the writer
+    nothing, so they do not count."""
+    scope = rows.scope
+    planned = sorted(prepared.states)
+    if scope.ids is not None or len(planned) <= max(1, size):
+        return [(rows, prepared)]
+    ends = planned[size - 1 :: size]
+    if ends[-1] == planned[-1]:
+        ends.pop()
+    ends.append(scope.hi)
+    out: list[tuple[ChunkRows, Prepared]] = []
+    lo = scope.lo
+    for hi in ends:
+        part = Scope.of_range(lo, hi)
+        inside = part.contains
+        part_rows = replace(
+            rows,
+            scope=part,
+            contact_rows=[r for r in rows.contact_rows if inside(r[0])],
+            related=RelatedRows(),
+            prints={c: p for c, p in rows.prints.items() if inside(c)},
+        )
+        part_prepared = replace(
+            prepared,
+            scope=part,
+            entries={c: e for c, e in prepared.entries.items() if inside(c)},
+            prints={c: p for c, p in prepared.prints.items() if inside(c)},
+            states={c: s for c, s in prepared.states.items() if inside(c)},
+            skipped={c for c in prepared.skipped if inside(c)},
+            skipped_rows=prepared.skipped_rows if not out else 0,
+        )
+        out.append((part_rows, part_prepared))
+        lo = hi + 1
+    return out
+
+
 # -- worker processes -------------------------------------------------------
 
-_WORKER: tuple[PlanContext, Campaigns] | None = None
-"""The context and campaigns of this worker process (set once by its
-initializer; a worker plans for one pass only)."""
+_WORKER: tuple[PlanContext, Campaigns, ChunkSource | None] | None = None
+"""The context, campaigns and chunk source of this worker process (set once
+by its initializer; a worker plans for one pass only)."""
+
+_READER: RangeReader | None = None
+"""This worker's connection for reading chunks (opened on first use)."""
 
 
-def _init_worker(ctx: PlanContext, campaigns: Campaigns) -> None:
+def _init_worker(ctx: PlanContext, campaigns: Campaigns, source: ChunkSource | None) -> None:
     global _WORKER
-    _WORKER = (ctx, campaigns)
+    _WORKER = (ctx, campaigns, source)
+
+
+def _worker() -> tuple[PlanContext, Campaigns, ChunkSource | None]:
+    if _WORKER is None:
+        raise RuntimeError("planning worker not initialised")
+    return _WORKER
 
 
 def _plan_in_worker(task: Task) -> Prepared:
-    if _WORKER is None:
-        raise RuntimeError("planning worker not initialised")
-    ctx, campaigns = _WORKER
+    ctx, campaigns, _ = _worker()
     return plan_chunk(ctx, campaigns, task)
+
+
+def _read_and_plan_in_worker(task: RangeTask) -> Outcome | None:
+    """Read the chunk on this worker's own connection and plan it; None when
+    SQLite would not read it (the pass then reads it the store's way, which
+    copes with text that is not UTF-8 and reports errors properly)."""
+    global _READER
+    ctx, campaigns, source = _worker()
+    if source is None:
+        return None
+    try:
+        if _READER is None:
+            _READER = RangeReader(source)
+        rows = _READER.read_range(task.scope, task.since, task.engagement_since)
+    except sqlite3.Error:
+        if _READER is not None:
+            _READER.close()
+            _READER = None
+        return None
+    return settle(rows, plan_chunk(ctx, campaigns, Task(rows, task.today, task.key, task.options)))
 
 
 class Planner:
@@ -133,9 +245,16 @@ class Planner:
     is awaited, so the event loop is not held while a read is due.
     """
 
-    def __init__(self, ctx: PlanContext, campaigns: Campaigns, workers: int) -> None:
+    def __init__(
+        self,
+        ctx: PlanContext,
+        campaigns: Campaigns,
+        workers: int,
+        source: ChunkSource | None = None,
+    ) -> None:
         self.ctx, self.campaigns = ctx, campaigns
         self.workers = max(0, workers)
+        self.source = source
         self._pool: Executor | None = None
 
     async def __aenter__(self) -> Planner:
@@ -144,7 +263,7 @@ class Planner:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.ctx, self.campaigns),
+                initargs=(self.ctx, self.campaigns, self.source),
             )
         return self
 
@@ -154,13 +273,30 @@ class Planner:
             self._pool = None
 
     @property
+    def reads(self) -> bool:
+        """Whether the workers read their chunks themselves (:meth:`read_and_plan`)."""
+        return self._pool is not None and self.source is not None
+
+    @property
     def depth(self) -> int:
-        """How many chunks to keep in flight: one more than the workers."""
-        return self.workers + 1 if self._pool is not None else 1
+        """How many chunks to keep in flight: two per worker when they read
+        (one being read and planned, one waiting), else one more than the
+        workers."""
+        if self._pool is None:
+            return 1
+        return 2 * self.workers if self.source is not None else self.workers + 1
 
     async def plan_here(self, task: Task) -> Prepared:
         """Plan a chunk in this process (inside a write transaction)."""
         return plan_chunk(self.ctx, self.campaigns, task)
+
+    def read_and_plan(self, task: RangeTask) -> Awaitable[Outcome | None]:
+        """A worker reads the chunk on its own connection and plans it
+        (only when :attr:`reads`): nothing but the outcome travels back."""
+        if self._pool is None:
+            raise RuntimeError("read_and_plan needs the pool")
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._pool, _read_and_plan_in_worker, task)
 
     def submit(self, task: Task) -> Awaitable[Prepared]:
         if self._pool is None:

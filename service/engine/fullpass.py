@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import date
 
 import anyio
@@ -29,11 +30,17 @@ import structlog
 
 from service.engine.chunks import (
     POOL_MIN_CONTACTS,
+    READ_CHUNK,
+    Clean,
+    Outcome,
     Planner,
+    RangeTask,
     Task,
     default_workers,
     input_key,
     plan_chunk,
+    settle,
+    write_slices,
 )
 from service.engine.core import (
     BALANCE_BASIS,
@@ -53,7 +60,8 @@ from service.engine.pacing import WRITE_TARGET_S, ChunkSizer
 from service.planning.contacts import zip_lookup
 from service.planning.model import Campaigns
 from service.store import RunStats, Store, WriteOptions
-from service.store.loaders import MAX_ID, ChunkRows
+from service.store.loaders import MAX_ID, MIN_ID, ChunkRows
+from service.store.types import Scope
 from service.store.writer import Prepared
 
 log = structlog.get_logger(__name__)
@@ -120,7 +128,8 @@ async def full_recompute(
     if contacts < POOL_MIN_CONTACTS:
         workers = 0
     try:
-        async with Planner(ctx, campaigns, workers) as planner, store.checkpoints_outside_lock():
+        planning = Planner(ctx, campaigns, workers, store.chunk_source())
+        async with planning as planner, store.checkpoints_outside_lock():
             await _chunks(store, ctx, campaigns, today, run_id, trust_fingerprints, planner,
                           stats, progress)  # fmt: skip
         phase = time.perf_counter()
@@ -199,54 +208,96 @@ async def _chunks(
     options = WriteOptions(run_id=str(run_id), today=today, send_time=ctx.send_time)
     sizer = ChunkSizer(ctx.chunk_size, target_s=WRITE_TARGET_S)
     since, recent = ctx.history_since(today), ctx.engagement_since(today)
-    inflight: deque[tuple[ChunkRows, Awaitable[Prepared]]] = deque()
+    inflight: deque[tuple[Scope, Awaitable[Outcome | None]]] = deque()
     after: int | None = None
     reading = True
     noted = float("-inf")
+    # Reads hold no lock: after a clean chunk the next one is read larger
+    # (up to READ_CHUNK); after one that needed writing, at the write size.
+    read_size = sizer.size
     while reading or inflight:
         while reading and len(inflight) < planner.depth:
+            task = RangeTask(Scope.of_range(0, 0), since, recent, today, key, options)
+            scope, outcome = await _read_ahead(store, planner, after, read_size, task)
+            inflight.append((scope, outcome))
+            after = scope.hi
+            reading = after != MAX_ID
+        scope, pending = inflight.popleft()
+        done = await pending
+        if done is None:
+            # The planning process could not read the chunk: read it here.
             async with store.snapshot():
                 rows = await store.read_chunk(
-                    after, sizer.size, since=since, engagement_since=recent
+                    None, 0, since=since, engagement_since=recent, scope=scope
                 )
-            inflight.append((rows, planner.submit(Task(rows, today, key, options))))
-            after = rows.scope.hi
-            reading = after != MAX_ID
-        rows, pending = inflight.popleft()
-        prepared = await pending
-        chunk = RunStats(contacts_recomputed=len(rows.contact_rows))
-        stats.add(chunk)
-        if not rows.needs_write(prepared.states) and await store.event_seq() == rows.seq:
-            # Every contact's inputs are unchanged and no upstream change
-            # came since the read: the stored plan of the range is its plan
-            # already, and the write lock is not taken at all.
-            stats.unchanged += prepared.skipped_rows
-            progress(rows.scope.hi)
+            done = settle(rows, await planner.plan_here(Task(rows, today, key, options)))
+        if isinstance(done, Clean):
+            # Every contact's inputs are unchanged as read: the stored plan
+            # of the range was its plan at the read, and the write lock is
+            # not taken at all. No check of the event sequence is needed: an
+            # upstream change after the read has an event id above the
+            # read's sequence, so above ``covered``, and stays queued for
+            # the daemon (only events up to ``covered`` are consumed); and a
+            # chunk that writes nothing cannot overwrite a plan the daemon
+            # wrote meanwhile.
+            stats.contacts_recomputed += done.contacts
+            stats.unchanged += done.skipped_rows
+            progress(scope.hi)
+            read_size = min(max(READ_CHUNK, sizer.size), read_size * 2)
             continue
-        # The write's statements run on this thread (statements_inline): a
-        # hand-over to the connection's thread per statement costs two thread
-        # wake-ups, each of which a loaded machine can delay by milliseconds
-        # while the lock is held. BEGIN, which may wait for an upstream
-        # writer's lock, still goes to the connection's thread.
-        async with store.transaction():
-            with store.statements_inline(INLINE_WRITES):
-                write_started = time.perf_counter()
-                if await store.event_seq() != rows.seq:
-                    # An upstream change since the read: plan again, inside the lock.
-                    async with store.snapshot():
-                        fresh = await store.read_chunk(
-                            None, 0, since=since, engagement_since=recent, scope=rows.scope
+        read_size = sizer.size
+        whole, planned = done
+        stats.add(RunStats(contacts_recomputed=len(whole.contact_rows)))
+        for rows, prepared in write_slices(whole, planned, sizer.size):
+            # The write's statements run on this thread (statements_inline): a
+            # hand-over to the connection's thread per statement costs two thread
+            # wake-ups, each of which a loaded machine can delay by milliseconds
+            # while the lock is held. BEGIN, which may wait for an upstream
+            # writer's lock, still goes to the connection's thread.
+            async with store.transaction():
+                with store.statements_inline(INLINE_WRITES):
+                    write_started = time.perf_counter()
+                    if await store.event_seq() != rows.seq:
+                        # An upstream change since the read: plan again, inside the lock.
+                        async with store.snapshot():
+                            fresh = await store.read_chunk(
+                                None, 0, since=since, engagement_since=recent, scope=rows.scope
+                            )
+                        prepared = await planner.plan_here(Task(fresh, today, key, options))
+                        stats.contacts_recomputed += len(fresh.contact_rows) - len(
+                            rows.contact_rows
                         )
-                    prepared = await planner.plan_here(Task(fresh, today, key, options))
-                    stats.contacts_recomputed += len(fresh.contact_rows) - len(rows.contact_rows)
-                    rows = fresh
-                result = await store.write_prepared(prepared, options, trust=trust)
-                if write_started - noted >= PROGRESS_EVERY_S or not inflight:
-                    # Progress for `mailplan status` and a terminal's progress bar.
-                    await store.set_state(PROGRESS_KEY, progress_text(run_id, rows.scope.hi))
-                    noted = write_started
-        # Short write transactions (commit included) whatever the machine's
-        # load: upstream writers wait while one is open.
-        sizer.record(len(rows.contact_rows), time.perf_counter() - write_started)
-        stats.add_writes(result.stats)
-        progress(rows.scope.hi)
+                        rows = fresh
+                    result = await store.write_prepared(prepared, options, trust=trust)
+                    if write_started - noted >= PROGRESS_EVERY_S or not inflight:
+                        # Progress for `mailplan status` and a terminal's progress bar.
+                        await store.set_state(PROGRESS_KEY, progress_text(run_id, rows.scope.hi))
+                        noted = write_started
+            # Short write transactions (commit included) whatever the machine's
+            # load: upstream writers wait while one is open.
+            sizer.record(len(rows.contact_rows), time.perf_counter() - write_started)
+            stats.add_writes(result.stats)
+            progress(rows.scope.hi)
+
+
+async def _read_ahead(
+    store: Store, planner: Planner, after: int | None, size: int, task: RangeTask
+) -> tuple[Scope, Awaitable[Outcome | None]]:
+    """Start on the chunk of ``size`` contacts after ``after``: its scope and
+    its outcome to await. With planning processes that read, a worker reads
+    and plans it (only its end is read here); else it is read here, in a
+    snapshot, and planned in this process or the pool."""
+    lo = MIN_ID if after is None else after + 1
+    if planner.reads:
+        scope = Scope.of_range(lo, await store.chunk_bound(after, size))
+        return scope, planner.read_and_plan(replace(task, scope=scope))
+    async with store.snapshot():
+        rows = await store.read_chunk(
+            after, size, since=task.since, engagement_since=task.engagement_since
+        )
+    pending = planner.submit(Task(rows, task.today, task.key, task.options))
+    return rows.scope, _settled(rows, pending)
+
+
+async def _settled(rows: ChunkRows, pending: Awaitable[Prepared]) -> Outcome:
+    return settle(rows, await pending)

@@ -39,6 +39,7 @@ from service.planning.model import Campaigns, ContactData, ContactPlan
 from service.store.catchup import CatchUpStep
 from service.store.journal import JournalEntry
 from service.store.loaders import ChunkRows, Loaded, StoredPlanRow
+from service.store.rangeread import ChunkSource
 from service.store.types import (
     ContactChunk,
     DayCounts,
@@ -329,6 +330,15 @@ class PlanSource(Protocol):
 
     async def event_seq(self) -> int:
         """The last event id ever handed out (moves with every upstream change)."""
+        ...
+
+    def chunk_source(self) -> ChunkSource | None:
+        """Where a planning process can read chunks itself; None: it cannot."""
+        ...
+
+    async def chunk_bound(self, after: int | None, size: int) -> int:
+        """The last id of a chunk of ``size`` contacts after ``after`` (``MAX_ID``
+        when fewer follow)."""
         ...
 
 

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.planning.model import (
     Campaigns,
@@ -46,6 +46,9 @@ from service.store.rows import (
     text,
 )
 from service.store.types import ContactChunk, Scope
+
+if TYPE_CHECKING:
+    from service.store.rangeread import ChunkSource
 
 _scope_params = scope_params
 
@@ -253,6 +256,21 @@ class LoaderMixin(StoreBase):
         prints = await self.fetchall("plan_state@ids", {"ids": params["ids"]})
         untidy = len(rows) < len(scope.ids or ())
         return ChunkRows(scope, rows, related, {r[0]: r[3] for r in prints}, seq, untidy)
+
+    def chunk_source(self) -> ChunkSource | None:
+        """Where another process can read this store's chunks
+        (:class:`~service.store.rangeread.RangeReader`)."""
+        from service.store.rangeread import ChunkSource  # it reads with this module's queries
+
+        return ChunkSource(str(self.path.resolve()), self.carrier_column)
+
+    async def chunk_bound(self, after: int | None, size: int) -> int:
+        """The id of the ``size``-th contact after ``after`` (None: from the
+        start), or ``MAX_ID`` when fewer follow: the end of the id range of
+        a chunk of ``size`` contacts that starts after ``after``."""
+        start = MIN_ID if after is None else after
+        row = await self.fetchone("read_chunk_bound", {"after": start, "skip": max(0, size - 1)})
+        return MAX_ID if row is None else int(row[0])
 
     async def event_seq(self) -> int:
         """The last event id ever handed out; it moves with every upstream change."""

@@ -517,3 +517,8 @@ WHERE contact_id IN (SELECT value FROM json_each(:ids)) AND fingerprint IS NOT N
 -- Every key/value of scheduler_state, read with BEGIN IMMEDIATE: nobody else
 -- can change them while the write transaction holds the lock.
 SELECT key, value FROM scheduler_state;
+
+-- name: read_chunk_bound
+-- The id of the (:skip + 1)-th contact after :after (the end of a
+-- full recompute's read chunk); rowid order, the primary key's b-tree only.
+SELECT id FROM contacts WHERE id > :after ORDER BY id LIMIT 1 OFFSET :skip;

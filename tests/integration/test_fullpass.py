@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from service import engine
 from service.config import Settings
+from service.daemon.processing import BatchLimits, Processor
 from service.engine import PlanContext, chunks, core, fullpass
 from service.engine.core import BALANCE_BASIS
 from service.planning.model import Campaigns, ContactData, ContactPlan
@@ -337,4 +339,124 @@ async def test_chunk_writes_run_on_the_loop_thread_and_store_the_same_plan(
         else:
             # At least the insert, the journal and the COMMIT of each of 4+ chunks.
             assert len(in_chunks) >= 12
+
+
+def _change_after_reading(
+    monkeypatch: pytest.MonkeyPatch, contact: int, change: Callable[[], Awaitable[None]]
+) -> list[int]:
+    """Run ``change()`` (an upstream change) right after the pass read the
+    chunk holding ``contact`` outside the write lock; returns a list that
+    holds the contact once the change was made."""
+    real = SqliteStore.read_chunk
+    done: list[int] = []
+
+    async def read_then_change(self: SqliteStore, *args: object, **kwargs: object) -> object:
+        rows = await real(self, *args, **kwargs)  # type: ignore[arg-type]
+        if not done and rows.scope.contains(contact) and kwargs.get("scope") is None:
+            await change()
+            done.append(contact)
+        return rows
+
+    monkeypatch.setattr(SqliteStore, "read_chunk", read_then_change)
+    return done
+
+
+async def test_a_change_after_a_clean_chunk_was_read_stays_queued_for_the_daemon(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The plan is complete, so every chunk of the second pass is clean (its
+    # contacts' inputs are unchanged) and is not written. Contact 7's birth
+    # date changes upstream right after its chunk was read: the pass, which
+    # took `covered` (the last event id) at its start, leaves the plan of 7
+    # as it was (the chunk writes nothing) and its event queued (id above
+    # `covered`); the daemon's processing of that event then makes the plan
+    # the reference. Were events consumed past `covered`, or the change
+    # lost, the plan would stay stale with an empty queue.
+    ctx = _ctx()
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+        before = await store.export_rows([7])
+
+    async def change() -> None:
+        _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id = 7")
+
+    done = _change_after_reading(monkeypatch, 7, change)
+    async with open_store(book) as store:
+        stats = await engine.full_recompute(store, ctx, TODAY)
+        assert done == [7]
+        assert (stats.inserted, stats.updated, stats.deleted) == (0, 0, 0)
+        assert await store.pending_event_count() == 1
+        assert await store.export_rows([7]) == before
+        wanted = [r for r in await engine.dry_run_plan(store, ctx, TODAY) if r.contact_id == 7]
+        assert wanted != before  # the change does change 7's plan
+        processor = Processor(store, ctx, BatchLimits())
+        while await processor.step(TODAY) is not None:
+            pass
+        assert await store.pending_event_count() == 0
+        await _export_is_dry_run(store, ctx, TODAY)
+
+
+async def test_a_clean_chunk_leaves_a_plan_the_daemon_wrote_meanwhile(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Right after the chunk holding contact 7 was read (before its plans are
+    # looked at), 7 changes upstream and the daemon, on its own connection,
+    # consumes the event and writes 7's new plan. The chunk as read is clean
+    # (7's old inputs): it must write nothing, so the daemon's newer plan stays.
+    ctx = _ctx()
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+
+    async def change_and_process() -> None:
+        _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id = 7")
+        async with open_store(book) as daemon:
+            processor = Processor(daemon, ctx, BatchLimits())
+            while await processor.step(TODAY) is not None:
+                pass
+            assert await daemon.pending_event_count() == 0
+
+    done = _change_after_reading(monkeypatch, 7, change_and_process)
+    async with open_store(book) as store:
+        stats = await engine.full_recompute(store, ctx, TODAY)
+        assert done == [7]
+        assert (stats.inserted, stats.updated, stats.deleted) == (0, 0, 0)
+        await _export_is_dry_run(store, ctx, TODAY)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_a_large_read_chunk_is_written_in_write_sized_slices(
+    book: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Write size 10 (chunk_size). The second pass reads chunks of 10
+    # contacts at first; each clean one (inputs unchanged) doubles the size
+    # of the next read: in this process 1..10, 11..30, 31..70, 71..150, ...;
+    # with two workers four chunks are read ahead, so 1..40 by tens, then
+    # 41..60, 61..100, 101..180. Contacts from 71 on changed birth dates:
+    # chunk 71..150 (80 planned) or 61..100 (30 planned) is written in slices
+    # of at most 10 planned contacts, and the plan is the reference.
+    monkeypatch.setattr(fullpass, "POOL_MIN_CONTACTS", 0)
+    ctx = PlanContext.from_settings(Settings(daily_cap=4), chunk_size=10,
+                                    planning_workers=workers)  # fmt: skip
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+    _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id >= 71")
+    sliced: list[int] = []
+    written: list[int] = []
+    real_slices, real_write = chunks.write_slices, SqliteStore.write_prepared
+
+    def slices(*args: Any) -> Any:
+        parts = real_slices(*args)
+        sliced.append(len(parts))
+        return parts
+
+    async def write(self: SqliteStore, prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        written.append(len(prepared.states))
+        return await real_write(self, prepared, *args, **kwargs)
+
+    monkeypatch.setattr("service.engine.fullpass.write_slices", slices)
+    monkeypatch.setattr(SqliteStore, "write_prepared", write)
+    async with open_store(book) as store:
+        stats = await engine.full_recompute(store, ctx, TODAY)
+        assert stats.contacts_recomputed == 160
+        assert max(sliced) > 1 and 0 < max(written) <= 10
         await _export_is_dry_run(store, ctx, TODAY)
