@@ -10,7 +10,9 @@ Feb 29 dates, missing and wrong locations, bad addresses and dates) so that
 even a tiny database covers every rule; the rest are random with realistic
 proportions. Speed matters (1,000,000 contacts in well under 30 s): columns are
 drawn with one ``random.Random`` in tight loops and written with ``executemany``
-in large batches inside a single transaction.
+in large batches inside a single transaction. Above one batch the drawing runs
+in a second process, which draws the next batch while this one inserts the
+last (a thread would not do: SQLite takes the GIL back for every row it steps).
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from service.errors import InputError
+from service.errors import InputError, MailplanError
 from service.planning.dates import anniversary
 from service.store.bulk import BulkLoader, bulk_load
 from service.tools.showcase import apply_showcase, leap_years, showcase
@@ -393,30 +397,97 @@ def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
         start = stop
 
 
+def _produce(
+    contacts: int, seed: int, today: date, next_schedule: int, batch: int
+) -> Iterator[tuple[list[tuple[object, ...]], list[tuple[object, ...]]]]:
+    """Each batch of contact rows with its sender history, drawn in one fixed order."""
+    stamp = f"{today.isoformat()} 00:00:00"
+    rng = random.Random(seed)
+    columns = _Columns(rng, today)
+    history_rng = random.Random(rng.getrandbits(64))
+    cases = showcase(today)
+    made = 0
+    for start, stop in _batches(contacts, batch):
+        rows = columns.batch(start, stop, stamp)
+        if start == 1:
+            apply_showcase(rows, cases, columns.zips)
+        history = _history_rows(history_rng, today, rows, next_schedule + made)
+        made += len(history)
+        yield rows, history
+
+
+def _producer(out: Connection, args: tuple[int, int, date, int, int]) -> None:
+    """The drawing process: sends each batch, then None (or the error's text)."""
+    try:
+        for item in _produce(*args):
+            out.send(item)
+        out.send(None)
+    except Exception as exc:  # reported to the loading process, which raises it
+        out.send(f"{type(exc).__name__}: {exc}")
+    finally:
+        out.close()
+
+
+def _drawn_apart(
+    args: tuple[int, int, date, int, int],
+) -> Iterator[tuple[list[tuple[object, ...]], list[tuple[object, ...]]]]:
+    """The batches of :func:`_produce`, drawn in a second process.
+
+    Drawing a batch costs about as much as inserting it; with the drawing in
+    its own process the next batch is drawn while this one is inserted. The
+    pipe holds at most the batch being sent, so memory stays bounded.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    inbox, out = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_producer, args=(out, args), daemon=True, name="generate-draw")
+    proc.start()
+    out.close()
+    try:
+        while True:
+            try:
+                item = inbox.recv()
+            except EOFError:
+                raise MailplanError(
+                    f"the generating process stopped (exit code {proc.exitcode}); "
+                    "nothing was written, run generate again"
+                ) from None
+            if item is None:
+                return
+            if isinstance(item, str):
+                raise MailplanError(f"generating the data failed: {item}; nothing was written")
+            yield item
+    finally:
+        inbox.close()
+        if proc.is_alive():
+            proc.terminate()
+        proc.join()
+
+
 def _load(
     load: BulkLoader,
     contacts: int,
     seed: int,
     today: date,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    batch: int = BATCH,
+    apart: bool | None = None,
 ) -> GenerateSummary:
-    # One thread on purpose: SQLite releases the GIL for every row it steps, and a
-    # drawing thread would then make each of the million re-acquisitions wait.
+    # The drawing runs in a second process when there is more than one batch
+    # (``apart``), else on this thread: the data are the same either way.
     stamp = f"{today.isoformat()} 00:00:00"
-    next_schedule = load.next_schedule_id()
-    rng = random.Random(seed)
-    columns = _Columns(rng, today)
-    history_rng = random.Random(rng.getrandbits(64))
-    cases = showcase(today)
+    args = (contacts, seed, today, load.next_schedule_id(), batch)
+    if apart is None:
+        apart = contacts > batch
+    batches = _drawn_apart(args) if apart else _produce(*args)
     history: list[tuple[object, ...]] = []
-    for start, stop in _batches(contacts, BATCH):
-        rows = columns.batch(start, stop, stamp)
-        if start == 1:
-            apply_showcase(rows, cases, columns.zips)
+    done = 0
+    for rows, part in batches:
         load.contacts(rows)
-        history.extend(_history_rows(history_rng, today, rows, next_schedule + len(history)))
+        history.extend(part)
+        done += len(rows)
         if progress is not None:
-            progress(stop - 1, contacts)
+            progress(done, contacts)
     load.history(history)
     # Engagement and campaigns draw from their own generator, seeded from the seed.
     rng = random.Random(seed * 1_000_003 + 7)

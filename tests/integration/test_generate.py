@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import InputError
+from service.errors import InputError, MailplanError
 from service.planning.contacts import is_valid_email, resolve_contact
 from service.planning.model import Contact
 from service.planning.rules import builtin_rules
 from service.store import init_db
-from service.tools.generate import generate, next_aep_season
+from service.store.bulk import bulk_load
+from service.tools.generate import _drawn_apart, _load, generate, next_aep_season
 from service.tools.showcase import showcase
 
 TODAY = date(2026, 11, 29)
@@ -40,7 +41,8 @@ async def make(path: Path, n: int, seed: int, today: date = TODAY) -> Path:
     conn.execute("DELETE FROM scheduler_events")
     conn.commit()
     conn.close()
-    generate(path, n, seed, today)
+    if n:
+        generate(path, n, seed, today)
     return path
 
 
@@ -90,6 +92,29 @@ async def test_generate_is_deterministic_per_seed(tmp_path: Path) -> None:
     assert a == b
     assert a["contacts"] != c["contacts"]
     assert len(a["contacts"]) == 3000
+
+
+async def test_drawing_apart_gives_the_same_data(tmp_path: Path) -> None:
+    # Above one batch the rows are drawn in a second process; with batches of 700
+    # the 3,000 contacts are 5 batches, drawn once here and once apart: the same
+    # draws in the same order, so every table must be identical.
+    dumps = []
+    for apart in (False, True):
+        path = tmp_path / f"apart-{apart}.sqlite3"
+        await make(path, 0, seed=7)  # migrated, events cleared; loaded below
+        with bulk_load(path) as load:
+            _load(load, 3000, 7, TODAY, batch=700, apart=apart)
+        dumps.append(dump(path))
+    assert dumps[0] == dumps[1]
+    assert len(dumps[1]["contacts"]) == 3000
+    assert dumps[1]["contacts"][2999][0] == 3000
+
+
+def test_a_failing_drawing_process_is_a_clear_error() -> None:
+    # The last representable date: the birth/effective tables of _Columns reach a
+    # year past it, so the drawing process fails and the loader must say so.
+    with pytest.raises(MailplanError, match="year 10000 is out of range"):
+        list(_drawn_apart((10, 1, date.max, 1, 5)))
 
 
 @pytest.fixture(scope="module")
