@@ -13,6 +13,8 @@ from pathlib import Path
 import anyio
 import structlog
 from anyio.abc import TaskStatus
+from inotify_simple import INotify
+from inotify_simple import flags as inotify_flags
 from watchfiles import Change
 from watchfiles._rust_notify import RustNotify
 
@@ -38,6 +40,14 @@ WATCH_DEBOUNCE_MS = 50
 WATCH_TIMEOUT_MS = 1000
 """Longest one wait in watchfiles' thread without a change (it also returns
 as soon as the stop event is set, within a step)."""
+SETTLE_MS = 3
+"""After a quiet watcher is woken by the kernel: how long watchfiles is given
+to report the change before it is reported anyway."""
+QUIET_MASK = (
+    inotify_flags.MODIFY | inotify_flags.CREATE | inotify_flags.CLOSE_WRITE
+    | inotify_flags.MOVED_TO | inotify_flags.MOVED_FROM | inotify_flags.DELETE
+)  # fmt: skip
+"""The folder events a quiet watcher waits for (what watchfiles reports)."""
 
 Filter = Callable[[Change, str], bool]
 
@@ -79,31 +89,113 @@ async def watch_folder(
     step for ``DB_HOT_S`` after each change, and ``step_ms`` when quiet; one
     watcher is kept throughout, so no change falls between two.
 
+    While quiet, nothing polls: the task waits on a kernel inotify descriptor
+    of its own (:func:`_quiet_wait`) and only then lets watchfiles report
+    what it has collected meanwhile, with the short step; a change that it
+    does not report within ``SETTLE_MS`` is reported anyway. Where inotify
+    cannot be had, watchfiles polls with ``step_ms`` as before.
+
     If the folder cannot be watched (inotify limits, a network file system),
     the failure is logged and the periodic poll is the only safety net left.
     """
     try:
         with RustNotify([str(folder)], False, False, 300, False, False) as watcher:
-            hot_until = 0.0
-            while not stop.is_set():
-                now = time.monotonic()
-                hot = hot_step_ms is not None and now < hot_until
-                step = hot_step_ms if hot and hot_step_ms is not None else step_ms
-                timeout = max(1, int((hot_until - now) * 1000)) if hot else WATCH_TIMEOUT_MS
-                raw = await anyio.to_thread.run_sync(
-                    watcher.watch, WATCH_DEBOUNCE_MS, step, timeout, stop
-                )
-                if raw == "stop":
-                    return
-                if raw == "signal":
-                    raise RuntimeError("the watch thread received a signal")
-                if raw == "timeout":
-                    continue
-                if any(keep(Change(change), path) for change, path in raw):
-                    hot_until = time.monotonic() + DB_HOT_S
-                    on_change()
+            quiet = _kernel_watch(folder)
+            try:
+                await _watch_loop(watcher, quiet, folder, keep, on_change, stop,
+                                  step_ms, hot_step_ms)  # fmt: skip
+            finally:
+                if quiet is not None:
+                    quiet.close()
     except (OSError, RuntimeError) as exc:
         log.warning("watch_failed", folder=str(folder), error=str(exc), fallback="poll")
+
+
+async def _watch_loop(
+    watcher: RustNotify,
+    quiet: INotify | None,
+    folder: Path,
+    keep: Filter,
+    on_change: Callable[[], None],
+    stop: anyio.Event,
+    step_ms: int,
+    hot_step_ms: int | None,
+) -> None:
+    hot_until = 0.0
+    flush = False
+    while not stop.is_set():
+        now = time.monotonic()
+        hot = hot_step_ms is not None and now < hot_until
+        woken = False
+        if hot and hot_step_ms is not None:
+            step, timeout = hot_step_ms, max(1, int((hot_until - now) * 1000))
+            flush = quiet is not None
+        elif flush and quiet is not None:
+            # Leaving the short step: the descriptor holds the changes already
+            # reported; drop them, then take once more what watchfiles holds
+            # (a change after its last call is in its buffer, maybe not ours).
+            quiet.read(timeout=0)
+            flush = False
+            step, timeout = 1, 1
+        elif quiet is not None:
+            if not await _quiet_wait(quiet, folder, keep, stop):
+                continue
+            woken = True
+            step, timeout = hot_step_ms or 1, SETTLE_MS
+        else:
+            step, timeout = step_ms, WATCH_TIMEOUT_MS
+        raw = await anyio.to_thread.run_sync(watcher.watch, WATCH_DEBOUNCE_MS, step, timeout, stop)
+        if raw == "stop":
+            return
+        if raw == "signal":
+            raise RuntimeError("the watch thread received a signal")
+        changed = raw != "timeout" and any(keep(Change(change), path) for change, path in raw)
+        if changed or woken:
+            # Woken by the kernel for a change watchfiles did not report in
+            # time (it came as its last call ended): report it all the same.
+            hot_until = time.monotonic() + DB_HOT_S
+            on_change()
+
+
+def _kernel_watch(folder: Path) -> INotify | None:
+    """An inotify descriptor on ``folder`` for waiting without polling, or None."""
+    try:
+        quiet = INotify()
+    except OSError as exc:
+        log.info("quiet_watch_unavailable", folder=str(folder), error=str(exc))
+        return None
+    try:
+        quiet.add_watch(str(folder), QUIET_MASK)
+    except OSError as exc:
+        quiet.close()
+        log.info("quiet_watch_unavailable", folder=str(folder), error=str(exc))
+        return None
+    return quiet
+
+
+async def _quiet_wait(quiet: INotify, folder: Path, keep: Filter, stop: anyio.Event) -> bool:
+    """Wait (without polling) until a change ``keep`` accepts is in ``quiet``,
+    ``stop`` is set, or ``WATCH_TIMEOUT_MS`` passes; whether such a change came."""
+    async with anyio.create_task_group() as tg:
+
+        async def on_stop() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_stop)
+        with anyio.move_on_after(WATCH_TIMEOUT_MS / 1000):
+            await anyio.wait_readable(quiet.fd)
+        tg.cancel_scope.cancel()
+    events = quiet.read(timeout=0)
+    return any(keep(_change(event.mask), str(folder / event.name)) for event in events)
+
+
+def _change(mask: int) -> Change:
+    if mask & (inotify_flags.DELETE | inotify_flags.MOVED_FROM):
+        return Change.deleted
+    if mask & (inotify_flags.CREATE | inotify_flags.MOVED_TO):
+        return Change.added
+    return Change.modified
 
 
 async def each_local_midnight(clock: Clock, on_new_day: Callable[[], None]) -> None:
