@@ -73,10 +73,18 @@ def writer_gap_after(streak_s: float) -> float:
 
 SHORT_BUSY_TIMEOUT = "PRAGMA busy_timeout = 0"
 """The daemon does not wait inside SQLite (see ``use_short_lock_waits``)."""
-LOCK_POLL_S = 0.05
-"""How often the daemon tries again for a lock another writer holds: no
-more eagerly than a waiting upstream writer polls, so the gaps of other
-mailplan writers go to upstream as often as to the daemon."""
+
+
+def lock_retry_delay(attempt: int) -> float:
+    """Seconds the daemon sleeps after its ``attempt``-th failed try for a
+    lock another writer holds: the sleeps of SQLite's busy handler
+    (:data:`BUSY_HANDLER_DELAYS_MS`), so the daemon tries no more eagerly
+    than a waiting upstream writer (the gaps of other mailplan writers go to
+    upstream as often as to the daemon), yet a lock held for a moment by an
+    upstream commit costs it a millisecond or two, not a fixed 50 ms."""
+    delays = BUSY_HANDLER_DELAYS_MS
+    return delays[min(max(attempt, 1), len(delays)) - 1] / 1000.0
+
 
 PRAGMAS = (
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
@@ -403,7 +411,7 @@ class StoreBase(HandOver):
                         f"database {self.path} stayed locked by another writer for "
                         f"{BUSY_TIMEOUT_MS} ms ({attempt} attempts); it will be retried"
                     ) from exc
-            await anyio.sleep(LOCK_POLL_S)
+            await anyio.sleep(lock_retry_delay(attempt))
 
     async def _begin_in_attempts(
         self, statement: str, read_state: bool

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.store.base import WRITER_GAP_S, writer_gap_after
+from service.store.base import WRITER_GAP_S, lock_retry_delay, writer_gap_after
 
 # SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms
 # between attempts (cumulative 1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228,
@@ -31,3 +31,11 @@ def test_the_gap_outlasts_the_busy_handler_sleep_a_writer_can_be_in(
     streak_s: float, gap_s: float
 ) -> None:
     assert writer_gap_after(streak_s) == pytest.approx(gap_s)
+
+
+def test_the_daemon_retries_a_lock_on_sqlites_busy_handler_schedule() -> None:
+    # SQLite's busy handler (sqliteDefaultBusyCallback) sleeps 1, 2, 5, 10,
+    # 15, 20, 25, 25, 25, 50, 50 ms, then 100 ms for every later attempt.
+    expected_ms = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100, 100, 100]
+    got_ms = [round(lock_retry_delay(attempt) * 1000) for attempt in range(1, 15)]
+    assert got_ms == expected_ms
