@@ -92,7 +92,7 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         if not self.in_write_transaction:
             raise StoreError("outside_write_lock needs an open write transaction")
         await self._end("COMMIT")
-        self._last_write_end = anyio.current_time()
+        self._writer_gaps.ended(anyio.current_time())
         self._tx = None
         try:
             async with self.snapshot():
@@ -100,6 +100,7 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         finally:
             await self._writer_gap()
             await self._begin("BEGIN IMMEDIATE")
+            self._writer_gaps.began(anyio.current_time())
             self._tx = "write"
 
     async def _stored_rows(self, name: str, params: Mapping[str, str | int]) -> list[StoredRow]:

@@ -14,6 +14,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ BUSY_TIMEOUT_MS = 5000
 
 WRITER_GAP_EVERY_S = 0.025
 WRITER_GAP_S = 0.02
-"""At most 25 ms of back-to-back write transactions, then at least 20 ms
+"""At most 25 ms of back-to-back write transactions (counting the next one,
+as long as the last: :func:`gap_before_next`), then at least 20 ms
 without the lock (longer after a longer streak: :func:`writer_gap_after`), so
 that an upstream writer waiting in SQLite's busy handler gets in within
 about 50 ms (see ``StoreBase._writer_gap``)."""
@@ -52,6 +54,49 @@ BUSY_HANDLER_DELAYS_MS = (1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100)
 """The sleeps of SQLite's default busy handler (``sqlite3_busy_timeout``
 with usleep) between a waiting writer's attempts; 100 ms from then on."""
 GAP_MARGIN_S = 0.005
+
+
+@dataclass(slots=True)
+class WriterGaps:
+    """When the next write transaction may take the lock (times in seconds,
+    on any monotonic clock): the policy of ``StoreBase._writer_gap``.
+
+    A writer that arrived at the start of a run of back-to-back transactions
+    (short idles between them included) has retried at 1, 3, 8, 18, 33 ms and
+    retries next at 53 ms: the run must end before ~33 ms, or it waits past
+    50 ms. So the next transaction starts at once only when the lock has been
+    free long enough already (:func:`writer_gap_after` of the run so far), or
+    when the run stays under :data:`WRITER_GAP_EVERY_S` with it, counting it
+    as long as the last one; otherwise after that gap. Deciding on the run
+    so far alone let a 20 ms transaction and a 5 ms pause be followed by
+    another 20 ms one: a writer that came at the start waited 53 ms."""
+
+    last_begin: float = float("-inf")
+    last_end: float = float("-inf")
+    streak_start: float = float("-inf")
+
+    def wait_before(self, now: float) -> float:
+        """Seconds to leave the lock free from ``now`` before the next
+        transaction takes it."""
+        idle = now - self.last_end
+        streak = self.last_end - self.streak_start
+        gap = writer_gap_after(streak)
+        if idle >= gap:
+            self.streak_start = now
+            return 0.0
+        held = max(0.0, self.last_end - self.last_begin)
+        if streak + held < WRITER_GAP_EVERY_S:
+            return 0.0
+        self.streak_start = now + gap - idle
+        return gap - idle
+
+    def began(self, now: float) -> None:
+        """A transaction took the lock at ``now``."""
+        self.last_begin = now
+
+    def ended(self, now: float) -> None:
+        """The transaction that held the lock let it go at ``now``."""
+        self.last_end = now
 
 
 def writer_gap_after(streak_s: float) -> float:
@@ -205,8 +250,7 @@ class StoreBase(HandOver):
         """None, "read" (a :meth:`snapshot`) or "write" (a :meth:`transaction`)."""
         self._short_waits = False
         self._waiting_for_lock = False
-        self._last_write_end = float("-inf")
-        self._streak_start = float("-inf")
+        self._writer_gaps = WriterGaps()
 
     # -- connection ------------------------------------------------------
 
@@ -453,6 +497,7 @@ class StoreBase(HandOver):
             raise StoreError(f"a {self._tx} transaction is already open on this store")
         await self._writer_gap()
         await self._begin("BEGIN IMMEDIATE", read_state=True)
+        self._writer_gaps.began(anyio.current_time())
         self._tx = "write"
         try:
             yield
@@ -472,7 +517,7 @@ class StoreBase(HandOver):
             self._state = None
             self._deferred = []
             self._inline_tx = False
-            self._last_write_end = anyio.current_time()
+            self._writer_gaps.ended(anyio.current_time())
 
     async def _writer_gap(self) -> None:
         """Leave upstream writers a gap in a run of back-to-back transactions.
@@ -480,23 +525,17 @@ class StoreBase(HandOver):
         SQLite's lock is not fair: a writer waiting in its busy handler
         sleeps 1, 2, 5, 10, 15, 20, 25 ... 100 ms between attempts and can
         miss every gap between our transactions until its busy timeout
-        refuses it. Once our transactions have followed each other for
-        ``WRITER_GAP_EVERY_S``, the next one starts only after a gap as long
-        as the longest sleep such a writer can be in (:func:`writer_gap_after`),
-        so its next attempt falls inside the gap. Every writer of mailplan
+        refuses it. Once a run of our transactions would last
+        ``WRITER_GAP_EVERY_S`` with the next one (:class:`WriterGaps`), the
+        next one starts only after a gap as long as the longest sleep such a
+        writer can be in (:func:`writer_gap_after`), so its next attempt
+        falls inside the gap. Every writer of mailplan
         (the daemon's batches and chunks, ``recompute``, the tick) goes
         through here.
         """
-        now = anyio.current_time()
-        idle = now - self._last_write_end
-        streak = self._last_write_end - self._streak_start
-        gap = writer_gap_after(streak)
-        if idle >= gap:
-            self._streak_start = now
-            return
-        if streak >= WRITER_GAP_EVERY_S:
-            await anyio.sleep(gap - idle)
-            self._streak_start = anyio.current_time()
+        wait = self._writer_gaps.wait_before(anyio.current_time())
+        if wait > 0:
+            await anyio.sleep(wait)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[None]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
-from service.store.base import WRITER_GAP_S, lock_retry_delay, writer_gap_after
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.store.base import WRITER_GAP_S, WriterGaps, lock_retry_delay, writer_gap_after
 
 # SQLite's busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms
 # between attempts (cumulative 1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228,
@@ -39,3 +43,86 @@ def test_the_daemon_retries_a_lock_on_sqlites_busy_handler_schedule() -> None:
     expected_ms = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100, 100, 100]
     got_ms = [round(lock_retry_delay(attempt) * 1000) for attempt in range(1, 15)]
     assert got_ms == expected_ms
+
+
+# -- the gap before the next transaction (WriterGaps) ---------------------------
+
+# When an upstream writer in SQLite's busy handler tries again, counted from
+# its first attempt (ms): 0, then after each sleep.
+ATTEMPTS_MS = [0, *itertools.accumulate([1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100] * 3)]
+
+
+def _our_locks(runs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The spans (ms) our transactions hold the lock when each asks for it
+    ``idle`` ms after the last one ended and holds it ``hold`` ms, with the
+    waits :class:`WriterGaps` adds."""
+    gaps = WriterGaps()
+    spans: list[tuple[float, float]] = []
+    now = 0.0
+    for idle, hold in runs:
+        now += idle
+        now += gaps.wait_before(now / 1000) * 1000
+        gaps.began(now / 1000)
+        spans.append((now, now + hold))
+        now += hold
+        gaps.ended(now / 1000)
+    return spans
+
+
+def _upstream_wait(spans: list[tuple[float, float]], arrival: float) -> float:
+    """How long (ms) a writer arriving at ``arrival`` waits: until its first
+    attempt that finds the lock free."""
+    for offset in ATTEMPTS_MS:
+        at = arrival + offset
+        if not any(lo <= at < hi for lo, hi in spans):
+            return offset
+    return float("inf")
+
+
+def test_a_short_pause_between_two_transactions_is_not_a_gap() -> None:
+    # 20 ms held, 5 ms free, 20 ms again: a writer that came at 0 fails at 1,
+    # 3, 8 and 18 ms (the first span) and at 33 ms (25-45: the second); its
+    # next attempt is at 53 ms. So the second must wait for a gap: the writer
+    # could be in its 15 ms sleep (18 -> 33), the gap is 20 ms, 5 of which
+    # were free already.
+    gaps = WriterGaps()
+    assert gaps.wait_before(0.0) == 0.0
+    gaps.began(0.0)
+    gaps.ended(0.020)
+    assert gaps.wait_before(0.025) == pytest.approx(0.015)
+    spans = _our_locks([(0, 20), (5, 20)])
+    assert spans == [(0, 20), pytest.approx((40, 60))]
+    assert _upstream_wait(spans, 0.0) == 33
+
+
+def test_short_transactions_follow_each_other_until_the_run_reaches_25_ms() -> None:
+    # 5 ms each, back to back: 0-5, 5-10, 10-15, 15-20 (a fifth would end
+    # the run at 25 ms), then a 20 ms gap: 40-45.
+    spans = _our_locks([(0, 5)] * 5)
+    assert spans[:4] == [(0, 5), (5, 10), (10, 15), (15, 20)]
+    assert spans[4] == pytest.approx((40, 45))
+
+
+def test_a_lock_free_for_the_gap_already_starts_a_new_run() -> None:
+    gaps = WriterGaps()
+    assert gaps.wait_before(0.0) == 0.0
+    gaps.began(0.0)
+    gaps.ended(0.030)
+    assert gaps.wait_before(0.051) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    hold=st.floats(min_value=0.5, max_value=30.0),
+    idles=st.lists(st.floats(min_value=0.0, max_value=40.0), min_size=1, max_size=40),
+    arrival=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_a_waiting_writer_gets_the_lock_within_50_ms(
+    hold: float, idles: list[float], arrival: float
+) -> None:
+    # Transactions of a steady length up to 30 ms (the pacing's target), any
+    # pauses between them: an upstream writer arriving at any moment gets in
+    # within 50 ms (SPEC 12: write wait p99 <= 50 ms).
+    spans = _our_locks([(idle, hold) for idle in idles])
+    end = spans[-1][1]
+    assert _upstream_wait(spans, arrival * end) <= 50
