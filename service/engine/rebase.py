@@ -81,7 +81,7 @@ async def rebalance_from(
     # rebalance consumed every gap there was when it started) that this pass
     # may have read around: no basis, the next rebalance goes global.
     if _only_own_writes(since.version, await store.plan_version()) and (
-        pause.commits == 0 or await store.gap_mark() == 0
+        await store.gap_mark() == 0
     ):
         await store.set_state(BALANCE_BASIS, _balance_basis(cap, today))
     else:
