@@ -11,6 +11,8 @@ sender's taking a row leaves a balance gap.
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import date, timedelta
 
 import pytest
@@ -21,7 +23,7 @@ from service.engine.rebalance import RebalanceResult, rebalance
 from service.planning.balance import BalanceItem, Capacity, balance
 from service.planning.model import RowKey
 from service.store.memory import MemoryBalanceStore
-from service.store.types import BalanceDelta, StoredRow
+from service.store.types import BalanceDelta, StoredRow, Update
 
 D = date.fromisoformat
 ED = "effective_date"
@@ -394,6 +396,70 @@ async def test_a_new_day_moves_yesterdays_leftovers_to_today() -> None:
     assert store.counts_match()
 
 
+class _LockWatch(MemoryBalanceStore):
+    """Records whether the change's reads ran outside the write lock
+    (:meth:`outside_write_lock`), and refuses writes there (a read snapshot
+    would roll them back)."""
+
+    outside = False
+    reads: list[bool]
+
+    @asynccontextmanager
+    async def outside_write_lock(self) -> AsyncIterator[None]:
+        self.outside = True
+        try:
+            yield
+        finally:
+            self.outside = False
+
+    async def ed_rows_by_desired(self, days: Sequence[date]) -> list[StoredRow]:
+        self.reads.append(self.outside)
+        return await super().ed_rows_by_desired(days)
+
+    async def save(self, updates: Sequence[Update]) -> None:
+        assert not self.outside, "a save outside the write lock"
+        await super().save(updates)
+
+    async def add_balance_days(self, deltas: Mapping[date, Sequence[int]]) -> None:
+        assert not self.outside, "a count written outside the write lock"
+        await super().add_balance_days(deltas)
+
+
+@pytest.mark.parametrize("pauses", [True, False])
+async def test_a_rebase_that_may_commit_part_way_reads_the_change_outside_the_lock(
+    pauses: bool,
+) -> None:
+    # The book of the test above, one day on: a new day rechecks the
+    # effective-date rows near the days passed (one read of them). A caller
+    # that lets the rebalance commit part way (the tick) has that read, and the
+    # smoothing worked out from it, done outside the write lock; one that
+    # cannot (a batch) keeps it inside. The result is the global balance.
+    cap = Capacity(cap=1, threshold=1, ed_limit=9, window=1)
+    a, b = row(1, "2027-01-10", 10), row(2, "2027-01-10", 20)
+    c = row(3, "2027-01-11", 30, etype=ED)
+    store = _LockWatch()
+    store.reads = []
+    store.load_balanced([a, b, c], cap, TODAY)
+    paused = 0
+
+    async def pause() -> None:
+        nonlocal paused
+        paused += 1
+
+    tomorrow = TODAY + DAY
+    await rebalance(
+        store, cap, tomorrow, BalanceDelta(), since=(cap, TODAY), pause=pause if pauses else None
+    )
+    assert store.reads == [pauses]
+    assert [store.rows[r.key].scheduled for r in (a, b, c)] == [
+        tomorrow,
+        tomorrow + DAY,
+        tomorrow + 2 * DAY,
+    ]
+    assert store.state() == balance(store.items(), cap, tomorrow)
+    assert store.counts_match()
+
+
 @settings(max_examples=150, deadline=None)
 @given(scenario(), st.data())
 async def test_rebase_on_a_new_day_and_capacity_equals_global(
@@ -444,6 +510,13 @@ async def test_a_change_gathered_over_several_writes_then_one_rebase_equals_glob
     gathered = BalanceDelta()
     for _ in range(data.draw(st.integers(1, 4))):
         gathered.extend(_change(data, store))
-    await rebalance(store, new_cap, new_day, gathered, since=(cap, TODAY))
+    may_pause = data.draw(st.booleans())
+
+    async def pause() -> None:
+        return None
+
+    await rebalance(
+        store, new_cap, new_day, gathered, since=(cap, TODAY), pause=pause if may_pause else None
+    )
     assert store.state() == balance(store.items(), new_cap, new_day)
     assert store.counts_match()
