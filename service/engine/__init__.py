@@ -13,13 +13,17 @@ from service.engine.core import (
     capacity_for,
     invalidate_balance,
     rebalance_all,
-    rebalance_if_stale,
-    rebalance_new_day,
     recompute_contacts,
     record_full_plan,
 )
 from service.engine.fullpass import BULK_CACHE_MIB, full_recompute, recompute_range
-from service.engine.rebase import BalanceSince, balance_since, rebalance_from
+from service.engine.rebase import (
+    BalanceSince,
+    balance_since,
+    rebalance_from,
+    rebalance_if_stale,
+    rebalance_new_day,
+)
 from service.engine.reference import dry_run_contacts, dry_run_plan, verify
 
 __all__ = [

@@ -374,37 +374,6 @@ def _parse_basis(text: str | None) -> tuple[Capacity, date] | None:
     return Capacity(cap=c, threshold=t, ed_limit=limit, window=w), day
 
 
-async def rebalance_new_day(store: Store, ctx: PlanContext, today: date) -> RunStats:
-    """Inside the caller's transaction, bring the stored balance to the global
-    balance for ``today`` and the day's capacity. When it is the global
-    balance of an earlier day or another capacity (a settings reload that
-    changed ``daily_cap``), only what the new day and capacity change is
-    redone, incrementally (the result equals a global rebalance, invariant
-    I2); otherwise, or if the per-day counts disagree, the rebalance is
-    global. (The tick also hands over what its catch-up move and recomputes
-    changed: :func:`~service.engine.rebase.rebalance_from`.)"""
-    cap = await capacity_for(store, ctx, today, save=True)
-    basis = _balance_basis(cap, today)
-    stored = await store.get_state(BALANCE_BASIS)
-    if stored == basis:
-        return await _rebalance(store, ctx, today, BalanceDelta())
-    since = _parse_basis(stored)
-    if since is not None and since[1] <= today and since[0].window == cap.window:
-        # It may commit part way (the rows left from the day before can be
-        # many): until it has finished, the stored balance is no basis.
-        await invalidate_balance(store)
-        try:
-            result = await rebalance(
-                store, cap, today, BalanceDelta(), since=since, pause=_commit_pause(store)
-            )
-        except CountsMismatch as exc:
-            log.warning("balance_counts_mismatch", error=str(exc), action="global rebalance")
-        else:
-            await store.set_state(BALANCE_BASIS, basis)
-            return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
-    return await _rebalance(store, ctx, today, None)
-
-
 class _CommitPause:
     """A pause that commits and leaves upstream writers the store's writer gap
     once the lock has been held for :data:`GLOBAL_COMMIT_EVERY_S`."""
@@ -426,19 +395,6 @@ class _CommitPause:
 
 def _commit_pause(store: Store) -> _CommitPause:
     return _CommitPause(store)
-
-
-async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:
-    """Bring the stored balance to the global one for today's capacity
-    (inside the caller's transaction). Ends a fan-out over every contact:
-    when only balancing keys changed (``daily_cap``, say) no plan row
-    changes, yet every scheduled date may move (SPEC 4, 6). A balance stored
-    for another capacity (or an earlier day) is rebased incrementally
-    (:func:`rebalance_new_day`); nothing is done when it already is the one."""
-    cap = await capacity_for(store, ctx, today, save=True)
-    if await store.get_state(BALANCE_BASIS) == _balance_basis(cap, today):
-        return RunStats()
-    return await rebalance_new_day(store, ctx, today)
 
 
 # -- full recompute (the reference) ------------------------------------------------

@@ -1,13 +1,20 @@
-"""Rebalancing from an earlier global balance, after a change gathered over
-several transactions (the tick's catch-up move and recomputes, SPEC 8.4).
+"""Rebalancing from an earlier global balance: after a change gathered over
+several transactions (the tick's catch-up move and recomputes, SPEC 8.4), or
+onto a new day or capacity alone (the end of a fan-out after a settings change).
 
 The tick used to finish with a global rebalance: at a million contacts the
 longest part of it. What the tick changes is known, row by row: the catch-up
 move and the writer hand over the versions they moved
 (:class:`~service.store.types.BalanceDelta`), and others' changes arrive as
 balance gaps. Together with the stored balance of the day before they give
-the global balance of the new day incrementally (invariant I2), as a new day
-alone does in :func:`~service.engine.core.rebalance_new_day`.
+the global balance of the new day incrementally (invariant I2); a new day
+alone is the same with no change of this store's (:func:`rebalance_new_day`).
+
+Both may commit part way (the rows left from the day before can be many),
+and both read the change in a read snapshot: a balance gap the sender leaves
+meanwhile may fall between what the pass read and what it saved, so the
+result is kept as a basis only if no gap was recorded and no other process
+wrote plan rows while it ran.
 """
 
 from __future__ import annotations
@@ -34,6 +41,33 @@ from service.store import RunStats, Store
 from service.store.types import BalanceDelta
 
 log = structlog.get_logger(__name__)
+
+
+async def rebalance_new_day(store: Store, ctx: PlanContext, today: date) -> RunStats:
+    """Inside the caller's transaction, bring the stored balance to the global
+    balance for ``today`` and the day's capacity. When it is the global
+    balance of an earlier day or another capacity (a settings reload that
+    changed ``daily_cap``), only what the new day and capacity change is
+    redone, incrementally (the result equals a global rebalance, invariant
+    I2); otherwise, or if the per-day counts disagree, the rebalance is
+    global."""
+    cap = await capacity_for(store, ctx, today, save=True)
+    if await store.get_state(BALANCE_BASIS) == _balance_basis(cap, today):
+        return await _rebalance(store, ctx, today, BalanceDelta())
+    return await rebalance_from(store, ctx, today, await balance_since(store), BalanceDelta())
+
+
+async def rebalance_if_stale(store: Store, ctx: PlanContext, today: date) -> RunStats:
+    """Bring the stored balance to the global one for today's capacity
+    (inside the caller's transaction). Ends a fan-out over every contact:
+    when only balancing keys changed (``daily_cap``, say) no plan row
+    changes, yet every scheduled date may move (SPEC 4, 6). A balance stored
+    for another capacity (or an earlier day) is rebased incrementally
+    (:func:`rebalance_new_day`); nothing is done when it already is the one."""
+    cap = await capacity_for(store, ctx, today, save=True)
+    if await store.get_state(BALANCE_BASIS) == _balance_basis(cap, today):
+        return RunStats()
+    return await rebalance_new_day(store, ctx, today)
 
 
 async def balance_since(store: Store) -> BalanceSince:

@@ -4,8 +4,10 @@ recompute, dry run, verification (SPEC 6, 7, 11: I1, I2, I6)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from service.planning.params import BalanceParams
 from service.planning.rules import builtin_rules
 from service.store import Store, init_db, open_store
 from service.store.sqlite import SqliteStore
+from service.store.types import BalanceDelta
 from service.tools.generate import generate
 
 TODAY = date(2026, 11, 29)
@@ -386,3 +389,62 @@ async def test_verify_finds_and_repairs_wrong_balancing_counts(store: Store, boo
     assert (found.drift, found.count_days, found.repaired) == (0, 1, True)
     again = await engine.verify(store, CTX, TODAY, repair=False)
     assert (again.drift, again.count_days) == (0, 0)
+
+
+async def test_a_new_days_rebase_the_sender_wrote_into_is_no_basis(
+    store: Store, book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new day's rebase (what ends a fan-out after a settings change) reads
+    # its change in a read snapshot and saves in parts with commits between
+    # them. The sender marks planned rows `sent` in each of those openings.
+    # Whatever the rebase stores, the balance after the next incremental
+    # rebalance (which takes up the gaps the sender left) must be the global
+    # balance of the rows as they are then (I2).
+    await engine.full_recompute(store, CTX, TODAY)
+    later = TODAY + timedelta(days=2)
+    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
+    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
+    monkeypatch.setattr(engine.incremental, "PAUSED_SAVE_BATCH", 2)
+    sent = 0
+
+    def send_one() -> None:
+        nonlocal sent
+        _upstream(
+            book,
+            "UPDATE email_schedules SET status = 'sent' WHERE id = (SELECT id FROM "
+            "email_schedules WHERE status = 'pre-scheduled' AND scheduled_send_date >= ? "
+            "ORDER BY scheduled_send_date, id LIMIT 1 OFFSET ?)",
+            (later.isoformat(), 3 * sent),
+        )
+        sent += 1
+
+    real_resume = SqliteStore.commit_and_resume
+    real_outside = SqliteStore.outside_write_lock
+
+    async def resume_after_a_send(self: SqliteStore, seconds: float) -> None:
+        # The sender waits for the lock (busy timeout 10 s) and gets it in the gap.
+        sender = asyncio.ensure_future(asyncio.to_thread(send_one))
+        await asyncio.sleep(0.01)
+        await real_resume(self, 0.2)
+        await sender
+
+    @contextlib.asynccontextmanager
+    async def outside_with_a_send(self: SqliteStore) -> AsyncIterator[None]:
+        async with real_outside(self):
+            await asyncio.to_thread(send_one)
+            yield
+
+    monkeypatch.setattr(SqliteStore, "commit_and_resume", resume_after_a_send)
+    monkeypatch.setattr(SqliteStore, "outside_write_lock", outside_with_a_send)
+    async with store.transaction():
+        await engine.rebalance_new_day(store, CTX, later)
+    monkeypatch.undo()
+    assert sent >= 2
+    # The daemon's next batch: an incremental rebalance of no change of its
+    # own, which takes up the gaps (or a global one where no basis was kept).
+    async with store.transaction():
+        await engine.core._rebalance(store, CTX, later, BalanceDelta(), pauses=False)
+    after_next_batch = await store.export_rows()
+    async with store.transaction():
+        await engine.rebalance_all(store, CTX, later)
+    assert after_next_batch == await store.export_rows()
