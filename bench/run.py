@@ -11,8 +11,9 @@ rows (birth dates, policy dates, states, a campaign), marks planned rows
 returning to the daemon deleting its event (which happens in the transaction
 that commits the plan). A separate writer process (``bench.writer``) commits
 every ~20 ms through the whole run with an ordinary 5 s busy timeout; its waits
-are reported for each mode. The load average is printed beside every figure:
-the machine is shared, and a loaded machine is slower.
+are reported for each mode. The load average is printed beside every figure,
+with the share of CPU time the hypervisor took (steal) since the figure
+before: the machine is shared, and a loaded machine is slower.
 
 Scaled runs: the burst is ``min(100,000, N / 10)`` contacts, the sender day
 runs ``--sender-seconds`` (default 120 s of the 600 s the SPEC names) at the
@@ -45,9 +46,44 @@ from bench.upstream import Commit, Observer, connect
 MB = 1024 * 1024
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(all CPU time, time stolen by the hypervisor), in clock ticks, from
+    /proc/stat; None where the system has no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields[1:9]]
+    return sum(ticks), ticks[7] if len(ticks) > 7 else 0
+
+
+@dataclass
+class _Steal:
+    """The share of CPU time the hypervisor took from this machine since the
+    last figure: on a shared virtual machine, a mode that ran while the host
+    was busy is slower by more than the load average shows."""
+
+    mark: tuple[int, int] | None = field(default_factory=_cpu_times)
+    last: str = ""
+
+    def since_last(self) -> str:
+        now = _cpu_times()
+        if now is None or self.mark is None:
+            return ""
+        total, stolen = now[0] - self.mark[0], now[1] - self.mark[1]
+        # Several figures of one mode come at once: they share its interval.
+        if total >= 2 * os.sysconf("SC_CLK_TCK"):
+            self.last = f", steal {100 * stolen / total:.0f} %"
+            self.mark = now
+        return self.last
+
+
+_steal = _Steal()
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
-    return f"load {one:.2f}/{five:.2f}"
+    return f"load {one:.2f}/{five:.2f}{_steal.since_last()}"
 
 
 @dataclass
