@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
@@ -316,11 +316,26 @@ async def _rebalance(
     if delta is not None and await store.get_state(BALANCE_BASIS) != basis:
         delta = None
     if delta is not None:
+        # A large move (the carry a sender's commit of a thousand rows pulls
+        # forward) is saved in parts with the lock left to upstream writers
+        # between them; from the first such commit until the end the stored
+        # balance is no basis (also after a crash there).
+        pause = _commit_pause(store, first=invalidate_balance) if pauses else None
+        version, own = await store.plan_version()
         try:
-            result = await rebalance(store, cap, today, delta)
-            return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
+            result = await rebalance(store, cap, today, delta, pause=pause, reads_in_lock=True)
         except CountsMismatch as exc:
             log.warning("balance_counts_mismatch", error=str(exc), action="global rebalance")
+        else:
+            if pause is not None and pause.commits:
+                now, own_now = await store.plan_version()
+                if result.unsettled or now - version != own_now - own:
+                    # Another process wrote plan rows, or a row came back,
+                    # while it committed part way: the next rebalance is global.
+                    log.info("rebalance_not_a_basis", reason="others wrote while it saved in parts")
+                else:
+                    await store.set_state(BALANCE_BASIS, basis)
+            return RunStats(windows_rebalanced=result.windows, rows_moved=result.rows_changed)
     # A global rebalance commits as it goes (short transactions for
     # upstream writers, as the store's writer gap); until it has finished, the
     # stored balance is no basis for an incremental one, also after a crash.
@@ -378,14 +393,20 @@ class _CommitPause:
     """A pause that commits and leaves upstream writers the store's writer gap
     once the lock has been held for :data:`GLOBAL_COMMIT_EVERY_S`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, first: Callable[[Store], Awaitable[None]] | None = None
+    ) -> None:
         self.store = store
+        self.first = first
+        """Awaited in the transaction of the first commit, before it."""
         self.since = time.monotonic()
         self.commits = 0
         """How many times it committed."""
 
     async def __call__(self) -> None:
         if time.monotonic() - self.since >= GLOBAL_COMMIT_EVERY_S:
+            if self.first is not None and not self.commits:
+                await self.first(self.store)
             fixed = GLOBAL_COMMIT_GAP_S
             held = time.monotonic() - self.since
             await self.store.commit_and_resume(writer_gap_after(held) if fixed is None else fixed)
@@ -393,8 +414,10 @@ class _CommitPause:
             self.since = time.monotonic()
 
 
-def _commit_pause(store: Store) -> _CommitPause:
-    return _CommitPause(store)
+def _commit_pause(
+    store: Store, first: Callable[[Store], Awaitable[None]] | None = None
+) -> _CommitPause:
+    return _CommitPause(store, first)
 
 
 # -- full recompute (the reference) ------------------------------------------------

@@ -121,6 +121,9 @@ class IncrementalResult:
     """Rows read from the store (the cost: index seeks read a few)."""
     whole_days: int = 0
     """Days read whole (crossing the threshold, forced rows above the cap)."""
+    unsettled: bool = False
+    """Saved in parts, a row came back into the sweep in a pause: the result
+    is no basis (see :meth:`Incremental._save`)."""
 
 
 @dataclass(slots=True)
@@ -158,11 +161,17 @@ class Incremental:
         today: date,
         since: tuple[Capacity, date] | None = None,
         pause: Callable[[], Awaitable[None]] | None = None,
+        *,
+        reads_in_lock: bool = False,
     ) -> None:
         self.store, self.cap, self.today = store, cap, today
         self.pause = pause
         """Awaited between batches of saves (the caller commits there); only
         where the caller accepts a balance committed part way."""
+        self.reads_in_lock = reads_in_lock
+        """With a pause: the change's versions are still read inside the
+        write lock (else in a read snapshot), so that only the saves can
+        meet others' writes, and those are reconciled (:meth:`_save`)."""
         # The stored balance's capacity and day (a new day rebases onto today).
         self.old_cap, self.old_today = since or (cap, today)
         if self.old_today > today or self.old_cap.window != cap.window:
@@ -259,7 +268,7 @@ class Incremental:
             _bump(step1, sched, r.step1, r.scheduled, -1)
         for r in gone:
             _bump(step1, sched, r.step1, r.scheduled, 1)
-        if self.pause is None:
+        if self.pause is None or self.reads_in_lock:
             await self._versions(gone, added)
         else:
             # The change's versions take a while (0.4-0.6 s at 1M contacts, a
@@ -496,10 +505,28 @@ class Incremental:
             if id(row) not in self.placed:
                 raise CountsMismatch(f"row {row.item.key} was never placed")
         step = SAVE_BATCH if self.pause is None else PAUSED_SAVE_BATCH
+        mark = await self.store.gap_mark() if self.pause is not None and len(moves) > step else 0
+        unsettled = False
         for start in range(0, len(moves), step):
             if start and self.pause is not None:
-                # A large move (a new day's leftovers): short transactions.
+                # A large move (a new day's leftovers, the carry a sender's
+                # commit pulls forward): short transactions.
                 await self.pause()
+                now = await self.store.gap_mark()
+                if now < mark:
+                    # Gaps consumed by another process meanwhile: no basis.
+                    unsettled, mark = True, now
+                elif now != mark:
+                    # The sender took rows in the pause. A row whose move is
+                    # still to be saved stays where its gap says (its update
+                    # finds it gone), while the rows saved around it, and
+                    # the counts of its part, place it at its move: its gap
+                    # gets the move's dates, so that the next incremental
+                    # rebalance takes it out of the balance the rows are
+                    # saved with. A row that came back is no such case.
+                    pending = {key: (s1, day) for (key, s1, day), _ in moves[start:]}
+                    unsettled |= await self.store.retarget_gaps(mark, pending)
+                    mark = now
             part = moves[start : start + step]
             days = BalanceDelta()
             for (_, s1, day), (t1, t2) in part:
@@ -507,9 +534,8 @@ class Incremental:
                 days.count(s1, day, 1)
             await self.store.save([u for u, _ in part])
             await self.store.add_balance_days(days.days)
-        updates = moves
         return IncrementalResult(
-            len(updates), self.days, self.windows, self.rows_read, self.whole_days
+            len(moves), self.days, self.windows, self.rows_read, self.whole_days, unsettled
         )
 
 

@@ -61,6 +61,9 @@ class RebalanceResult:
     rows_changed: int = 0
     days_swept: int = 0
     windows: int = 0
+    unsettled: bool = False
+    """Incremental, saved in parts: others' changes in a pause left it no
+    basis for the next incremental rebalance."""
 
 
 async def rebalance(
@@ -72,6 +75,7 @@ async def rebalance(
     chunk_days: int = CHUNK_DAYS,
     pause: Callable[[], Awaitable[None]] | None = None,
     since: tuple[Capacity, date] | None = None,
+    reads_in_lock: bool = False,
 ) -> RebalanceResult:
     """Bring the stored balance up to date (SPEC 6, invariant I2).
 
@@ -85,6 +89,11 @@ async def rebalance(
     writers in, so a global rebalance of a large book, or a new day's move of
     many rows, is a run of short transactions. The caller must have made the
     stored balance no basis until it has finished.
+
+    ``reads_in_lock``, with a ``delta`` and a ``pause``: only the saves
+    pause; the change is read inside the lock, and the balance gaps others
+    leave in the pauses are reconciled with the saves (``unsettled`` in the
+    result when they could not be).
 
     ``since``, with a ``delta``: the capacity and day of the stored balance
     when they differ from ``cap`` and ``today`` (a new day, a new capacity
@@ -104,8 +113,10 @@ async def rebalance(
         if not delta.exact:
             raise CountsMismatch("a write could not vouch for the table")
         started = time.perf_counter()
-        moved = await Incremental(store, cap, today, since, pause).run(delta, gone, back)
-        result = RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows)
+        moved = await Incremental(store, cap, today, since, pause,
+                                  reads_in_lock=reads_in_lock).run(delta, gone, back)  # fmt: skip
+        result = RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows,
+                                 moved.unsettled)  # fmt: skip
         ms = (time.perf_counter() - started) * 1000
         if ms >= SLOW_MS:
             # What a slow one did, for the operator (SPEC 12: a change costs

@@ -20,6 +20,7 @@ import anyio
 
 from service.errors import StoreError
 from service.planning.balance import BalanceItem
+from service.planning.model import RowKey
 from service.store.balance_days import BalanceDaysMixin
 from service.store.base import utc_now_text
 from service.store.journal import JournalMixin
@@ -178,6 +179,25 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
             (back if is_back else gone).append(StoredRow(item, step1, scheduled))
         await self.execute("delete_balance_gaps_upto", {"id": rows[-1][0]})
         return gone, back
+
+    async def retarget_gaps(self, since: int, pending: Mapping[RowKey, tuple[date, date]]) -> bool:
+        rows = await self.fetchall("balance_gaps_keys_since", {"id": since})
+        came_back = False
+        retarget: list[tuple[str, str, int]] = []
+        for gap_id, cid, etype, ev, back in rows:
+            if back:
+                came_back = True
+                continue
+            try:
+                key = (int(cid), str(etype), date.fromisoformat(ev))
+            except (TypeError, ValueError):
+                continue
+            dates = pending.get(key)
+            if dates is not None:
+                retarget.append((dates[0].isoformat(), dates[1].isoformat(), int(gap_id)))
+        if retarget:
+            await self.executemany("balance_gap_retarget", retarget)
+        return came_back
 
     async def save(self, updates: Sequence[Update]) -> None:
         now = utc_now_text()

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from service.planning.model import Campaigns, ContactData, ContactPlan
+from service.planning.model import Campaigns, ContactData, ContactPlan, RowKey
 from service.store.catchup import CatchUpStep
 from service.store.journal import JournalEntry
 from service.store.loaders import ChunkRows, Loaded, StoredPlanRow
@@ -457,6 +457,15 @@ class BalanceStore(Protocol):
         """Forget the gaps after ``since`` that a global rebalance's reads
         (desired dates ``[lo, hi)`` read when the last gap was ``mark``)
         already saw; how many stay."""
+        ...
+
+    async def retarget_gaps(self, since: int, pending: Mapping[RowKey, tuple[date, date]]) -> bool:
+        """Between the parts of a balance saved in parts: give each gap
+        recorded after ``since`` of a row still in ``pending`` (its move not
+        saved yet: the row was taken first) the move's (step-1, scheduled)
+        dates, where the balance the other rows are saved with has it, and
+        the counts move it with its part. Whether a row came back meanwhile
+        (then the result is no basis)."""
         ...
 
     async def plan_version(self) -> tuple[int, int]:

@@ -43,6 +43,8 @@ class MemoryBalanceStore:
     saved: list[Update] = field(default_factory=list)
     counts: dict[date, list[int]] = field(default_factory=dict)
     gaps: list[tuple[StoredRow, bool]] = field(default_factory=list)
+    gaps_taken: int = 0
+    """Gaps consumed so far: the id of ``gaps[i]`` is ``gaps_taken + i + 1``."""
 
     async def last_desired(self) -> date | None:
         self.calls["last_desired"] += 1
@@ -109,6 +111,7 @@ class MemoryBalanceStore:
         self.calls["take_gaps"] += 1
         gone = [r for r, back in self.gaps if not back]
         back = [r for r, is_back in self.gaps if is_back]
+        self.gaps_taken += len(self.gaps)
         self.gaps = []
         return gone, back
 
@@ -117,7 +120,18 @@ class MemoryBalanceStore:
         yield
 
     async def gap_mark(self) -> int:
-        return 0
+        return self.gaps_taken + len(self.gaps) if self.gaps else 0
+
+    async def retarget_gaps(self, since: int, pending: Mapping[RowKey, tuple[date, date]]) -> bool:
+        came_back = False
+        for i in range(max(0, since - self.gaps_taken), len(self.gaps)):
+            row, back = self.gaps[i]
+            if back:
+                came_back = True
+            elif row.item.key in pending:
+                step1, scheduled = pending[row.item.key]
+                self.gaps[i] = (row._replace(step1=step1, scheduled=scheduled), False)
+        return came_back
 
     async def settle_gaps(self, since: int, reads: Sequence[tuple[date, date, int]]) -> int:
         # One process, no concurrent writer: every gap left is still pending.
@@ -142,7 +156,9 @@ class MemoryBalanceStore:
     async def save(self, updates: Sequence[Update]) -> None:
         self.calls["save"] += 1
         for key, step1, sched in updates:
-            row = self.rows[key]
+            row = self.rows.get(key)
+            if row is None:
+                continue  # taken meanwhile: the database's status guard skips it
             if (row.step1, row.scheduled) == (step1, sched):
                 raise ValueError(f"saved an unchanged row {key}")
             self.rows[key] = row._replace(step1=step1, scheduled=sched)
@@ -197,6 +213,11 @@ class MemoryBalanceStore:
     def take(self, key: RowKey) -> None:
         """Someone else takes a row out of the plan (the sender marks it sent)."""
         self.gaps.append((self.rows.pop(key), False))
+
+    def give_back(self, row: StoredRow) -> None:
+        """Someone else puts a taken row back into the plan, as it was."""
+        self.rows[row.item.key] = row
+        self.gaps.append((row, True))
 
     def state(self) -> dict[RowKey, tuple[date | None, date]]:
         return {k: (r.step1, r.scheduled) for k, r in self.rows.items()}

@@ -347,6 +347,17 @@ FROM scheduler_balance_gaps WHERE id > :id ORDER BY id;
 -- name: delete_balance_gap
 DELETE FROM scheduler_balance_gaps WHERE id = ?;
 
+-- name: balance_gaps_keys_since
+-- The identities of the gaps recorded after gap :id (a balance saved in parts).
+SELECT id, contact_id, email_type,
+       printf('%04d-%02d-%02d', event_year, event_month, event_day), back
+FROM scheduler_balance_gaps WHERE id > :id ORDER BY id;
+
+-- name: balance_gap_retarget
+-- A gap's dates become those of the balance it is a gap in: positional
+-- step-1 date, scheduled date, gap id.
+UPDATE scheduler_balance_gaps SET balance_date = ?1, scheduled_send_date = ?2 WHERE id = ?3;
+
 -- name: balance_gaps_mark
 SELECT COALESCE(max(id), 0) FROM scheduler_balance_gaps;
 

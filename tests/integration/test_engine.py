@@ -8,6 +8,7 @@ import contextlib
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -447,4 +448,84 @@ async def test_a_new_days_rebase_the_sender_wrote_into_is_no_basis(
     after_next_batch = await store.export_rows()
     async with store.transaction():
         await engine.rebalance_all(store, CTX, later)
+    assert after_next_batch == await store.export_rows()
+
+
+TIGHT = replace(CTX, balance=BalanceParams(daily_cap=2, ed_daily_soft_limit=1))
+
+
+async def test_a_batch_rebalance_saved_in_parts_stays_a_basis_while_the_sender_takes_rows(
+    store: Store, book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sender's commit frees room on crowded days, and the daemon's next
+    # batch pulls the carry forward: a move of many rows, saved in parts with
+    # the lock left to upstream writers between them. The sender takes more
+    # rows in each opening. Meanwhile the stored balance is marked as no
+    # basis (a crash there leaves a global rebalance to do); at the end it is
+    # one again, and the next incremental rebalance (taking up the gaps)
+    # gives the global balance (I2).
+    # Two a day: much of the plan is carried past its step-1 date.
+    await engine.full_recompute(store, TIGHT, TODAY)
+    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
+    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
+    monkeypatch.setattr(engine.incremental, "PAUSED_SAVE_BATCH", 1)
+    take = (
+        "UPDATE email_schedules SET status = 'sent' WHERE id IN (SELECT id FROM "
+        "email_schedules WHERE status = 'pre-scheduled' AND scheduled_send_date >= ? "
+        "ORDER BY scheduled_send_date, id LIMIT ? OFFSET ?)"
+    )
+    _upstream(book, take, (TODAY.isoformat(), 12, 0))
+    # In each opening: a row carried past its step-1 date (what the batch
+    # pulls forward, so likely a move still to be saved) and a row elsewhere.
+    scattered = (
+        "UPDATE email_schedules SET status = 'sent' WHERE id IN (SELECT id FROM "
+        "email_schedules WHERE status = 'pre-scheduled' AND scheduled_send_date >= ?1 "
+        "AND scheduled_send_date > balance_date ORDER BY scheduled_send_date DESC LIMIT 1) "
+        "OR id IN (SELECT id FROM email_schedules WHERE status = 'pre-scheduled' "
+        "AND scheduled_send_date >= ?1 ORDER BY (id * 7919) % 101, id LIMIT 1)"
+    )
+    basis_in_the_openings: list[str] = []
+    sent = 0
+
+    def send_one() -> None:
+        nonlocal sent
+        # Waits for the lock: in the opening, after the part's commit.
+        _upstream(book, scattered, (TODAY.isoformat(),))
+        sent += 1
+        con = sqlite3.connect(book, timeout=10)
+        basis_in_the_openings.append(
+            con.execute(
+                "SELECT value FROM scheduler_state WHERE key = ?", (engine.core.BALANCE_BASIS,)
+            ).fetchone()[0]
+        )
+        con.close()
+
+    real_resume = SqliteStore.commit_and_resume
+
+    async def resume_after_a_send(self: SqliteStore, seconds: float) -> None:
+        sender = asyncio.ensure_future(asyncio.to_thread(send_one))
+        await asyncio.sleep(0.01)
+        await real_resume(self, 0.2)
+        await sender
+
+    monkeypatch.setattr(SqliteStore, "commit_and_resume", resume_after_a_send)
+    async with store.transaction():
+        stats = await engine.recompute_contacts(store, TIGHT, [1], TODAY, "batch")
+    monkeypatch.undo()
+    assert stats.rows_moved > 2 and sent >= 1
+    assert set(basis_in_the_openings) == {""}
+    async with store.transaction():
+        stored = await store.get_state(engine.core.BALANCE_BASIS)
+    assert stored and stored.startswith("v")
+    # The next batch's rebalance, incremental on that basis: it raises if the
+    # counts disagree with the rows and the gaps (where the engine would fall
+    # back to a global rebalance).
+    async with store.transaction():
+        cap = await engine.capacity_for(store, TIGHT, TODAY, save=False)
+        await engine.rebalance.rebalance(store, cap, TODAY, BalanceDelta())
+        # The gaps taken up, the per-day counts equal the rows.
+        assert await store.balance_days_drift() == 0
+    after_next_batch = await store.export_rows()
+    async with store.transaction():
+        await engine.rebalance_all(store, TIGHT, TODAY)
     assert after_next_batch == await store.export_rows()
