@@ -124,6 +124,8 @@ class IncrementalResult:
     unsettled: bool = False
     """Saved in parts, a row came back into the sweep in a pause: the result
     is no basis (see :meth:`Incremental._save`)."""
+    gaps: int = 0
+    """Balance gaps taken up."""
 
 
 @dataclass(slots=True)
@@ -186,6 +188,7 @@ class Incremental:
         self.windows = 0
         self.rows_read = 0
         self.whole_days = 0
+        self.gaps = 0
 
     # -- the old view of the table -------------------------------------------
 
@@ -243,6 +246,48 @@ class Incremental:
 
     async def run(self, delta: BalanceDelta, gaps_gone: Sequence[StoredRow],
                   gaps_back: Sequence[StoredRow]) -> IncrementalResult:  # fmt: skip
+        """Rebalance ``delta`` and the gaps taken (inside the write lock)."""
+        gaps = _gap_counts(gaps_gone, gaps_back)
+        if gaps.days:
+            # Rows others moved: the counts follow the table first.
+            await self.store.add_balance_days(gaps.days)
+        await self._read(delta, gaps_gone, gaps_back, BalanceDelta(), in_snapshot=False)
+        await self._walk()
+        return await self._save(None)
+
+    async def run_in_snapshot(self, delta: BalanceDelta) -> IncrementalResult:
+        """Rebalance ``delta`` and the balance gaps, reading and walking in a
+        read snapshot with the write lock left to upstream writers (the
+        caller's work so far is committed first; it must have made the
+        stored balance no basis), then saving in parts (``pause``).
+
+        Everything the walk uses is read in the one snapshot: the rows, the
+        counts, and the gaps recorded up to it (read, not taken, and their
+        counts applied in memory). Those gaps are taken and counted when the
+        lock is back; the gaps recorded after the snapshot are of rows whose
+        dates were the snapshot's, and are reconciled with the moves as the
+        pauses' are (:meth:`_save`)."""
+        async with self.store.outside_write_lock():
+            mark = await self.store.gap_mark()
+            gaps_gone, gaps_back = await self.store.read_gaps(mark)
+            gaps = _gap_counts(gaps_gone, gaps_back)
+            await self._read(delta, gaps_gone, gaps_back, gaps, in_snapshot=True)
+            await self._walk()
+        # The gaps recorded since the snapshot, before those it saw are taken
+        # (their ids may then be reused).
+        _, unsettled = await self._reconcile(mark, self._moves())
+        if mark:
+            await self.store.forget_gaps_upto(mark)
+        if gaps.days:
+            await self.store.add_balance_days(gaps.days)
+        return await self._save(await self.store.gap_mark(), unsettled)
+
+    async def _read(self, delta: BalanceDelta, gaps_gone: Sequence[StoredRow],
+                    gaps_back: Sequence[StoredRow], unwritten: BalanceDelta, *,
+                    in_snapshot: bool) -> None:  # fmt: skip
+        """The change, the old balance's counts (``unwritten``: gap counts not
+        yet in the table) and the change's versions, ready for the walk."""
+        self.gaps = len(gaps_gone) + len(gaps_back)
         gone, added = _net(list(delta.gone) + list(gaps_gone), list(delta.added) + list(gaps_back))
         if self.old_today < self.today:
             # Rows the old balance kept before today (not sent yet) compete
@@ -252,23 +297,18 @@ class Incremental:
                 if r.item.key not in keys and r.step1 is not None:
                     gone.append(r)
                     added.append(r)
-        if gaps_gone or gaps_back:
-            # Rows others moved: the counts follow the table first.
-            gaps = BalanceDelta()
-            for r in gaps_gone:
-                gaps.count(r.step1, r.scheduled, -1)
-            for r in gaps_back:
-                gaps.count(r.step1, r.scheduled, 1)
-            await self.store.add_balance_days(gaps.days)
         # The counts as they are (the table) and as the old balance had them.
         stored = await self.store.balance_days()
         step1 = {d: c[0] for d, c in stored.items()}
         sched = {d: c[1] for d, c in stored.items()}
+        for d, (a, b) in unwritten.days.items():
+            step1[d] = step1.get(d, 0) + a
+            sched[d] = sched.get(d, 0) + b
         for r in added:
             _bump(step1, sched, r.step1, r.scheduled, -1)
         for r in gone:
             _bump(step1, sched, r.step1, r.scheduled, 1)
-        if self.pause is None or self.reads_in_lock:
+        if self.pause is None or self.reads_in_lock or in_snapshot:
             await self._versions(gone, added)
         else:
             # The change's versions take a while (0.4-0.6 s at 1M contacts, a
@@ -280,8 +320,6 @@ class Incremental:
             async with self.store.outside_write_lock():
                 await self._versions(gone, added)
         self.counts = _Counts(step1, sched)
-        await self._walk()
-        return await self._save()
 
     async def _versions(self, gone: list[StoredRow], added: list[StoredRow]) -> None:
         """The rows of the change, with the new step-1 dates (smoothing redone)."""
@@ -494,7 +532,30 @@ class Incremental:
 
     # -- saving ---------------------------------------------------------------------
 
-    async def _save(self) -> IncrementalResult:
+    async def _reconcile(
+        self, mark: int, pending: Sequence[tuple[Update, tuple[date, date]]]
+    ) -> tuple[int, bool]:
+        """After the lock was given up with the gaps at ``mark`` and
+        ``pending`` moves still to save: the new mark, and whether others'
+        changes meanwhile leave the result no basis.
+
+        The sender took rows in the opening. A row whose move is still to be
+        saved stays where its gap says (its update finds it gone), while the
+        rows saved around it, and the counts of its part, place it at its
+        move: its gap gets the move's dates, so that the next incremental
+        rebalance takes it out of the balance the rows are saved with. A row
+        that came back is no such case; nor are gaps consumed by another
+        process meanwhile."""
+        now = await self.store.gap_mark()
+        if now < mark:
+            return now, True
+        if now == mark:
+            return mark, False
+        moves = {key: (s1, day) for (key, s1, day), _ in pending}
+        return now, await self.store.retarget_gaps(mark, moves)
+
+    def _moves(self) -> list[tuple[Update, tuple[date, date]]]:
+        """The walk's moves: (the update, the row's dates in the table)."""
         moves: list[tuple[Update, tuple[date, date]]] = []
         for row, day in self.placed.values():
             if row.table is None:
@@ -504,29 +565,24 @@ class Incremental:
         for row in self.added:
             if id(row) not in self.placed:
                 raise CountsMismatch(f"row {row.item.key} was never placed")
+        return moves
+
+    async def _save(self, mark: int | None, unsettled: bool = False) -> IncrementalResult:
+        """Save the moves. ``mark``: the gaps reconciled so far (a walk in a
+        snapshot); ``unsettled``: whether that left no basis already."""
+        moves = self._moves()
         step = SAVE_BATCH if self.pause is None else PAUSED_SAVE_BATCH
-        mark = await self.store.gap_mark() if self.pause is not None and len(moves) > step else 0
-        unsettled = False
+        if mark is None:
+            mark = (
+                await self.store.gap_mark() if self.pause is not None and len(moves) > step else 0
+            )
         for start in range(0, len(moves), step):
             if start and self.pause is not None:
                 # A large move (a new day's leftovers, the carry a sender's
                 # commit pulls forward): short transactions.
                 await self.pause()
-                now = await self.store.gap_mark()
-                if now < mark:
-                    # Gaps consumed by another process meanwhile: no basis.
-                    unsettled, mark = True, now
-                elif now != mark:
-                    # The sender took rows in the pause. A row whose move is
-                    # still to be saved stays where its gap says (its update
-                    # finds it gone), while the rows saved around it, and
-                    # the counts of its part, place it at its move: its gap
-                    # gets the move's dates, so that the next incremental
-                    # rebalance takes it out of the balance the rows are
-                    # saved with. A row that came back is no such case.
-                    pending = {key: (s1, day) for (key, s1, day), _ in moves[start:]}
-                    unsettled |= await self.store.retarget_gaps(mark, pending)
-                    mark = now
+                mark, others = await self._reconcile(mark, moves[start:])
+                unsettled |= others
             part = moves[start : start + step]
             days = BalanceDelta()
             for (_, s1, day), (t1, t2) in part:
@@ -534,9 +590,17 @@ class Incremental:
                 days.count(s1, day, 1)
             await self.store.save([u for u, _ in part])
             await self.store.add_balance_days(days.days)
-        return IncrementalResult(
-            len(moves), self.days, self.windows, self.rows_read, self.whole_days, unsettled
-        )
+        return IncrementalResult(len(moves), self.days, self.windows, self.rows_read,
+                                 self.whole_days, unsettled, self.gaps)  # fmt: skip
+
+
+def _gap_counts(gone: Sequence[StoredRow], back: Sequence[StoredRow]) -> BalanceDelta:
+    gaps = BalanceDelta()
+    for r in gone:
+        gaps.count(r.step1, r.scheduled, -1)
+    for r in back:
+        gaps.count(r.step1, r.scheduled, 1)
+    return gaps
 
 
 def _net(gone: list[StoredRow], added: list[StoredRow]) -> tuple[list[StoredRow], list[StoredRow]]:

@@ -25,7 +25,7 @@ from datetime import date
 
 import structlog
 
-from service.engine.incremental import CountsMismatch, Incremental
+from service.engine.incremental import CountsMismatch, Incremental, IncrementalResult
 from service.planning.balance import (
     ONE_DAY,
     REF,
@@ -76,6 +76,7 @@ async def rebalance(
     pause: Callable[[], Awaitable[None]] | None = None,
     since: tuple[Capacity, date] | None = None,
     reads_in_lock: bool = False,
+    walk_in_snapshot: bool = False,
 ) -> RebalanceResult:
     """Bring the stored balance up to date (SPEC 6, invariant I2).
 
@@ -95,6 +96,12 @@ async def rebalance(
     leave in the pauses are reconciled with the saves (``unsettled`` in the
     result when they could not be).
 
+    ``walk_in_snapshot``, with a ``delta`` and a ``pause``: the caller's
+    work is committed first, and the reads and the walk run in a read
+    snapshot without the write lock (the caller must have made the stored
+    balance no basis); the gaps recorded after the snapshot are reconciled
+    with the saves as the pauses' are.
+
     ``since``, with a ``delta``: the capacity and day of the stored balance
     when they differ from ``cap`` and ``today`` (a new day, a new capacity
     snapshot): the incremental rebalance then also moves what they change,
@@ -106,6 +113,12 @@ async def rebalance(
     """
     if delta is None:
         result = await _Global(store, cap, today, chunk_days, pause).run()
+    elif walk_in_snapshot:
+        if not delta.exact:
+            raise CountsMismatch("a write could not vouch for the table")
+        started = time.perf_counter()
+        moved = await Incremental(store, cap, today, since, pause).run_in_snapshot(delta)
+        result = _logged(moved, delta, started, since)
     else:
         gone, back = await store.take_gaps()
         if not delta and not gone and not back and since is None:
@@ -115,17 +128,7 @@ async def rebalance(
         started = time.perf_counter()
         moved = await Incremental(store, cap, today, since, pause,
                                   reads_in_lock=reads_in_lock).run(delta, gone, back)  # fmt: skip
-        result = RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows,
-                                 moved.unsettled)  # fmt: skip
-        ms = (time.perf_counter() - started) * 1000
-        if ms >= SLOW_MS:
-            # What a slow one did, for the operator (SPEC 12: a change costs
-            # index seeks; reading days whole is the exception).
-            log.info("rebalance_slow", ms=round(ms), rows_in=len(delta.added),
-                     rows_out=len(delta.gone), gaps=len(gone) + len(back),
-                     days=moved.days_swept, rows_read=moved.rows_read,
-                     whole_days=moved.whole_days, moved=moved.rows_changed,
-                     new_day=since is not None)  # fmt: skip
+        result = _logged(moved, delta, started, since)
     log.debug(
         "rebalanced",
         scope="all" if delta is None else len(delta.gone) + len(delta.added),
@@ -134,6 +137,24 @@ async def rebalance(
         windows=result.windows,
     )
     return result
+
+
+def _logged(
+    moved: IncrementalResult,
+    delta: BalanceDelta,
+    started: float,
+    since: tuple[Capacity, date] | None,
+) -> RebalanceResult:
+    ms = (time.perf_counter() - started) * 1000
+    if ms >= SLOW_MS:
+        # What a slow one did, for the operator (SPEC 12: a change costs
+        # index seeks; reading days whole is the exception).
+        log.info("rebalance_slow", ms=round(ms), rows_in=len(delta.added),
+                 rows_out=len(delta.gone), gaps=moved.gaps,
+                 days=moved.days_swept, rows_read=moved.rows_read,
+                 whole_days=moved.whole_days, moved=moved.rows_changed,
+                 new_day=since is not None)  # fmt: skip
+    return RebalanceResult(moved.rows_changed, moved.days_swept, moved.windows, moved.unsettled)
 
 
 @dataclass(slots=True)

@@ -163,22 +163,15 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         rows = await self.fetchall("balance_gaps")
         if not rows:
             return [], []
-        gone: list[StoredRow] = []
-        back: list[StoredRow] = []
-        dates = _DATES
-        for _, cid, etype, ev, prio, des, af, at, st, sc, is_back in rows:
-            step1, scheduled = dates[st], dates[sc]
-            if step1 is None or scheduled is None or cid is None or etype is None:
-                continue
-            try:
-                event = date.fromisoformat(ev)
-            except (TypeError, ValueError):
-                continue
-            item = BalanceItem((int(cid), str(etype), event), int(prio), dates[des] or scheduled,
-                               dates[af], dates[at])  # fmt: skip
-            (back if is_back else gone).append(StoredRow(item, step1, scheduled))
+        out = _gap_rows(rows)
         await self.execute("delete_balance_gaps_upto", {"id": rows[-1][0]})
-        return gone, back
+        return out
+
+    async def read_gaps(self, upto: int) -> tuple[list[StoredRow], list[StoredRow]]:
+        return _gap_rows(await self.fetchall("balance_gaps_upto", {"id": upto}))
+
+    async def forget_gaps_upto(self, upto: int) -> None:
+        await self.execute("delete_balance_gaps_upto", {"id": upto})
 
     async def retarget_gaps(self, since: int, pending: Mapping[RowKey, tuple[date, date]]) -> bool:
         rows = await self.fetchall("balance_gaps_keys_since", {"id": since})
@@ -212,3 +205,22 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         ]
         await self.executemany("balance_save", rows)
         await self.bump_plan_version()
+
+
+def _gap_rows(rows: Sequence[Any]) -> tuple[list[StoredRow], list[StoredRow]]:
+    """Rows of the ``balance_gaps`` queries: (gone, back)."""
+    gone: list[StoredRow] = []
+    back: list[StoredRow] = []
+    dates = _DATES
+    for _, cid, etype, ev, prio, des, af, at, st, sc, is_back in rows:
+        step1, scheduled = dates[st], dates[sc]
+        if step1 is None or scheduled is None or cid is None or etype is None:
+            continue
+        try:
+            event = date.fromisoformat(ev)
+        except (TypeError, ValueError):
+            continue
+        item = BalanceItem((int(cid), str(etype), event), int(prio), dates[des] or scheduled,
+                           dates[af], dates[at])  # fmt: skip
+        (back if is_back else gone).append(StoredRow(item, step1, scheduled))
+    return gone, back

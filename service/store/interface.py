@@ -444,6 +444,15 @@ class BalanceStore(Protocol):
         the dates they had, and rows others put back into it."""
         ...
 
+    async def read_gaps(self, upto: int) -> tuple[list[StoredRow], list[StoredRow]]:
+        """The balance gaps recorded up to gap ``upto``, as :meth:`take_gaps`
+        gives them, without taking them."""
+        ...
+
+    async def forget_gaps_upto(self, upto: int) -> None:
+        """Take the gaps recorded up to gap ``upto`` (inside a write transaction)."""
+        ...
+
     def outside_write_lock(self) -> AbstractAsyncContextManager[None]:
         """Inside a write transaction: commit, run the body's reads in a read
         snapshot, then take the write lock again."""

@@ -11,7 +11,7 @@ recorded as balance gaps, as the database's triggers do.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -45,6 +45,11 @@ class MemoryBalanceStore:
     gaps: list[tuple[StoredRow, bool]] = field(default_factory=list)
     gaps_taken: int = 0
     """Gaps consumed so far: the id of ``gaps[i]`` is ``gaps_taken + i + 1``."""
+    opening: Callable[[str], Awaitable[None]] | None = None
+    """Awaited when :meth:`outside_write_lock` gives up the lock, with
+    ``"before"`` (before its body's reads: commits its snapshot sees) and
+    ``"after"`` (after them: commits it does not): tests, what others do
+    there."""
 
     async def last_desired(self) -> date | None:
         self.calls["last_desired"] += 1
@@ -115,9 +120,23 @@ class MemoryBalanceStore:
         self.gaps = []
         return gone, back
 
+    async def read_gaps(self, upto: int) -> tuple[list[StoredRow], list[StoredRow]]:
+        seen = self.gaps[: max(0, upto - self.gaps_taken)]
+        return [r for r, back in seen if not back], [r for r, back in seen if back]
+
+    async def forget_gaps_upto(self, upto: int) -> None:
+        n = max(0, upto - self.gaps_taken)
+        self.gaps_taken += n
+        self.gaps = self.gaps[n:]
+
     @asynccontextmanager
     async def outside_write_lock(self) -> AsyncIterator[None]:
+        self.calls["outside_write_lock"] += 1
+        if self.opening is not None:
+            await self.opening("before")
         yield
+        if self.opening is not None:
+            await self.opening("after")
 
     async def gap_mark(self) -> int:
         return self.gaps_taken + len(self.gaps) if self.gaps else 0

@@ -329,6 +329,14 @@ SELECT id, contact_id, email_type,
        scheduled_send_date, back
 FROM scheduler_balance_gaps ORDER BY id;
 
+-- name: balance_gaps_upto
+-- The gaps recorded up to gap :id, as balance_gaps, without taking them.
+SELECT id, contact_id, email_type,
+       printf('%04d-%02d-%02d', event_year, event_month, event_day),
+       COALESCE(priority, 10), desired_date, allowed_from, allowed_to, balance_date,
+       scheduled_send_date, back
+FROM scheduler_balance_gaps WHERE id <= :id ORDER BY id;
+
 -- name: bump_plan_version
 -- Counts the transactions that change plan rows or their balance (any
 -- process): a global rebalance that sees it move by someone else's write

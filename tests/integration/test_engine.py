@@ -454,18 +454,21 @@ async def test_a_new_days_rebase_the_sender_wrote_into_is_no_basis(
 TIGHT = replace(CTX, balance=BalanceParams(daily_cap=2, ed_daily_soft_limit=1))
 
 
+@pytest.mark.parametrize("walk_in_snapshot", [False, True])
 async def test_a_batch_rebalance_saved_in_parts_stays_a_basis_while_the_sender_takes_rows(
-    store: Store, book: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, book: Path, monkeypatch: pytest.MonkeyPatch, walk_in_snapshot: bool
 ) -> None:
     # The sender's commit frees room on crowded days, and the daemon's next
     # batch pulls the carry forward: a move of many rows, saved in parts with
-    # the lock left to upstream writers between them. The sender takes more
-    # rows in each opening. Meanwhile the stored balance is marked as no
-    # basis (a crash there leaves a global rebalance to do); at the end it is
-    # one again, and the next incremental rebalance (taking up the gaps)
-    # gives the global balance (I2).
+    # the lock left to upstream writers between them (and, for a change this
+    # large, its days walked in a read snapshot without the lock). The sender
+    # takes more rows in each opening. Meanwhile the stored balance is marked
+    # as no basis (a crash there leaves a global rebalance to do); at the end
+    # it is one again, and the next incremental rebalance (taking up the
+    # gaps) gives the global balance (I2).
     # Two a day: much of the plan is carried past its step-1 date.
     await engine.full_recompute(store, TIGHT, TODAY)
+    monkeypatch.setattr(engine.core, "SNAPSHOT_WALK_ROWS", 0 if walk_in_snapshot else 10**9)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
     monkeypatch.setattr(engine.incremental, "PAUSED_SAVE_BATCH", 1)
@@ -508,10 +511,26 @@ async def test_a_batch_rebalance_saved_in_parts_stays_a_basis_while_the_sender_t
         await real_resume(self, 0.2)
         await sender
 
+    real_outside = SqliteStore.outside_write_lock
+    snapshots = 0
+
+    @contextlib.asynccontextmanager
+    async def outside_with_a_send(self: SqliteStore) -> AsyncIterator[None]:
+        # The lock is free while the walk reads: the sender commits there (a
+        # busy lock would keep it waiting for its 10 s timeout).
+        nonlocal snapshots
+        snapshots += 1
+        async with real_outside(self):
+            await asyncio.to_thread(send_one)
+            yield
+            await asyncio.to_thread(send_one)
+
     monkeypatch.setattr(SqliteStore, "commit_and_resume", resume_after_a_send)
+    monkeypatch.setattr(SqliteStore, "outside_write_lock", outside_with_a_send)
     async with store.transaction():
         stats = await engine.recompute_contacts(store, TIGHT, [1], TODAY, "batch")
     monkeypatch.undo()
+    assert snapshots == (1 if walk_in_snapshot else 0)
     assert stats.rows_moved > 2 and sent >= 1
     assert set(basis_in_the_openings) == {""}
     async with store.transaction():
