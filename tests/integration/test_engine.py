@@ -468,7 +468,7 @@ async def test_a_batch_rebalance_saved_in_parts_stays_a_basis_while_the_sender_t
     # gaps) gives the global balance (I2).
     # Two a day: much of the plan is carried past its step-1 date.
     await engine.full_recompute(store, TIGHT, TODAY)
-    monkeypatch.setattr(engine.core, "SNAPSHOT_WALK_ROWS", 0 if walk_in_snapshot else 10**9)
+    monkeypatch.setattr(engine.core, "SNAPSHOT_WALK_GAPS", 1 if walk_in_snapshot else 10**9)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
     monkeypatch.setattr(engine.incremental, "PAUSED_SAVE_BATCH", 1)
