@@ -68,6 +68,9 @@ tick's, a new day's), the pause between saves committing once the lock was
 held 25 ms: 1,500 rows took 100-150 ms at 1M contacts (the longest an
 upstream writer waited, p99 over 50 ms); 250 take ~15-25 ms."""
 
+FORGET_BATCH = 2000
+"""Balance gaps taken per transaction after a walk in a snapshot."""
+
 MAX_REGION = 4096
 """Rows read around a crowded day's boundary before reading the day whole."""
 
@@ -274,10 +277,20 @@ class Incremental:
             await self._read(delta, gaps_gone, gaps_back, gaps, in_snapshot=True)
             await self._walk()
         # The gaps recorded since the snapshot, before those it saw are taken
-        # (their ids may then be reused).
-        _, unsettled = await self._reconcile(mark, self._moves())
-        if mark:
-            await self.store.forget_gaps_upto(mark)
+        # (their ids may be reused once the table is empty).
+        moves = self._moves()
+        seen, unsettled = await self._reconcile(mark, moves)
+        # Taken in parts (the sender's rest of a day can leave 40,000), with
+        # the pauses' openings reconciled as the saves' are; the last one
+        # keeps the lock, so no gap comes between it and the saves' mark.
+        done = 0
+        while done < mark:
+            done = min(mark, done + FORGET_BATCH)
+            await self.store.forget_gaps_upto(done)
+            if done < mark and self.pause is not None:
+                await self.pause()
+                seen, others = await self._reconcile(seen, moves)
+                unsettled |= others
         if gaps.days:
             await self.store.add_balance_days(gaps.days)
         return await self._save(await self.store.gap_mark(), unsettled)

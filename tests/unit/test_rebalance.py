@@ -561,7 +561,10 @@ async def test_a_move_saved_in_parts_while_the_sender_takes_rows_is_a_basis(
                 gave_back |= when != "before"
 
     store.opening = sender
-    with mock.patch.object(incremental, "PAUSED_SAVE_BATCH", data.draw(st.integers(1, 3))):
+    with (
+        mock.patch.object(incremental, "PAUSED_SAVE_BATCH", data.draw(st.integers(1, 3))),
+        mock.patch.object(incremental, "FORGET_BATCH", data.draw(st.integers(1, 3))),
+    ):
         result = await rebalance(
             store, cap, TODAY, delta, pause=sender, reads_in_lock=True, walk_in_snapshot=in_snapshot
         )
