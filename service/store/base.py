@@ -9,14 +9,17 @@ first write, after work was done).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -54,6 +57,12 @@ BUSY_HANDLER_DELAYS_MS = (1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100)
 """The sleeps of SQLite's default busy handler (``sqlite3_busy_timeout``
 with usleep) between a waiting writer's attempts; 100 ms from then on."""
 GAP_MARGIN_S = 0.005
+
+LONG_HOLD_S = 0.1
+"""A write transaction that holds the lock this long (commit included) is
+logged (``write_lock_held``, with the function that opened it): every
+upstream writer that came meanwhile waited as long (SPEC 12: max 250 ms,
+p99 50 ms)."""
 
 
 @dataclass(slots=True)
@@ -219,6 +228,17 @@ def _database_uri(path: Path, *, create: bool, readonly: bool) -> str:
         )
     mode = "ro" if readonly else ("rwc" if create else "rw")
     return f"{path.resolve().as_uri()}?mode={mode}"
+
+
+def _caller() -> str:
+    """The function whose ``async with store.transaction()`` is ending: the
+    first frame outside this module and :mod:`contextlib`."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in (__file__, contextlib.__file__):
+        frame = frame.f_back
+    if frame is None:
+        return "?"
+    return f"{frame.f_globals.get('__name__', '?')}.{frame.f_code.co_qualname}"
 
 
 def ids_param(ids: Iterable[int]) -> str:
@@ -497,7 +517,8 @@ class StoreBase(HandOver):
             raise StoreError(f"a {self._tx} transaction is already open on this store")
         await self._writer_gap()
         await self._begin("BEGIN IMMEDIATE", read_state=True)
-        self._writer_gaps.began(anyio.current_time())
+        began = anyio.current_time()
+        self._writer_gaps.began(began)
         self._tx = "write"
         try:
             yield
@@ -517,7 +538,12 @@ class StoreBase(HandOver):
             self._state = None
             self._deferred = []
             self._inline_tx = False
-            self._writer_gaps.ended(anyio.current_time())
+            ended = anyio.current_time()
+            self._writer_gaps.ended(ended)
+            if ended - began >= LONG_HOLD_S:
+                # Upstream writers waited this long at least (SPEC 8.3, 12):
+                # which transaction it was, for the operator.
+                log.info("write_lock_held", ms=round((ended - began) * 1000), by=_caller())
 
     async def _writer_gap(self) -> None:
         """Leave upstream writers a gap in a run of back-to-back transactions.

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 
+import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from service.planning.model import (
     Click,
@@ -481,3 +483,24 @@ async def test_unreadable_event_timestamps_do_not_break_the_summary(
     )
     summary = await store.events_summary()
     assert summary.pending >= 1 and summary.oldest_created_at is None
+
+
+async def _hold_the_lock(store: Store, seconds: float) -> None:
+    async with store.transaction():
+        await store.set_state("held", "yes")
+        await anyio.sleep(seconds)
+
+
+async def test_a_transaction_holding_the_lock_long_is_logged_with_its_opener(
+    store: Store,
+) -> None:
+    # Upstream writers wait for as long as one of our transactions holds the
+    # lock: one of 150 ms is logged with the function that opened it; one of
+    # a few milliseconds is not.
+    with capture_logs() as logs:
+        await _hold_the_lock(store, 0.0)
+        await _hold_the_lock(store, 0.15)
+    held = [e for e in logs if e["event"] == "write_lock_held"]
+    assert len(held) == 1
+    assert held[0]["ms"] >= 150
+    assert held[0]["by"] == f"{__name__}._hold_the_lock"
