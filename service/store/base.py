@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -59,10 +60,10 @@ with usleep) between a waiting writer's attempts; 100 ms from then on."""
 GAP_MARGIN_S = 0.005
 
 LONG_HOLD_S = 0.1
-"""A write transaction that holds the lock this long (commit included) is
-logged (``write_lock_held``, with the function that opened it): every
-upstream writer that came meanwhile waited as long (SPEC 12: max 250 ms,
-p99 50 ms)."""
+"""A hold of the write lock this long (from ``BEGIN IMMEDIATE`` to the end
+of its commit) is logged (``write_lock_held``, with the code that let it
+go): every upstream writer that came meanwhile waited as long (SPEC 12:
+max 250 ms, p99 50 ms)."""
 
 
 @dataclass(slots=True)
@@ -230,11 +231,18 @@ def _database_uri(path: Path, *, create: bool, readonly: bool) -> str:
     return f"{path.resolve().as_uri()}?mode={mode}"
 
 
+_STORE_DIR = str(Path(__file__).parent) + os.sep
+
+
 def _caller() -> str:
-    """The function whose ``async with store.transaction()`` is ending: the
-    first frame outside this module and :mod:`contextlib`."""
+    """The code that let the write lock go: the first frame outside the store
+    package and :mod:`contextlib` (e.g. the function whose ``async with
+    store.transaction()`` ends, or the rebalance that commits part way)."""
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename in (__file__, contextlib.__file__):
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_STORE_DIR)
+        or frame.f_code.co_filename == contextlib.__file__
+    ):
         frame = frame.f_back
     if frame is None:
         return "?"
@@ -271,6 +279,8 @@ class StoreBase(HandOver):
         self._short_waits = False
         self._waiting_for_lock = False
         self._writer_gaps = WriterGaps()
+        self._locked_at: float | None = None
+        """When the write lock held now was taken (``BEGIN IMMEDIATE``)."""
 
     # -- connection ------------------------------------------------------
 
@@ -457,6 +467,8 @@ class StoreBase(HandOver):
             self._waiting_for_lock = False
         if rows is not None:
             self._state = {str(k): str(v) for k, v in rows if v is not None}
+        if statement == "BEGIN IMMEDIATE":
+            self._locked_at = anyio.current_time()
 
     async def _begin_in_steps(
         self, statement: str, read_state: bool
@@ -502,8 +514,23 @@ class StoreBase(HandOver):
         if statement != "COMMIT":
             self._deferred = []
         inline, self._inline_tx = self._inline_tx, False
-        with anyio.CancelScope(shield=True), self.statements_inline(inline or self._inline):
-            await self.in_connection(_row_count, statement, ())
+        try:
+            with anyio.CancelScope(shield=True), self.statements_inline(inline or self._inline):
+                await self.in_connection(_row_count, statement, ())
+        finally:
+            self._lock_released()
+
+    def _lock_released(self) -> None:
+        """The write lock taken by the last ``BEGIN IMMEDIATE`` (if any) is
+        let go: a hold of :data:`LONG_HOLD_S` or more is logged with the
+        code that held it."""
+        locked_at, self._locked_at = self._locked_at, None
+        if locked_at is None:
+            return
+        held = anyio.current_time() - locked_at
+        if held >= LONG_HOLD_S:
+            # Every upstream writer that came meanwhile waited as long (SPEC 12).
+            log.info("write_lock_held", ms=round(held * 1000), by=_caller())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -517,8 +544,7 @@ class StoreBase(HandOver):
             raise StoreError(f"a {self._tx} transaction is already open on this store")
         await self._writer_gap()
         await self._begin("BEGIN IMMEDIATE", read_state=True)
-        began = anyio.current_time()
-        self._writer_gaps.began(began)
+        self._writer_gaps.began(anyio.current_time())
         self._tx = "write"
         try:
             yield
@@ -538,12 +564,7 @@ class StoreBase(HandOver):
             self._state = None
             self._deferred = []
             self._inline_tx = False
-            ended = anyio.current_time()
-            self._writer_gaps.ended(ended)
-            if ended - began >= LONG_HOLD_S:
-                # Upstream writers waited this long at least (SPEC 8.3, 12):
-                # which transaction it was, for the operator.
-                log.info("write_lock_held", ms=round((ended - began) * 1000), by=_caller())
+            self._writer_gaps.ended(anyio.current_time())
 
     async def _writer_gap(self) -> None:
         """Leave upstream writers a gap in a run of back-to-back transactions.

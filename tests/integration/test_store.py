@@ -504,3 +504,23 @@ async def test_a_transaction_holding_the_lock_long_is_logged_with_its_opener(
     assert len(held) == 1
     assert held[0]["ms"] >= 150
     assert held[0]["by"] == f"{__name__}._hold_the_lock"
+
+
+async def _hold_then_commit_part_way(store: SqliteStore) -> None:
+    async with store.transaction():
+        await store.set_state("held", "first part")
+        await anyio.sleep(0.15)
+        # As a long rebalance does: commit, let writers in, go on.
+        await store.commit_and_resume(0.0)
+        await store.set_state("held", "second part")
+
+
+async def test_each_hold_of_the_lock_is_timed_on_its_own(store: SqliteStore) -> None:
+    # A transaction that commits part way holds the lock twice: the first
+    # hold (150 ms) is logged where it was let go, the short second one is not.
+    with capture_logs() as logs:
+        await _hold_then_commit_part_way(store)
+    held = [e for e in logs if e["event"] == "write_lock_held"]
+    assert [(e["by"], e["ms"] >= 150) for e in held] == [
+        (f"{__name__}._hold_then_commit_part_way", True)
+    ]
