@@ -167,6 +167,24 @@ PLAN_FULL_DAY = "plan_full_day"
 """scheduler_state keys: the planning fingerprint and settings (JSON) the
 stored plan follows, and the *today* of the full recompute under them (SPEC 4)."""
 
+CATCHUP_THROUGH = "catchup_through"
+"""scheduler_state key: the latest *today* for which the tick's catch-up move
+moved plan rows (ISO). A stored fingerprint describes the rows as written,
+and a move changes them without rewriting it; for a plan of a day on or
+after every move the two can never be mistaken for each other (a moved
+row's old desired date is before that day, and no plan of it has one), so
+fingerprints are trusted only for such days (:func:`fingerprints_trusted`)."""
+
+
+def fingerprints_trusted(moved_through: str | None, today: date | None) -> bool:
+    """Whether a stored fingerprint (and the input digest stored with it)
+    may stand for the stored rows in a plan of ``today``: no catch-up move
+    was made for a later day (``moved_through``, :data:`CATCHUP_THROUGH`).
+    After a clock set back they are not, until the calendar passes it."""
+    if moved_through is None:
+        return True
+    return today is not None and today.isoformat() >= moved_through
+
 
 def _is_busy(exc: BaseException) -> bool:
     if not isinstance(exc, sqlite3.OperationalError):

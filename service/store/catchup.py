@@ -26,7 +26,7 @@ from datetime import date
 from service.planning.balance import BalanceItem
 from service.store.balance_days import BalanceDaysMixin
 from service.store.balancing import convert_stored
-from service.store.base import ids_param, utc_now_text
+from service.store.base import CATCHUP_THROUGH, ids_param, utc_now_text
 from service.store.journal import JournalMixin
 from service.store.types import BalanceDelta, StoredRow
 
@@ -85,7 +85,12 @@ class CatchUpMixin(JournalMixin, BalanceDaysMixin):
             "catchup_move",
             {"today": day, "run_text": str(run_id), "now": utc_now_text(), "ids": moving},
         )
-        await self.execute("catchup_forget_fingerprints", {"ids": ids_param(contacts)})
+        # The moved contacts' fingerprints still name their rows before the
+        # move: trusted from now on only for plans of today or later.
+        await self.execute("catchup_through", {"key": CATCHUP_THROUGH, "today": day})
+        known, through = self.cached_state(CATCHUP_THROUGH)
+        if known:
+            self.remember_state(CATCHUP_THROUGH, max(day, through or day))
         # The versions as the move stores them (catchup_move): desired date,
         # step-1 and scheduled date today, no lower bound.
         delta.added = [

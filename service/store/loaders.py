@@ -20,7 +20,7 @@ from service.planning.model import (
     Contact,
     ContactData,
 )
-from service.store.base import StoreBase, _is_decode_error, ids_param, translate
+from service.store.base import CATCHUP_THROUGH, StoreBase, _is_decode_error, ids_param, translate
 from service.store.handover import Params, _all_rows_of
 from service.store.rows import (
     _TRUE,
@@ -241,7 +241,8 @@ class LoaderMixin(StoreBase):
         span = {"lo": scope.lo, "hi": scope.hi}
         prints = await self.fetchall("plan_prints", span)
         untidy = bool(await self.fetchall("orphan_plan_contacts", span))
-        return ChunkRows(scope, rows, related, {r[0]: r[1] for r in prints}, seq, untidy)
+        return ChunkRows(scope, rows, related, {r[0]: r[1] for r in prints}, seq, untidy,
+                         await self._moved_through())  # fmt: skip
 
     async def _read_ids_chunk(
         self, scope: Scope, since: date | None, engagement_since: date | None
@@ -255,7 +256,16 @@ class LoaderMixin(StoreBase):
         related = await self.read_related(scope, since, engagement_since or since, plan_rows=False)
         prints = await self.fetchall("plan_state@ids", {"ids": params["ids"]})
         untidy = len(rows) < len(scope.ids or ())
-        return ChunkRows(scope, rows, related, {r[0]: r[3] for r in prints}, seq, untidy)
+        return ChunkRows(scope, rows, related, {r[0]: r[3] for r in prints}, seq, untidy,
+                         await self._moved_through())  # fmt: skip
+
+    async def _moved_through(self) -> str | None:
+        """The stored :data:`~service.store.base.CATCHUP_THROUGH`."""
+        known, value = self.cached_state(CATCHUP_THROUGH)
+        if known:
+            return value
+        row = await self.fetchone("get_state", (CATCHUP_THROUGH,))
+        return None if row is None else str(row[0])
 
     def chunk_source(self) -> ChunkSource | None:
         """Where another process can read this store's chunks

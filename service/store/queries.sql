@@ -523,12 +523,14 @@ UPDATE email_schedules SET
                        THEN mailplan_utc(:today, scheduled_send_time, send_timezone) END
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('pre-scheduled', 'skipped');
 
--- name: catchup_forget_fingerprints
--- The moved contacts' stored rows no longer match the fingerprint of the plan
--- last written: a full recompute compares their rows instead of trusting it.
--- (Already forgotten for a contact moved the day before and not written since.)
-UPDATE contact_plan_state SET fingerprint = NULL
-WHERE contact_id IN (SELECT value FROM json_each(:ids)) AND fingerprint IS NOT NULL;
+-- name: catchup_through
+-- The latest day rows were caught up to (service.store.base.CATCHUP_THROUGH):
+-- the moved contacts' stored fingerprints still name the rows before the move,
+-- and are trusted only for a plan of that day or later. One row, not one per
+-- moved contact. ISO dates compare as text.
+INSERT INTO scheduler_state (key, value, updated_at) VALUES (:key, :today, datetime('now'))
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+WHERE excluded.value > value;
 
 -- Per-batch reads of the daemon's small batches (perf of one change).
 

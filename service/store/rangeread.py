@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from service.store.base import BUSY_TIMEOUT_MS
+from service.store.base import BUSY_TIMEOUT_MS, CATCHUP_THROUGH
 from service.store.loaders import _related_queries
 from service.store.rows import _TRUE, ChunkRows, RelatedRows
 from service.store.sql import queries
@@ -70,13 +70,15 @@ class RangeReader:
             ]
             prints = _rows(conn, q["plan_prints"], span)
             untidy = bool(_rows(conn, q["orphan_plan_contacts"], span))
+            moved = _rows(conn, q["get_state"], (CATCHUP_THROUGH,))
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         schedules, targeting, clicks, events = related
         raw = RelatedRows(schedules=schedules, targeting=targeting, clicks=clicks, events=events)
         seq = int(seq_rows[0][0]) if seq_rows else 0
-        return ChunkRows(scope, rows, raw, {r[0]: r[1] for r in prints}, seq, untidy)
+        through = str(moved[0][0]) if moved else None
+        return ChunkRows(scope, rows, raw, {r[0]: r[1] for r in prints}, seq, untidy, through)
 
 
 def _rows(conn: sqlite3.Connection, sql_text: str, params: Any) -> list[tuple[Any, ...]]:

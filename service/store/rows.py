@@ -28,7 +28,7 @@ from service.planning.model import (
     ContactEvent,
     HistoryEmail,
 )
-from service.store.base import ids_param
+from service.store.base import fingerprints_trusted, ids_param
 from service.store.sql import SCHEDULE_COLUMNS
 from service.store.sql import column as _column
 from service.store.types import Scope
@@ -153,6 +153,14 @@ class ChunkRows:
     untidy: bool = True
     """The range holds plan rows of contacts that no longer exist: a write
     is due even if no contact's plan changed."""
+    moved_through: str | None = None
+    """The latest day rows were caught up to, as read with the fingerprints
+    (:data:`~service.store.base.CATCHUP_THROUGH`)."""
+
+    def fingerprints_trusted(self, today: date | None) -> bool:
+        """Whether the stored fingerprints read may be trusted for a plan of
+        ``today`` (:func:`~service.store.base.fingerprints_trusted`)."""
+        return fingerprints_trusted(self.moved_through, today)
 
     def needs_write(self, planned: Iterable[int]) -> bool:
         """Whether writing the chunk can change anything, given the contacts

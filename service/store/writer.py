@@ -39,7 +39,7 @@ from service.planning.balance import BalanceItem
 from service.planning.model import PRE_SCHEDULED, SKIPPED, ContactPlan, PlanRow
 from service.planning.params import DEFAULT_SEND_TIME, send_time_column
 from service.store.balance_days import BalanceDaysMixin
-from service.store.base import ids_param, iso, utc_now_text
+from service.store.base import fingerprints_trusted, ids_param, iso, utc_now_text
 from service.store.checkpoint import CheckpointMixin
 from service.store.journal import JournalInput, JournalMixin
 from service.store.loaders import (
@@ -424,6 +424,10 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin, CheckpointMixin):
             rows = await self.fetchall(f"plan_state@{variant}", _scope_params(scope))
             states = {r[0]: (r[1], r[2], r[3]) for r in rows}
         entries, prints, skipped = prepared.entries, prepared.prints, prepared.skipped
+        if trust and not fingerprints_trusted(await self._moved_through(), options.today):
+            # Rows were caught up for a later day than this plan's (a clock set
+            # back): a stored fingerprint may name rows the move changed.
+            trust = False
         unchanged = 0
         if stored is None:
             todo = {

@@ -110,6 +110,10 @@ OPS = st.one_of(
     st.tuples(st.just("engage"), st.integers(1, 8), st.booleans()),
     st.tuples(st.just("take_over"), st.integers(0, 5)),
     st.tuples(st.just("advance"), st.integers(1, 45)),
+    # A clock set back (SPEC 8.4): rows were caught up for a later day.
+    st.tuples(st.just("back"), st.integers(1, 20)),
+    # `mailplan recompute --all` (trusting stored fingerprints).
+    st.tuples(st.just("full")),
     st.tuples(st.just("recompute_all")),
 )  # fmt: skip
 
@@ -291,9 +295,13 @@ def _run(book: list[dict[str, Any]], ops: list[tuple[Any, ...]], start: date,
                 for op in ops:
                     if op[0] == "advance":
                         world.today += timedelta(days=op[1])
-                    else:
+                    elif op[0] == "back":
+                        world.today -= timedelta(days=op[1])
+                    elif op[0] != "full":
                         _write(db, _op_statements(op, world))
                     history = _history(db)
+                    if op[0] == "full":
+                        await engine.full_recompute(store, CTX, world.today)
                     await _settle(store, world.today, limits)
                     assert _history(db) == history  # I4: no history row changed or deleted
                     await _check_i1_i2(store, world.today)
@@ -409,7 +417,9 @@ def test_a_crash_at_any_statement_changes_nothing_in_the_end(
             for op in ops:
                 if op[0] == "advance":
                     world.today += timedelta(days=op[1])
-                else:
+                elif op[0] == "back":
+                    world.today -= timedelta(days=op[1])
+                elif op[0] != "full":
                     _write(db, _op_statements(op, world))
             # The daemon comes up on the new day and dies at statement `when`.
             async with open_store(db) as doomed:

@@ -216,9 +216,13 @@ async def test_the_tick_moves_caught_up_rows_of_contacts_not_due(
         (tick_run,),
     )
     assert journal == [("update", "2026-03-07", "2026-03-09", "2026-03-09", "tick")]
-    # Its stored rows no longer match the fingerprint written with them.
+    # The move does not rewrite the contact's state (its fingerprint still
+    # names the rows of 03-01, planned on 03-01); it records the day it moved
+    # rows to, before which no fingerprint is trusted any more.
     state = query(db_path, "SELECT fingerprint FROM contact_plan_state WHERE contact_id = 1")
-    assert state == [(None,)]
+    assert len(state) == 1 and str(state[0][0]).split(":")[2:] == ["2026-03-01", "2026-03-21", "3"]
+    through = "SELECT value FROM scheduler_state WHERE key = 'catchup_through'"
+    assert query(db_path, through) == [("2026-03-09",)]
     await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 9))
     # On 03-19 the policy and renewal rows have passed their desired dates too:
     # the move catches them up, noting the day they were wanted.
@@ -228,6 +232,7 @@ async def test_the_tick_moves_caught_up_rows_of_contacts_not_due(
         ("campaign_renewal_10", "2026-03-19", "caught up from 2026-03-18"),
         ("effective_date", "2026-03-19", "caught up from 2026-03-16"),
     ]
+    assert query(db_path, through) == [("2026-03-19",)]
     await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 19))
 
 
