@@ -15,9 +15,10 @@ import json
 import os
 import sqlite3
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import FrameType
@@ -66,6 +67,10 @@ go): every upstream writer that came meanwhile waited as long (SPEC 12:
 max 250 ms, p99 50 ms)."""
 
 
+RECENT_HOLDS = 8
+"""How many of the last transactions' holds predict the next one's."""
+
+
 @dataclass(slots=True)
 class WriterGaps:
     """When the next write transaction may take the lock (times in seconds,
@@ -77,13 +82,31 @@ class WriterGaps:
     50 ms. So the next transaction starts at once only when the lock has been
     free long enough already (:func:`writer_gap_after` of the run so far), or
     when the run stays under :data:`WRITER_GAP_EVERY_S` with it, counting it
-    as long as the last one; otherwise after that gap. Deciding on the run
-    so far alone let a 20 ms transaction and a 5 ms pause be followed by
-    another 20 ms one: a writer that came at the start waited 53 ms."""
+    as long as the longest of the last :data:`RECENT_HOLDS` transactions;
+    otherwise after that gap. Deciding on the run so far alone let a 20 ms
+    transaction and a 5 ms pause be followed by another 20 ms one; counting
+    the next one as long as the last one let a 10 ms transaction after 30 ms
+    ones be followed, 4 ms later, by a 21 ms one: in both a writer that came
+    at the start waited 53 ms."""
 
     last_begin: float = float("-inf")
     last_end: float = float("-inf")
     streak_start: float = float("-inf")
+    holds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_HOLDS))
+    """The lengths of the last transactions' holds."""
+
+    def _next_hold(self) -> float:
+        return max(self.holds, default=0.0)
+
+    def left(self, now: float) -> float:
+        """Seconds the next transaction would wait from ``now`` for its gap
+        (what :meth:`wait_before` would return, without starting a run)."""
+        idle = now - self.last_end
+        streak = self.last_end - self.streak_start
+        gap = writer_gap_after(streak)
+        if idle >= gap or streak + self._next_hold() < WRITER_GAP_EVERY_S:
+            return 0.0
+        return gap - idle
 
     def wait_before(self, now: float) -> float:
         """Seconds to leave the lock free from ``now`` before the next
@@ -94,8 +117,7 @@ class WriterGaps:
         if idle >= gap:
             self.streak_start = now
             return 0.0
-        held = max(0.0, self.last_end - self.last_begin)
-        if streak + held < WRITER_GAP_EVERY_S:
+        if streak + self._next_hold() < WRITER_GAP_EVERY_S:
             return 0.0
         self.streak_start = now + gap - idle
         return gap - idle
@@ -107,6 +129,7 @@ class WriterGaps:
     def ended(self, now: float) -> None:
         """The transaction that held the lock let it go at ``now``."""
         self.last_end = now
+        self.holds.append(max(0.0, now - self.last_begin))
 
 
 def writer_gap_after(streak_s: float) -> float:

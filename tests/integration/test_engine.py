@@ -350,7 +350,7 @@ async def test_global_rebalance_in_many_transactions_equals_the_dry_run(
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
     # Saves of 3 rows each, with a commit between them too.
-    monkeypatch.setattr(engine.rebalance, "SAVE_BATCH", 3)
+    monkeypatch.setattr(engine.rebalance, "PAUSED_SAVE_BATCH", 3)
     commits = 0
     real = SqliteStore.commit_and_resume
     writer: asyncio.Future[None] | None = None
