@@ -48,7 +48,7 @@ from service.store import (
     Store,
     WriteOptions,
 )
-from service.store.base import WRITER_GAP_EVERY_S, writer_gap_after
+from service.store.base import WRITER_GAP_EVERY_S
 
 log = structlog.get_logger(__name__)
 
@@ -293,8 +293,7 @@ GLOBAL_CHUNK_DAYS = 4
 GLOBAL_COMMIT_EVERY_S = WRITER_GAP_EVERY_S
 """A global rebalance commits after each chunk of desired days once it has
 held the lock this long, and leaves upstream writers the store's writer gap
-for the time it held it (:func:`~service.store.base.writer_gap_after`)
-before going on."""
+(:class:`~service.store.base.WriterGaps`) before going on."""
 GLOBAL_COMMIT_GAP_S: float | None = None
 """A fixed gap instead (tests); None: the store's gap for the streak."""
 
@@ -424,9 +423,8 @@ class _CommitPause:
         if time.monotonic() - self.since >= GLOBAL_COMMIT_EVERY_S:
             if self.first is not None and not self.commits:
                 await self.first(self.store)
-            fixed = GLOBAL_COMMIT_GAP_S
-            held = time.monotonic() - self.since
-            await self.store.commit_and_resume(writer_gap_after(held) if fixed is None else fixed)
+            # None: the store's writer gap for the run so far (WriterGaps).
+            await self.store.commit_and_resume(GLOBAL_COMMIT_GAP_S)
             self.commits += 1
             self.since = time.monotonic()
 

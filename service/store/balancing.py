@@ -73,16 +73,22 @@ def _span(lo: date, hi: date) -> dict[str, str]:
 class BalanceMixin(JournalMixin, BalanceDaysMixin):
     """Implements :class:`service.store.interface.BalanceStore`."""
 
-    async def commit_and_resume(self, seconds: float) -> None:
+    async def commit_and_resume(self, seconds: float | None = None) -> None:
         """Inside :meth:`transaction`: commit the work so far, leave the write
-        lock to other writers for ``seconds``, then take it again and go on in
-        a new transaction (the caller's context commits or rolls back that one).
+        lock to other writers for ``seconds`` (None: the store's writer gap,
+        as between two transactions), then take it again and go on in a new
+        transaction (the caller's context commits or rolls back that one).
         """
         if not self.in_transaction:
             raise StoreError("commit_and_resume needs an open transaction")
         await self._end("COMMIT")
-        await asyncio.sleep(seconds)
+        self._writer_gaps.ended(anyio.current_time())
+        if seconds is None:
+            await self._writer_gap()
+        else:
+            await asyncio.sleep(seconds)
         await self._begin("BEGIN IMMEDIATE")
+        self._writer_gaps.began(anyio.current_time(), self._lock_waited)
 
     @asynccontextmanager
     async def outside_write_lock(self) -> AsyncIterator[None]:
@@ -101,7 +107,7 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
         finally:
             await self._writer_gap()
             await self._begin("BEGIN IMMEDIATE")
-            self._writer_gaps.began(anyio.current_time())
+            self._writer_gaps.began(anyio.current_time(), self._lock_waited)
             self._tx = "write"
 
     async def _stored_rows(self, name: str, params: Mapping[str, str | int]) -> list[StoredRow]:

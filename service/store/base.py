@@ -70,6 +70,12 @@ max 250 ms, p99 50 ms)."""
 RECENT_HOLDS = 8
 """How many of the last transactions' holds predict the next one's."""
 
+CONTENDED_S = 0.005
+"""A wait for the lock this long at a transaction's start means another
+writer held it a while, in the gap this store left (:class:`WriterGaps`):
+past the store's retries at 1 and 3 ms, which a one-row commit rarely
+outlasts."""
+
 
 @dataclass(slots=True)
 class WriterGaps:
@@ -94,6 +100,8 @@ class WriterGaps:
     streak_start: float = float("-inf")
     holds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_HOLDS))
     """The lengths of the last transactions' holds."""
+    run_before_gap: float | None = None
+    """The start of the run a gap was just left after (see :meth:`began`)."""
 
     def _next_hold(self) -> float:
         return max(self.holds, default=0.0)
@@ -114,17 +122,29 @@ class WriterGaps:
         idle = now - self.last_end
         streak = self.last_end - self.streak_start
         gap = writer_gap_after(streak)
+        self.run_before_gap = None
         if idle >= gap:
             self.streak_start = now
             return 0.0
         if streak + self._next_hold() < WRITER_GAP_EVERY_S:
             return 0.0
+        self.run_before_gap = self.streak_start
         self.streak_start = now + gap - idle
         return gap - idle
 
-    def began(self, now: float) -> None:
-        """A transaction took the lock at ``now``."""
+    def began(self, now: float, waited: float = 0.0) -> None:
+        """A transaction took the lock at ``now``, after waiting ``waited``
+        seconds for another writer.
+
+        A long wait right after a gap means another writer took the gap: a
+        writer that has waited since the run before it may still be waiting,
+        now in one of the busy handler's longer sleeps (up to 100 ms). For
+        it the lock has been busy all along, so the run goes on: the next
+        gap is as long as that writer's sleep can be, not the shortest one."""
         self.last_begin = now
+        if waited >= CONTENDED_S and self.run_before_gap is not None:
+            self.streak_start = min(self.streak_start, self.run_before_gap)
+        self.run_before_gap = None
 
     def ended(self, now: float) -> None:
         """The transaction that held the lock let it go at ``now``."""
@@ -322,6 +342,8 @@ class StoreBase(HandOver):
         self._writer_gaps = WriterGaps()
         self._locked_at: float | None = None
         """When the write lock held now was taken (``BEGIN IMMEDIATE``)."""
+        self._lock_waited = 0.0
+        """How long the last ``BEGIN IMMEDIATE`` waited for another writer."""
 
     # -- connection ------------------------------------------------------
 
@@ -499,6 +521,7 @@ class StoreBase(HandOver):
 
     async def _begin(self, statement: str, *, read_state: bool = False) -> None:
         self._waiting_for_lock = True
+        asked = anyio.current_time()
         try:
             if self._short_waits:
                 rows = await self._begin_in_steps(statement, read_state)
@@ -510,6 +533,7 @@ class StoreBase(HandOver):
             self._state = {str(k): str(v) for k, v in rows if v is not None}
         if statement == "BEGIN IMMEDIATE":
             self._locked_at = anyio.current_time()
+            self._lock_waited = self._locked_at - asked
 
     async def _begin_in_steps(
         self, statement: str, read_state: bool
@@ -585,7 +609,7 @@ class StoreBase(HandOver):
             raise StoreError(f"a {self._tx} transaction is already open on this store")
         await self._writer_gap()
         await self._begin("BEGIN IMMEDIATE", read_state=True)
-        self._writer_gaps.began(anyio.current_time())
+        self._writer_gaps.began(anyio.current_time(), self._lock_waited)
         self._tx = "write"
         try:
             yield

@@ -91,10 +91,11 @@ class Transactions(Protocol):
         """A read transaction: every read inside sees one consistent state."""
         ...
 
-    async def commit_and_resume(self, seconds: float) -> None:
+    async def commit_and_resume(self, seconds: float | None = None) -> None:
         """Inside :meth:`transaction`: commit the work so far, leave the write
-        lock to other writers for ``seconds``, take it again and go on in a
-        new transaction (which the enclosing context commits or rolls back)."""
+        lock to other writers for ``seconds`` (None: the store's writer gap),
+        take it again and go on in a new transaction (which the enclosing
+        context commits or rolls back)."""
         ...
 
     async def data_version(self) -> int:

@@ -116,6 +116,54 @@ def test_a_short_transaction_after_long_ones_is_followed_by_a_gap() -> None:
     assert _upstream_wait(spans, first_short) <= 33
 
 
+def test_a_gap_another_writer_took_continues_the_run() -> None:
+    # Ours 0-30 ms, then the gap; a heavy writer (a sender's 1,000-row commit)
+    # takes the lock at 32 ms and holds it to 57 ms; ours waits for it (from
+    # 50 to 57 ms) and holds to 87 ms. A writer that came at 0 has failed at
+    # 1, 3, 8, 18 (ours), 33 and 53 (the sender's) and 78 ms (ours), and
+    # sleeps 25 ms to its attempt at 103 ms. For it the lock was never free:
+    # the gap after 87 ms is the one for a run of 87 ms (the busy handler's
+    # 25 ms sleep and the margin), and it gets in at 103 ms, where the
+    # shortest gap (20 ms, to 107) would also do; a round later the gap has
+    # grown to cover its 50 ms sleep.
+    gaps = WriterGaps()
+    assert gaps.wait_before(0.0) == 0.0
+    gaps.began(0.0)
+    gaps.ended(0.030)
+    assert gaps.wait_before(0.030) == pytest.approx(0.020)
+    gaps.began(0.057, waited=0.007)
+    gaps.ended(0.087)
+    assert gaps.wait_before(0.087) == pytest.approx(writer_gap_after(0.087))
+    assert writer_gap_after(0.087) == pytest.approx(0.030)
+    # The heavy writer takes that gap too (110-135 ms); ours holds 135-165
+    # ms: the writer is now in a 50 ms sleep, and the gap is 55 ms.
+    gaps.began(0.135, waited=0.018)
+    gaps.ended(0.165)
+    assert gaps.wait_before(0.165) == pytest.approx(0.055)
+    # Without the wait the next run starts after the gap: the shortest gap.
+    plain = WriterGaps()
+    plain.wait_before(0.0)
+    plain.began(0.0)
+    plain.ended(0.030)
+    plain.wait_before(0.030)
+    plain.began(0.050)
+    plain.ended(0.080)
+    assert plain.wait_before(0.080) == pytest.approx(0.020)
+
+
+def test_a_short_wait_for_the_lock_starts_a_new_run() -> None:
+    # A writer's commit of a row holds the lock for a millisecond: waiting
+    # for that is no sign of a heavy writer, and the gap stays the shortest.
+    gaps = WriterGaps()
+    gaps.wait_before(0.0)
+    gaps.began(0.0)
+    gaps.ended(0.030)
+    gaps.wait_before(0.030)
+    gaps.began(0.052, waited=0.002)
+    gaps.ended(0.082)
+    assert gaps.wait_before(0.082) == pytest.approx(0.020)
+
+
 def test_a_lock_free_for_the_gap_already_starts_a_new_run() -> None:
     gaps = WriterGaps()
     assert gaps.wait_before(0.0) == 0.0
