@@ -19,13 +19,10 @@ next start, and only the contacts still due are recomputed again.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-import anyio
-import anyio.to_thread
 import structlog
 
 from service import engine
@@ -33,7 +30,6 @@ from service.engine import PlanContext
 from service.engine.chunks import Task, input_key, plan_chunk
 from service.engine.pacing import WRITE_TARGET_S, ChunkSizer
 from service.store import RunStats, Scope, Store, WriteOptions
-from service.store.checkpoint import CheckpointThread
 from service.store.journal import PRUNE_BATCH
 from service.store.types import BalanceDelta
 
@@ -84,25 +80,6 @@ async def _planned_in_full(store: Store, ctx: PlanContext, today: date) -> bool:
     )
 
 
-@asynccontextmanager
-async def _checkpoints_beside(store: Store) -> AsyncIterator[None]:
-    """Inside: a thread of its own checkpoints the WAL every 50 ms (passive:
-    it takes no lock a writer waits for). The tick's run of short write
-    transactions grows the log by thousands of pages a second; checkpointed
-    only every second (:mod:`service.daemon.checkpoints`), it is an upstream
-    writer's commit that finds 1,000 pages and copies them back, waiting
-    for that in its own commit (up to 1.5 s at 1M contacts). The daemon's
-    connection does not checkpoint in its commits; its setting is left as
-    it is."""
-    thread = CheckpointThread(store.path)
-    thread.start()
-    try:
-        yield
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(thread.stop)
-
-
 async def tick_if_due(
     store: Store,
     ctx: PlanContext,
@@ -121,7 +98,12 @@ async def tick_if_due(
     previous = await store.last_tick()
     if previous == today:
         return None
-    async with _checkpoints_beside(store):
+    # The tick's run of short write transactions grows the log by thousands
+    # of pages a second: a thread checkpoints it every 50 ms and after each
+    # of our commits, so that the upstream writer that waited for one does
+    # not sync or copy back our pages in its own COMMIT (up to 1.5 s at 1M
+    # contacts when checkpointed only every second, service.daemon.checkpoints).
+    async with store.checkpoints_beside():
         return await _tick(store, ctx, today, previous, chunk, should_stop)
 
 

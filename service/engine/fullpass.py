@@ -273,9 +273,9 @@ async def _chunks(
                         # Progress for `mailplan status` and a terminal's progress bar.
                         await store.set_state(PROGRESS_KEY, progress_text(run_id, rows.scope.hi))
                         noted = write_started
-            # Its pages go back into the database now, not in the COMMIT of
-            # the upstream writer that waited (CheckpointMixin.checkpoint_soon).
-            store.checkpoint_soon()
+            # Its pages go back into the database at once, not in the COMMIT
+            # of the upstream writer that waited: checkpoints_outside_lock's
+            # thread checkpoints after each commit (the rebalance's too).
             # Short write transactions (commit included) whatever the machine's
             # load: upstream writers wait while one is open.
             sizer.record(len(rows.contact_rows), time.perf_counter() - write_started)

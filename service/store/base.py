@@ -16,7 +16,7 @@ import os
 import sqlite3
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -344,6 +344,9 @@ class StoreBase(HandOver):
         """When the write lock held now was taken (``BEGIN IMMEDIATE``)."""
         self._lock_waited = 0.0
         """How long the last ``BEGIN IMMEDIATE`` waited for another writer."""
+        self._after_commit: Callable[[], None] | None = None
+        """Called after each successful COMMIT (a checkpoint thread's kick,
+        :meth:`~service.store.checkpoint.CheckpointMixin.checkpoints_beside`)."""
 
     # -- connection ------------------------------------------------------
 
@@ -584,6 +587,8 @@ class StoreBase(HandOver):
                 await self.in_connection(_row_count, statement, ())
         finally:
             self._lock_released()
+        if statement == "COMMIT" and self._after_commit is not None:
+            self._after_commit()
 
     def _lock_released(self) -> None:
         """The write lock taken by the last ``BEGIN IMMEDIATE`` (if any) is

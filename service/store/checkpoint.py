@@ -150,7 +150,7 @@ class CheckpointThread:
 
 
 class CheckpointMixin(StoreBase):
-    """The store's part: :meth:`checkpoints_outside_lock`."""
+    """The store's part: :meth:`checkpoints_outside_lock`, :meth:`checkpoints_beside`."""
 
     _checkpoints: CheckpointThread | None = None
     _wake: anyio.Event | None = None
@@ -158,7 +158,8 @@ class CheckpointMixin(StoreBase):
     @asynccontextmanager
     async def checkpoints_outside_lock(self) -> AsyncIterator[None]:
         """Inside: this connection's commits do not checkpoint the WAL; a
-        thread of its own (:class:`CheckpointThread`) does, between them.
+        thread of its own (:class:`CheckpointThread`) does, between them
+        (:meth:`checkpoints_beside`).
 
         SQLite's automatic checkpoint runs inside the COMMIT call once the
         WAL holds 1,000 pages (it copies pages into the database file and
@@ -170,15 +171,37 @@ class CheckpointMixin(StoreBase):
         rarely finds 1,000 pages to checkpoint itself) and blocks no writer.
         """
         await self.run_sql(AUTOCHECKPOINT_OFF, what="wal_autocheckpoint")
+        try:
+            async with self.checkpoints_beside():
+                yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.run_sql(AUTOCHECKPOINT_ON, what="wal_autocheckpoint")
+
+    @asynccontextmanager
+    async def checkpoints_beside(self) -> AsyncIterator[None]:
+        """Inside: a thread of its own (:class:`CheckpointThread`) runs a
+        passive checkpoint every :data:`CHECKPOINT_EVERY_S` and right after
+        each of this store's commits; this connection's own setting
+        (``wal_autocheckpoint``) is left as it is (the daemon's is off).
+
+        Right after each commit, because the upstream writer that waited
+        for the lock commits a moment after ours: with our pages still in
+        the WAL, its COMMIT syncs them (an upstream connection's default
+        ``synchronous = FULL`` syncs the log in every commit) or copies them
+        back itself once the WAL holds 1,000 pages, and it waits for that
+        (see :meth:`checkpoint_soon`). A passive checkpoint takes no lock
+        another writer waits for."""
         thread = self._checkpoints = CheckpointThread(self.path)
+        self._after_commit = thread.kick
         thread.start()
         try:
             yield
         finally:
             self._checkpoints = None
+            self._after_commit = None
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(thread.stop)
-                await self.run_sql(AUTOCHECKPOINT_ON, what="wal_autocheckpoint")
 
     def checkpoint_soon(self) -> None:
         """Right after a large commit: the checkpoint thread of

@@ -107,6 +107,12 @@ class Transactions(Protocol):
         connection does, beside them (a long pass of write transactions)."""
         ...
 
+    def checkpoints_beside(self) -> AbstractAsyncContextManager[None]:
+        """Inside: a thread with its own connection checkpoints the WAL every
+        50 ms and right after each commit; the connection's own setting is
+        left as it is (the daemon's tick)."""
+        ...
+
     def checkpoint_soon(self) -> None:
         """After a large commit: the checkpoint thread of
         :meth:`checkpoints_outside_lock`, or whoever waits on

@@ -117,31 +117,68 @@ async def test_set_cache_mib_sizes_this_connection_only(store: SqliteStore, db_p
     assert rows == [(-32768,)]
 
 
-@pytest.mark.parametrize("kicked", [True, False])
-async def test_checkpoint_soon_copies_the_commit_back_before_the_next_tick(
-    store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch, kicked: bool
+def _upstream_writes(db_path: Path, n: int) -> None:
+    """``n`` commits of about a page each on a connection of the test's own
+    (an upstream writer: not the store's commits)."""
+    con = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        con.execute("PRAGMA wal_autocheckpoint = 0")
+        con.execute("CREATE TABLE IF NOT EXISTS upstream_test (k INTEGER PRIMARY KEY, v TEXT)")
+        for k in range(n):
+            con.execute("INSERT INTO upstream_test (v) VALUES (?)", (str(k) * 3000,))
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("context", ["outside_lock", "beside"])
+@pytest.mark.parametrize(
+    "writes", ["store commits", "upstream commits and checkpoint_soon", "upstream commits only"]
+)
+async def test_each_commit_is_copied_back_before_the_next_tick(
+    store: SqliteStore,
+    db_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    context: str,
+    writes: str,
 ) -> None:
-    # The thread's tick made 10 s long: within the test only checkpoint_soon
-    # can make it checkpoint. 5 commits of ~1 page leave >= 5 frames in the
-    # log (this connection's automatic checkpoint is off inside); kicked,
-    # the thread copies all of them back within the 2 s waited for, else none.
+    # The thread's tick made 10 s long: within the test only a kick can make
+    # it checkpoint. Each of the store's own commits kicks it, and so does
+    # checkpoint_soon; another connection's commits do not. 5 commits of ~1
+    # page leave >= 5 frames in the log (no connection checkpoints by
+    # itself: the store's automatic checkpoint is off, the test's too).
     monkeypatch.setattr("service.store.checkpoint.CHECKPOINT_EVERY_S", 10.0)
-    async with store.checkpoints_outside_lock():
-        await _write_rows(store, 5)
-        if kicked:
-            store.checkpoint_soon()
-        copied = 0
-        with anyio.move_on_after(2.0):
-            while copied == 0:
-                await anyio.sleep(0.02)
-                copied = store._checkpoints.checkpointer.checkpoints if store._checkpoints else 0
+    await store.set_wal_autocheckpoint(0)
+    if context == "outside_lock":
+        inside = store.checkpoints_outside_lock()
+    else:
+        inside = store.checkpoints_beside()
+    async with inside:
+        if writes == "store commits":
+            await _write_rows(store, 5)
+        else:
+            await anyio.to_thread.run_sync(_upstream_writes, db_path, 5)
+            if writes == "upstream commits and checkpoint_soon":
+                store.checkpoint_soon()
         thread = store._checkpoints
         assert thread is not None
-        assert thread.runs == (1 if kicked else 0)
-    # Outside, there is no thread to wake: a no-op.
+        copied = 0
+        with anyio.move_on_after(2.0 if writes != "upstream commits only" else 0.5):
+            while copied == 0:
+                await anyio.sleep(0.02)
+                copied = thread.checkpointer.checkpoints
+        if writes == "upstream commits only":
+            assert thread.runs == 0
+            assert copied == 0
+        else:
+            assert thread.runs >= 1
+            assert copied >= 1
+    assert store._checkpoints is None
+    # Outside, there is no thread to wake: a commit and a kick are no-ops.
+    async with store.transaction():
+        await store.set_state("test_after", "y" * 3000)
     store.checkpoint_soon()
     log, done = _wal_frames(db_path)
-    assert log >= 5
+    assert log >= 1
     assert done == log  # the test's own checkpoint copies whatever is left
 
 

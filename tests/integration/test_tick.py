@@ -376,24 +376,42 @@ async def test_the_first_catch_up_transaction_is_small_and_the_rest_follow(
 async def test_the_wal_is_checkpointed_beside_the_tick(
     planned: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A checkpoint thread runs while the tick writes, and is stopped after it.
-    from service.daemon import tick
+    # A checkpoint thread runs while the tick writes, is woken after each of
+    # the tick's commits (not only every 50 ms), and is stopped after it.
+    from service.store import checkpoint
     from service.store.checkpoint import CheckpointThread
 
     seen: list[str] = []
+    commits = 0
 
     class Counting(CheckpointThread):
         def start(self) -> None:
             seen.append("start")
             super().start()
 
+        def kick(self) -> None:
+            seen.append("kick")
+            super().kick()
+
         def stop(self) -> None:
             super().stop()
             seen.append("stop")
 
-    monkeypatch.setattr(tick, "CheckpointThread", Counting)
+    from service.store.base import StoreBase
+
+    real_end = StoreBase._end
+
+    async def counting_end(self: StoreBase, statement: str) -> None:
+        nonlocal commits
+        await real_end(self, statement)
+        if statement == "COMMIT" and "start" in seen and "stop" not in seen:
+            commits += 1
+
+    monkeypatch.setattr(checkpoint, "CheckpointThread", Counting)
+    monkeypatch.setattr(StoreBase, "_end", counting_end)
     assert await tick_if_due(planned, CTX, date(2026, 3, 9)) is not None
-    assert seen == ["start", "stop"]
+    assert commits >= 2
+    assert seen == ["start"] + ["kick"] * commits + ["stop"]
     # No thread for a tick that is not due.
     assert await tick_if_due(planned, CTX, date(2026, 3, 9)) is None
-    assert seen == ["start", "stop"]
+    assert seen == ["start"] + ["kick"] * commits + ["stop"]
