@@ -129,25 +129,29 @@ async def full_recompute(
         workers = 0
     try:
         planning = Planner(ctx, campaigns, workers, store.chunk_source())
-        async with planning as planner, store.checkpoints_outside_lock():
-            await _chunks(store, ctx, campaigns, today, run_id, trust_fingerprints, planner,
-                          stats, progress)  # fmt: skip
-        phase = time.perf_counter()
-        async with store.transaction():
-            keep = trust_fingerprints and balanced and not (stats.inserted or stats.updated
-                                                            or stats.deleted)  # fmt: skip
-            if keep and await _balance_unchanged(store, version):
-                # No plan row changed: the global balance stored before the
-                # run is the global balance now (same rows, day, capacity).
-                await store.set_state(BALANCE_BASIS, basis)
-            else:
-                keep = False
-                stats.add(await rebalance_all(store, ctx, today))
-            if consume_events:
-                stats.events_consumed = await store.delete_events_upto(covered)
-            await store.delete_state(PROGRESS_KEY)
-            await record_full_plan(store, ctx, today)
-            await store.finish_run(run_id, stats, duration_ms=_ms(started))
+        # The closing rebalance too: its partial commits move ~130k rows at 1M
+        # contacts, and with the automatic checkpoint back on, this
+        # connection's COMMITs copied the log back every 1,000 pages.
+        async with store.checkpoints_outside_lock():
+            async with planning as planner:
+                await _chunks(store, ctx, campaigns, today, run_id, trust_fingerprints, planner,
+                              stats, progress)  # fmt: skip
+            phase = time.perf_counter()
+            async with store.transaction():
+                keep = trust_fingerprints and balanced and not (stats.inserted or stats.updated
+                                                                or stats.deleted)  # fmt: skip
+                if keep and await _balance_unchanged(store, version):
+                    # No plan row changed: the global balance stored before the
+                    # run is the global balance now (same rows, day, capacity).
+                    await store.set_state(BALANCE_BASIS, basis)
+                else:
+                    keep = False
+                    stats.add(await rebalance_all(store, ctx, today))
+                if consume_events:
+                    stats.events_consumed = await store.delete_events_upto(covered)
+                await store.delete_state(PROGRESS_KEY)
+                await record_full_plan(store, ctx, today)
+                await store.finish_run(run_id, stats, duration_ms=_ms(started))
     except Exception as exc:
         await _record_failure(store, run_id, stats, started, exc)
         raise
