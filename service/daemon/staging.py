@@ -67,8 +67,9 @@ few milliseconds (a rebalance that reads more, a loaded machine): aiming at
 transaction, the burst of 100,000 changes at 1M contacts took 9.7-10.3 s
 with 30 ms chunks, 1-3 of ~260 upstream writes waiting over 50 ms, against
 8.1-8.2 s and 10-17 of ~200 with 50 ms chunks; on a later machine 7.1-8.9 s
-with 30 ms chunks (0-2 of ~200 over 50 ms, the p99 46-55 ms) and 7.3 s with
-25 ms ones (0 of 205, the p99 43 ms; ``bench/RESULTS.md``). Each
+with 30 ms chunks (0-2 of ~200 over 50 ms, the p99 44-55 ms) and 7.3-11.9 s
+with 25 ms ones (0-1 of 205-337, the p99 42-44 ms; ``bench/RESULTS.md``,
+runs X0-X7). Each
 transaction has fixed costs (the commit, the run record, the rebalance's
 reads) of a few milliseconds, so much shorter chunks drain a burst more
 slowly."""
