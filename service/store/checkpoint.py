@@ -192,14 +192,15 @@ class CheckpointMixin(StoreBase):
         back itself once the WAL holds 1,000 pages, and it waits for that
         (see :meth:`checkpoint_soon`). A passive checkpoint takes no lock
         another writer waits for."""
+        # Nested (not done today), the outer thread is registered again after.
+        outer = self._checkpoints, self._after_commit
         thread = self._checkpoints = CheckpointThread(self.path)
         self._after_commit = thread.kick
         thread.start()
         try:
             yield
         finally:
-            self._checkpoints = None
-            self._after_commit = None
+            self._checkpoints, self._after_commit = outer
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(thread.stop)
 

@@ -207,3 +207,17 @@ async def test_keep_wal_short_checkpoints_at_once_when_woken(
         stop.set()
     assert first > 0
     assert (second == first) == kicked
+
+
+async def test_a_nested_checkpoint_thread_gives_the_outer_one_back(store: SqliteStore) -> None:
+    async with store.checkpoints_beside():
+        outer = store._checkpoints
+        assert outer is not None
+        async with store.checkpoints_beside():
+            inner = store._checkpoints
+            assert inner is not None and inner is not outer
+        # The store's commits wake the outer thread again.
+        assert store._checkpoints is outer
+        assert store._after_commit == outer.kick
+    assert store._checkpoints is None
+    assert store._after_commit is None
