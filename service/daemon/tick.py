@@ -37,6 +37,12 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_CHUNK = 2000
 
+INLINE_WRITES = True
+"""Whether the statements of the tick's write transactions (the catch-up
+moves, the due contacts' writes) run on the event loop's thread: a hand-over
+to the connection's thread per statement costs two thread wake-ups while the
+lock is held (as in the full recompute's writes, ``fullpass.INLINE_WRITES``)."""
+
 
 @dataclass(slots=True)
 class TickReport:
@@ -215,13 +221,14 @@ async def _recompute_due(
             )
         prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
         async with store.transaction():
-            write_started = time.perf_counter()
-            if await store.event_seq() != rows.seq:
-                rows = await store.read_chunk(
-                    None, 0, since=since, engagement_since=recent, scope=scope
-                )
-                prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
-            result = await store.write_prepared(prepared, options)
+            with store.statements_inline(INLINE_WRITES):
+                write_started = time.perf_counter()
+                if await store.event_seq() != rows.seq:
+                    rows = await store.read_chunk(
+                        None, 0, since=since, engagement_since=recent, scope=scope
+                    )
+                    prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
+                result = await store.write_prepared(prepared, options)
         sizer.record(len(scope.ids or ()), time.perf_counter() - write_started)
         report.stats.add_writes(result.stats)
         delta.extend(result.delta)
@@ -281,7 +288,8 @@ async def _move_caught_up(
         async with store.transaction():
             # Timed from inside: the writer gap before the lock is not the move's.
             began = time.perf_counter()
-            step = await store.move_caught_up_rows(today, run_id, ids)
+            with store.statements_inline(INLINE_WRITES):
+                step = await store.move_caught_up_rows(today, run_id, ids)
         sizer.record(len(ids), time.perf_counter() - began)
         report.caught_up_moved += step.rows
         delta.extend(step.delta)
