@@ -30,6 +30,7 @@ from service.engine import PlanContext
 from service.engine.chunks import Task, input_key, plan_chunk
 from service.engine.pacing import WRITE_TARGET_S, ChunkSizer
 from service.store import RunStats, Scope, Store, WriteOptions
+from service.store.catchup import NOTHING_CAUGHT_UP
 from service.store.journal import PRUNE_BATCH
 from service.store.types import BalanceDelta
 
@@ -260,7 +261,8 @@ async def _move_caught_up(
     """The catch-up move of every contact that is not due (SPEC 5.10, 5.11): the
     rows to move are found in read snapshots over ranges of contact ids
     (upstream writers do not wait for those reads), then moved in short
-    transactions, each checking again that its rows still are to move; False
+    transactions, each reading its rows again only if anyone else changed
+    anything since the read (:class:`~service.store.catchup.CaughtUp`); False
     if stopped part way (the next start repeats the tick, and only rows not
     yet moved still match). What the moves changed in the sweep is added to
     ``delta``."""
@@ -272,7 +274,7 @@ async def _move_caught_up(
     sizer.size = FIRST_MOVE_ROWS
     last = await store.max_contact_id()
     lo = 0
-    pending: list[int] = []
+    pending = NOTHING_CAUGHT_UP
     while lo <= last or pending:
         if not pending:
             if lo and should_stop():
@@ -284,13 +286,13 @@ async def _move_caught_up(
                 pending = await store.caught_up_rows(today, lo, hi)
             lo = hi + 1
             continue
-        ids, pending = pending[: sizer.size], pending[sizer.size :]
+        rows, pending = pending.split(sizer.size)
         async with store.transaction():
             # Timed from inside: the writer gap before the lock is not the move's.
             began = time.perf_counter()
             with store.statements_inline(INLINE_WRITES):
-                step = await store.move_caught_up_rows(today, run_id, ids)
-        sizer.record(len(ids), time.perf_counter() - began)
+                step = await store.move_caught_up_rows(today, run_id, rows)
+        sizer.record(len(rows), time.perf_counter() - began)
         report.caught_up_moved += step.rows
         delta.extend(step.delta)
         if (lo <= last or pending) and should_stop():

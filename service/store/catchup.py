@@ -22,12 +22,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from service.planning.balance import BalanceItem
 from service.store.balance_days import BalanceDaysMixin
 from service.store.balancing import convert_stored
 from service.store.base import CATCHUP_THROUGH, ids_param, utc_now_text
 from service.store.journal import JournalMixin
+from service.store.loaders import LoaderMixin
 from service.store.types import BalanceDelta, StoredRow
 
 
@@ -41,7 +43,36 @@ class CatchUpStep:
     """The swept rows moved: old versions ``gone``, new ones ``added``."""
 
 
-class CatchUpMixin(JournalMixin, BalanceDaysMixin):
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """Rows to catch up as a read snapshot found them (:meth:`CatchUpMixin.caught_up_rows`).
+
+    ``rows`` are ``(id, contact_id, swept, *balance columns)``; ``basis`` is
+    what the snapshot saw of the others' changes: the event sequence (every
+    upstream change, a row the sender took included, moves it) and the plan
+    version less this store's own bumps (every other mailplan process's plan
+    write moves it). While both are the same, the rows are still as read.
+    """
+
+    rows: Sequence[tuple[Any, ...]]
+    basis: tuple[int, int]
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(r[0]) for r in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def split(self, n: int) -> tuple[CaughtUp, CaughtUp]:
+        """The first ``n`` rows and the rest, with the same basis."""
+        return CaughtUp(self.rows[:n], self.basis), CaughtUp(self.rows[n:], self.basis)
+
+
+NOTHING_CAUGHT_UP = CaughtUp((), (0, 0))
+
+
+class CatchUpMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
     """Moving the plan rows whose desired date has passed to *today*."""
 
     async def move_caught_up(self, today: date, run_id: int, lo: int, hi: int) -> CatchUpStep:
@@ -54,29 +85,40 @@ class CatchUpMixin(JournalMixin, BalanceDaysMixin):
             today, run_id, await self.caught_up_rows(today, lo, hi)
         )
 
-    async def caught_up_rows(self, today: date, lo: int, hi: int) -> list[int]:
-        """The ids of the rows :meth:`move_caught_up` would move (a read: the
-        tick runs it in a read snapshot, without the write lock)."""
+    async def caught_up_rows(self, today: date, lo: int, hi: int) -> CaughtUp:
+        """The rows :meth:`move_caught_up` would move, with what the read saw of
+        others' changes (a read: the tick runs it in a read snapshot, without
+        the write lock)."""
+        basis = await self._others_changes()
         rows = await self.fetchall("catchup_rows", {"lo": lo, "hi": hi, "today": today.isoformat()})
-        return [int(r[0]) for r in rows]
+        return CaughtUp(rows, basis)
 
-    async def move_caught_up_rows(
-        self, today: date, run_id: int, ids: Sequence[int]
-    ) -> CatchUpStep:
-        """Catch up those of the rows ``ids`` (found by :meth:`caught_up_rows`,
+    async def _others_changes(self) -> tuple[int, int]:
+        version, own = await self.plan_version()
+        return await self.event_seq(), version - own
+
+    async def move_caught_up_rows(self, today: date, run_id: int, found: CaughtUp) -> CatchUpStep:
+        """Catch up those of the rows ``found`` (by :meth:`caught_up_rows`,
         maybe in an older snapshot) that still are plan rows with a desired
         date before ``today`` (inside the caller's transaction); a row sent or
-        planned again since is left as it is."""
+        planned again since is left as it is.
+
+        When nobody else has changed anything since the read (its basis), the
+        rows are still as read and are not read again inside the lock."""
         day = today.isoformat()
-        if not ids:
-            return CatchUpStep(0, 0, BalanceDelta())
-        found = await self.fetchall("catchup_recheck", {"today": day, "ids": ids_param(ids)})
         if not found:
             return CatchUpStep(0, 0, BalanceDelta())
-        moving = ids_param(r[0] for r in found)
-        contacts = {int(r[1]) for r in found}
+        rows = found.rows
+        if await self._others_changes() != found.basis:
+            rows = await self.fetchall(
+                "catchup_recheck", {"today": day, "ids": ids_param(found.ids)}
+            )
+            if not rows:
+                return CatchUpStep(0, 0, BalanceDelta())
+        moving = ids_param(r[0] for r in rows)
+        contacts = {int(r[1]) for r in rows}
         delta = BalanceDelta()
-        delta.gone = convert_stored([r[3:] for r in found if r[2]])
+        delta.gone = convert_stored([r[3:] for r in rows if r[2]])
         await self.execute(
             "catchup_journal",
             {"run": run_id, "at": self._journal_time(), "today": day, "ids": moving},

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import anyio
 
 from service.planning.model import Campaigns, ContactData, ContactPlan, RowKey
-from service.store.catchup import CatchUpStep
+from service.store.catchup import CatchUpStep, CaughtUp
 from service.store.journal import JournalEntry
 from service.store.loaders import ChunkRows, Loaded, StoredPlanRow
 from service.store.rangeread import ChunkSource
@@ -389,14 +389,14 @@ class PlanWriter(Protocol):
         tick's catch-up move, SPEC 5.11), with their journal entries."""
         ...
 
-    async def caught_up_rows(self, today: date, lo: int, hi: int) -> list[int]:
-        """The ids of the rows :meth:`move_caught_up` would move (a read)."""
+    async def caught_up_rows(self, today: date, lo: int, hi: int) -> CaughtUp:
+        """The rows :meth:`move_caught_up` would move, with what the read saw
+        of others' changes (a read)."""
         ...
 
-    async def move_caught_up_rows(
-        self, today: date, run_id: int, ids: Sequence[int]
-    ) -> CatchUpStep:
-        """:meth:`move_caught_up` of the rows ``ids`` that still are to move."""
+    async def move_caught_up_rows(self, today: date, run_id: int, found: CaughtUp) -> CatchUpStep:
+        """:meth:`move_caught_up` of the rows ``found`` that still are to move
+        (read again inside the lock only if others changed anything since)."""
         ...
 
 

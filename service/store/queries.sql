@@ -471,8 +471,11 @@ SELECT day, sum(a), sum(b) FROM (
 -- The tick's catch-up move (service/store/catchup.py): the plan rows of contacts
 -- :lo..:hi whose desired date is before :today, of contacts that are not due
 -- (review date after :today, or none). A range of contacts keeps the rows a
--- move rewrites on few pages (rows are stored about in contact order).
-SELECT s.id, s.contact_id FROM email_schedules AS s
+-- move rewrites on few pages (rows are stored about in contact order). The
+-- columns are catchup_recheck's: the move uses these rows as read when
+-- nothing changed since the read.
+SELECT s.id, s.contact_id, s.status = 'pre-scheduled', {balance_columns}
+FROM email_schedules AS s
 WHERE s.contact_id BETWEEN :lo AND :hi
     AND s.status IN ('pre-scheduled', 'skipped')
     AND s.desired_date < :today

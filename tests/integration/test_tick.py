@@ -6,13 +6,16 @@ import json
 import sqlite3
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service import engine
 from service.daemon.tick import tick_if_due
 from service.engine import PlanContext, core
-from service.store import Store
+from service.store import SqliteStore, Store
+from service.store.catchup import CaughtUp
+from service.store.handover import Params
 from tests.integration.daemon_helpers import (
     SEED_SQL,
     TODAY,
@@ -316,7 +319,8 @@ async def test_rows_found_to_move_and_sent_before_the_move_stay_as_sent(
     # by then: the move leaves it alone (SPEC I4) and moves the others.
     day = date(2026, 3, 19)
     async with planned.snapshot():
-        ids = await planned.caught_up_rows(day, 0, await planned.max_contact_id())
+        found = await planned.caught_up_rows(day, 0, await planned.max_contact_id())
+    ids = found.ids
     assert len(ids) >= 2
     con = sqlite3.connect(db_path, timeout=10)
     with con:
@@ -329,7 +333,7 @@ async def test_rows_found_to_move_and_sent_before_the_move_stay_as_sent(
     before = query(db_path, "SELECT * FROM email_schedules WHERE id = ?", (ids[0],))
     async with planned.transaction():
         run = await planned.start_run("tick", day)
-        step = await planned.move_caught_up_rows(day, run, ids)
+        step = await planned.move_caught_up_rows(day, run, found)
     assert step.rows == len(ids) - 1
     assert query(db_path, "SELECT * FROM email_schedules WHERE id = ?", (ids[0],)) == before
     moved = query(
@@ -339,6 +343,71 @@ async def test_rows_found_to_move_and_sent_before_the_move_stay_as_sent(
         (day.isoformat(), json.dumps(ids[1:])),
     )
     assert moved == [(len(ids) - 1,)]
+
+
+async def test_rows_found_to_move_are_not_read_again_when_nobody_else_wrote(
+    planned: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in a read snapshot, moved in a later write transaction with no
+    # upstream change and no other mailplan process's plan write in between:
+    # the rows are still as read, and the move does not read them again
+    # inside the lock. Ann's three rows (desired 03-06, 03-16, 03-18) move.
+    day = date(2026, 3, 19)
+    async with planned.snapshot():
+        found = await planned.caught_up_rows(day, 0, await planned.max_contact_id())
+    assert len(found) >= 3
+    names: list[str] = []
+    original = planned.fetchall
+
+    async def spy(name: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        names.append(name)
+        return await original(name, params)
+
+    monkeypatch.setattr(planned, "fetchall", spy)
+    async with planned.transaction():
+        run = await planned.start_run("tick", day)
+        step = await planned.move_caught_up_rows(day, run, found)
+    assert "catchup_recheck" not in names
+    assert step.rows == len(found)
+    moved = query(
+        db_path,
+        "SELECT count(*) FROM email_schedules WHERE desired_date = ? "
+        "AND scheduled_send_date = ? AND id IN (SELECT value FROM json_each(?))",
+        (day.isoformat(), day.isoformat(), json.dumps(found.ids)),
+    )
+    assert moved == [(len(found),)]
+
+
+async def test_rows_found_to_move_and_planned_again_by_another_process_are_read_again(
+    planned: Store, db_path: Path
+) -> None:
+    # Between the read and the move another mailplan process plans one of
+    # the rows again (its desired date is now in the future) and counts its
+    # write in the plan version, as every mailplan write does. No event says
+    # so, but the plan version does: the move reads the rows again inside
+    # the lock and leaves that row where the other process put it.
+    day = date(2026, 3, 19)
+    async with planned.snapshot():
+        found = await planned.caught_up_rows(day, 0, await planned.max_contact_id())
+    ids = found.ids
+    assert len(ids) >= 2
+    write(
+        db_path,
+        f"""
+        UPDATE email_schedules SET desired_date = '2026-04-01', balance_date = '2026-04-01',
+            scheduled_send_date = '2026-04-01' WHERE id = {int(ids[0])};
+        UPDATE scheduler_state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'plan_version';
+        """,
+    )
+    async with planned.transaction():
+        run = await planned.start_run("tick", day)
+        step = await planned.move_caught_up_rows(day, run, found)
+    assert step.rows == len(ids) - 1
+    assert query(
+        db_path,
+        "SELECT desired_date, scheduled_send_date FROM email_schedules WHERE id = ?",
+        (ids[0],),
+    ) == [("2026-04-01", "2026-04-01")]
 
 
 async def test_the_first_catch_up_transaction_is_small_and_the_rest_follow(
@@ -356,9 +425,9 @@ async def test_the_first_catch_up_transaction_is_small_and_the_rest_follow(
     sizes: list[int] = []
     original = planned.move_caught_up_rows
 
-    async def spy(today: date, run_id: int, ids: list[int]) -> object:
-        sizes.append(len(ids))
-        return await original(today, run_id, ids)
+    async def spy(today: date, run_id: int, found: CaughtUp) -> object:
+        sizes.append(len(found))
+        return await original(today, run_id, found)
 
     monkeypatch.setattr(planned, "move_caught_up_rows", spy)
     report = await tick_if_due(planned, CTX, date(2026, 3, 19))
