@@ -68,6 +68,15 @@ class CaughtUp:
         """The first ``n`` rows and the rest, with the same basis."""
         return CaughtUp(self.rows[:n], self.basis), CaughtUp(self.rows[n:], self.basis)
 
+    def then(self, later: CaughtUp) -> CaughtUp:
+        """These rows and those of a later read, with this read's basis (or
+        the later one's if there are no rows here): the others' changes only
+        grow, so if nothing changed since this read, nothing changed since
+        the later one either."""
+        if not self.rows:
+            return later
+        return CaughtUp([*self.rows, *later.rows], self.basis)
+
 
 NOTHING_CAUGHT_UP = CaughtUp((), (0, 0))
 

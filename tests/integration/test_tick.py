@@ -442,6 +442,32 @@ async def test_the_first_catch_up_transaction_is_small_and_the_rest_follow(
     await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 19))
 
 
+async def test_catch_up_reads_of_one_contact_each_join_into_full_moves(
+    planned: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each read looks at one contact; the move reads on until it has a full
+    # share (two rows here) before it writes, so the rows of several reads
+    # go in one transaction, and the plan is a full recompute's.
+    from service.daemon import tick
+
+    monkeypatch.setattr(tick, "READ_CONTACTS", 1)
+    monkeypatch.setattr(tick, "FIRST_MOVE_ROWS", 2)
+    monkeypatch.setattr(tick, "MOVE_ROWS", 2)
+    await tick_if_due(planned, CTX, date(2026, 3, 7))
+    sizes: list[int] = []
+    original = planned.move_caught_up_rows
+
+    async def spy(today: date, run_id: int, found: CaughtUp) -> object:
+        sizes.append(len({r[1] for r in found.rows}))
+        return await original(today, run_id, found)
+
+    monkeypatch.setattr(planned, "move_caught_up_rows", spy)
+    report = await tick_if_due(planned, CTX, date(2026, 3, 19))
+    assert report is not None and report.finished and report.caught_up_moved >= 3
+    assert sizes and max(sizes) >= 2  # rows of two contacts' reads in one move
+    await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 19))
+
+
 async def test_the_wal_is_checkpointed_beside_the_tick(
     planned: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
