@@ -468,6 +468,50 @@ async def test_catch_up_reads_of_one_contact_each_join_into_full_moves(
     await assert_plan_is_full_recompute(db_path, CFG, date(2026, 3, 19))
 
 
+async def test_the_closing_rebalance_walks_without_the_lock_and_the_sender_gets_in(
+    planned: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the tick's closing rebalance walks the new day's move, the write
+    # lock is free: the sender commits a row sent with no busy timeout at
+    # all. Its balance gap is reconciled with the saves, and once the daemon
+    # has worked off the sender's history event the plan is a full
+    # recompute's of the day.
+    from service.daemon.processing import BatchLimits, Processor
+    from service.engine.incremental import Incremental
+
+    day = date(2026, 3, 19)
+    await tick_if_due(planned, CTX, date(2026, 3, 7))
+    sent: list[object] = []
+    walk = Incremental._walk
+
+    async def walk_and_send(self: Incremental) -> None:
+        if not sent:
+            con = sqlite3.connect(db_path, timeout=0)
+            try:
+                with con:
+                    sent.extend(
+                        con.execute(
+                            "UPDATE email_schedules SET status = 'sent', sent_at = ? WHERE id = "
+                            "(SELECT id FROM email_schedules WHERE status = 'pre-scheduled' "
+                            "AND scheduled_send_date > ? ORDER BY id LIMIT 1) RETURNING id",
+                            ("2026-03-19 09:00:00", day.isoformat()),
+                        ).fetchall()
+                    )
+            finally:
+                con.close()
+        await walk(self)
+
+    monkeypatch.setattr(Incremental, "_walk", walk_and_send)
+    report = await tick_if_due(planned, CTX, day)
+    assert report is not None and report.finished
+    assert len(sent) == 1
+    monkeypatch.setattr(Incremental, "_walk", walk)
+    processor = Processor(planned, CTX, BatchLimits())
+    while await processor.step(day) is not None:
+        pass
+    await assert_plan_is_full_recompute(db_path, CFG, day)
+
+
 async def test_the_wal_is_checkpointed_beside_the_tick(
     planned: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
