@@ -98,6 +98,13 @@ class Transactions(Protocol):
         context commits or rolls back)."""
         ...
 
+    def held_s(self) -> float:
+        """Seconds the open write transaction has held the lock (0 without one)."""
+        ...
+
+    last_commit_s: float
+    """How long this store's last COMMIT took."""
+
     async def data_version(self) -> int:
         """A number that changes when another connection commits."""
         ...
