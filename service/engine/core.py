@@ -22,6 +22,7 @@ from typing import Protocol
 import structlog
 
 from service.engine.incremental import CountsMismatch
+from service.engine.pacing import WRITE_TARGET_S
 from service.engine.rebalance import rebalance
 from service.planning.balance import Capacity, capacity
 from service.planning.contacts import resolve_contact, zip_lookup
@@ -290,10 +291,17 @@ made the fan-out's upstream COMMITs slower (p99 43 -> 80 ms at 1M)."""
 GLOBAL_CHUNK_DAYS = 4
 """Days of desired dates a global rebalance reads (and commits) at a time."""
 
-GLOBAL_COMMIT_EVERY_S = WRITER_GAP_EVERY_S
-"""A global rebalance commits after each chunk of desired days once it has
-held the lock this long, and leaves upstream writers the store's writer gap
-(:class:`~service.store.base.WriterGaps`) before going on."""
+COMMIT_EVERY_S = WRITER_GAP_EVERY_S
+"""An incremental rebalance that saves in parts (the tick's, a large
+batch's) commits before it would hold the lock this long, its COMMIT
+included (:class:`_CommitPause`), and leaves upstream writers the store's
+writer gap (:class:`~service.store.base.WriterGaps`) before going on."""
+
+GLOBAL_COMMIT_EVERY_S = WRITE_TARGET_S
+"""The same for a global rebalance (the closing one of a full recompute):
+30 ms, as a full recompute's chunks, as its saves are of finer grain
+(``rebalance.PAUSED_SAVE_BATCH``). An upstream writer that came at the start
+of a transaction gets in at its busy handler's attempt at 33 ms."""
 GLOBAL_COMMIT_GAP_S: float | None = None
 """A fixed gap instead (tests); None: the store's gap for the streak."""
 
@@ -377,7 +385,7 @@ async def _rebalance(
             today,
             None,
             chunk_days=GLOBAL_CHUNK_DAYS,
-            pause=_commit_pause(store) if pauses else None,
+            pause=_commit_pause(store, mark=GLOBAL_COMMIT_EVERY_S) if pauses else None,
         )
     now, own_now = await store.plan_version()
     if now - version == own_now - own:
@@ -414,8 +422,8 @@ def _parse_basis(text: str | None) -> tuple[Capacity, date] | None:
 
 class _CommitPause:
     """A pause that commits and leaves upstream writers the store's writer gap
-    before the lock has been held :data:`GLOBAL_COMMIT_EVERY_S`, its COMMIT
-    included.
+    before the lock has been held its mark (:data:`COMMIT_EVERY_S`,
+    :data:`GLOBAL_COMMIT_EVERY_S`), its COMMIT included.
 
     The COMMIT of rows spread over the table (a rebalance's moves) takes
     longer than the statements that changed them, about twice as long at 1M
@@ -429,8 +437,12 @@ class _CommitPause:
         store: Store,
         first: Callable[[Store], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        mark: float | None = None,
     ) -> None:
         self.store = store
+        self.mark = mark
+        """The longest hold aimed at (None: :data:`COMMIT_EVERY_S`)."""
         self.first = first
         """Awaited in the transaction of the first commit, before it."""
         self.clock = clock
@@ -444,7 +456,8 @@ class _CommitPause:
         now = self.clock()
         step, self.last = now - self.last, now
         held = self.store.held_s()
-        if (held + step) * (1.0 + self.ratio) >= GLOBAL_COMMIT_EVERY_S:
+        mark = COMMIT_EVERY_S if self.mark is None else self.mark
+        if (held + step) * (1.0 + self.ratio) >= mark:
             if self.first is not None and not self.commits:
                 await self.first(self.store)
             held = self.store.held_s()
@@ -458,9 +471,12 @@ class _CommitPause:
 
 
 def _commit_pause(
-    store: Store, first: Callable[[Store], Awaitable[None]] | None = None
+    store: Store,
+    first: Callable[[Store], Awaitable[None]] | None = None,
+    *,
+    mark: float | None = None,
 ) -> _CommitPause:
-    return _CommitPause(store, first)
+    return _CommitPause(store, first, mark=mark)
 
 
 # -- full recompute (the reference) ------------------------------------------------

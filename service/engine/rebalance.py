@@ -50,11 +50,13 @@ SLOW_MS = 200.0
 SAVE_BATCH = 1500
 """Rows per save of a global rebalance that cannot commit part way."""
 
-PAUSED_SAVE_BATCH = 250
-"""Rows per save of a global rebalance that pauses (commits part way once
-it has held the lock 25 ms): 1,500 rows held it 70-96 ms at 1M contacts
-(the closing rebalance of a full recompute of an empty plan, 133,270 rows
-moved), longer than an upstream writer's retry at 33 ms; 250 take ~12 ms."""
+PAUSED_SAVE_BATCH = 125
+"""Rows per save of a global rebalance that pauses (commits part way before
+one more save and the commit would hold the lock past its mark,
+:class:`~service.engine.core._CommitPause`): 1,500 rows held it 70-96 ms at
+1M contacts (the closing rebalance of a full recompute of an empty plan,
+133,270 rows moved), longer than an upstream writer's retry at 33 ms; 250
+take ~7 ms of statements, so 125 let several saves fit one transaction."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -403,7 +403,7 @@ async def test_a_new_days_rebase_the_sender_wrote_into_is_no_basis(
     # balance of the rows as they are then (I2).
     await engine.full_recompute(store, CTX, TODAY)
     later = TODAY + timedelta(days=2)
-    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
+    monkeypatch.setattr(engine.core, "COMMIT_EVERY_S", 0.0)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
     monkeypatch.setattr(engine.incremental, "PAUSED_SAVE_BATCH", 2)
     sent = 0
@@ -469,7 +469,7 @@ async def test_a_batch_rebalance_saved_in_parts_stays_a_basis_while_the_sender_t
     # Two a day: much of the plan is carried past its step-1 date.
     await engine.full_recompute(store, TIGHT, TODAY)
     monkeypatch.setattr(engine.core, "SNAPSHOT_WALK_GAPS", 1 if walk_in_snapshot else 10**9)
-    monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_EVERY_S", 0.0)
+    monkeypatch.setattr(engine.core, "COMMIT_EVERY_S", 0.0)
     monkeypatch.setattr(engine.core, "GLOBAL_COMMIT_GAP_S", 0.0)
     monkeypatch.setattr(engine.incremental, "PAUSED_SAVE_BATCH", 1)
     take = (

@@ -50,7 +50,7 @@ async def test_commits_before_its_commit_would_hold_the_lock_past_the_mark(
     # predicted as long as the statements (held 12 ms + 24 ms); after it, the
     # pause knows a commit costs twice the statements and commits at 8 ms
     # (8 + 16 = 24 ms, under 25 ms: one more step would have made 30 ms).
-    monkeypatch.setattr(core, "GLOBAL_COMMIT_EVERY_S", 0.025)
+    monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
     clock = FakeClock()
     store = FakeStore(clock, commit_factor=2.0)
     pause = _CommitPause(store, clock=clock)  # type: ignore[arg-type]
@@ -69,7 +69,7 @@ async def test_a_cheap_commit_lets_a_transaction_run_longer(
     # few pages): after the first commit the statements hold the lock 18 ms
     # (18 + 4.5 ms; at 15 ms one more step with its commit made 22.5 ms, at
     # 18 ms it would make 26.25 ms, past the mark).
-    monkeypatch.setattr(core, "GLOBAL_COMMIT_EVERY_S", 0.025)
+    monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
     clock = FakeClock()
     store = FakeStore(clock, commit_factor=0.25)
     pause = _CommitPause(store, clock=clock)  # type: ignore[arg-type]
@@ -80,7 +80,7 @@ async def test_a_cheap_commit_lets_a_transaction_run_longer(
 
 
 async def test_the_first_commit_runs_the_first_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "GLOBAL_COMMIT_EVERY_S", 0.025)
+    monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
     clock = FakeClock()
     store = FakeStore(clock, commit_factor=1.0)
     calls: list[object] = []
@@ -93,3 +93,24 @@ async def test_the_first_commit_runs_the_first_hook(monkeypatch: pytest.MonkeyPa
         clock.now += 0.002
         await pause()
     assert pause.commits >= 2 and calls == [store]
+
+
+async def test_a_global_rebalance_aims_at_its_own_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Steps of 3 ms, commits twice as long as the statements. The global
+    # rebalance's pause aims at 30 ms (GLOBAL_COMMIT_EVERY_S): after the
+    # first commit it commits at 9 ms of statements (9 + 18 = 27 ms; at 6 ms
+    # one more step with its commit made 27 ms, at 9 ms it would make
+    # 36 ms). The daemon's, at 25 ms, commits at 6 ms (6 + 12 = 18 ms).
+    monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
+    monkeypatch.setattr(core, "GLOBAL_COMMIT_EVERY_S", 0.030)
+    holds = []
+    for mark in (core.GLOBAL_COMMIT_EVERY_S, None):
+        clock = FakeClock()
+        store = FakeStore(clock, commit_factor=2.0)
+        pause = _CommitPause(store, clock=clock, mark=mark)  # type: ignore[arg-type]
+        for _ in range(60):
+            clock.now += 0.003
+            await pause()
+        holds.append(store.holds[1:])
+    assert holds[0] and all(h == pytest.approx(0.027) for h in holds[0])
+    assert holds[1] and all(h == pytest.approx(0.018) for h in holds[1])
