@@ -171,27 +171,50 @@ def write_slices(
     out: list[tuple[ChunkRows, Prepared]] = []
     lo = scope.lo
     for hi in ends:
-        part = Scope.of_range(lo, hi)
-        inside = part.contains
-        part_rows = replace(
-            rows,
-            scope=part,
-            contact_rows=[r for r in rows.contact_rows if inside(r[0])],
-            related=RelatedRows(),
-            prints={c: p for c, p in rows.prints.items() if inside(c)},
-        )
-        part_prepared = replace(
-            prepared,
-            scope=part,
-            entries={c: e for c, e in prepared.entries.items() if inside(c)},
-            prints={c: p for c, p in prepared.prints.items() if inside(c)},
-            states={c: s for c, s in prepared.states.items() if inside(c)},
-            skipped={c for c in prepared.skipped if inside(c)},
-            skipped_rows=prepared.skipped_rows if not out else 0,
-        )
-        out.append((part_rows, part_prepared))
+        out.append(_part(rows, prepared, Scope.of_range(lo, hi), first=not out))
         lo = hi + 1
     return out
+
+
+def split_slice(
+    rows: ChunkRows, prepared: Prepared, size: int
+) -> tuple[tuple[ChunkRows, Prepared], tuple[ChunkRows, Prepared] | None]:
+    """A chunk to write cut in two consecutive id ranges: the first with
+    ``size`` planned contacts, the second with the rest (None when there
+    is no rest to cut off)."""
+    scope = rows.scope
+    planned = sorted(prepared.states)
+    if scope.ids is not None or len(planned) <= max(1, size):
+        return (rows, prepared), None
+    cut = planned[max(1, size) - 1]
+    head = _part(rows, prepared, Scope.of_range(scope.lo, cut), first=True)
+    tail = _part(rows, prepared, Scope.of_range(cut + 1, scope.hi), first=False)
+    return head, tail
+
+
+def _part(
+    rows: ChunkRows, prepared: Prepared, part: Scope, *, first: bool
+) -> tuple[ChunkRows, Prepared]:
+    """The share of a chunk to write in the id range ``part``; the skipped
+    rows' count goes with the first share."""
+    inside = part.contains
+    part_rows = replace(
+        rows,
+        scope=part,
+        contact_rows=[r for r in rows.contact_rows if inside(r[0])],
+        related=RelatedRows(),
+        prints={c: p for c, p in rows.prints.items() if inside(c)},
+    )
+    part_prepared = replace(
+        prepared,
+        scope=part,
+        entries={c: e for c, e in prepared.entries.items() if inside(c)},
+        prints={c: p for c, p in prepared.prints.items() if inside(c)},
+        states={c: s for c, s in prepared.states.items() if inside(c)},
+        skipped={c for c in prepared.skipped if inside(c)},
+        skipped_rows=prepared.skipped_rows if first else 0,
+    )
+    return part_rows, part_prepared
 
 
 # -- worker processes -------------------------------------------------------

@@ -40,6 +40,7 @@ from service.engine.chunks import (
     input_key,
     plan_chunk,
     settle,
+    split_slice,
     write_slices,
 )
 from service.engine.core import (
@@ -213,78 +214,119 @@ async def _chunks(
     sizer = ChunkSizer(ctx.chunk_size, target_s=WRITE_TARGET_S)
     since, recent = ctx.history_since(today), ctx.engagement_since(today)
     inflight: deque[tuple[Scope, Awaitable[Outcome | None]]] = deque()
+    # Planned slices not written yet, in id order, and their planned contacts.
+    ready: deque[tuple[ChunkRows, Prepared]] = deque()
+    buffered = 0
     after: int | None = None
     reading = True
     noted = float("-inf")
     # Reads hold no lock: after a clean chunk the next one is read larger
     # (up to READ_CHUNK); after one that needed writing, at the write size.
     read_size = sizer.size
-    while reading or inflight:
+    task = RangeTask(Scope.of_range(0, 0), since, recent, today, key, options)
+    while reading or inflight or ready:
         while reading and len(inflight) < planner.depth:
-            task = RangeTask(Scope.of_range(0, 0), since, recent, today, key, options)
             scope, outcome = await _read_ahead(store, planner, after, read_size, task)
             inflight.append((scope, outcome))
             after = scope.hi
             reading = after != MAX_ID
-        scope, pending = inflight.popleft()
-        done = await pending
-        if done is None:
-            # The planning process could not read the chunk: read it here.
-            async with store.snapshot():
-                rows = await store.read_chunk(
-                    None, 0, since=since, engagement_since=recent, scope=scope
-                )
-            done = settle(rows, await planner.plan_here(Task(rows, today, key, options)))
-        if isinstance(done, Clean):
-            # Every contact's inputs are unchanged as read: the stored plan
-            # of the range was its plan at the read, and the write lock is
-            # not taken at all. No check of the event sequence is needed: an
-            # upstream change after the read has an event id above the
-            # read's sequence, so above ``covered``, and stays queued for
-            # the daemon (only events up to ``covered`` are consumed); and a
-            # chunk that writes nothing cannot overwrite a plan the daemon
-            # wrote meanwhile.
-            stats.contacts_recomputed += done.contacts
-            stats.unchanged += done.skipped_rows
-            progress(scope.hi)
-            read_size = min(max(READ_CHUNK, sizer.size), read_size * 2)
+        if inflight and buffered < sizer.size:
+            # Less than a transaction's worth planned: take the next chunk in.
+            # Chunks are read ahead at the write size of their time, and
+            # many need only part of it written: each written alone, half
+            # the transactions were under half the size (2,491 at 1M
+            # contacts), and every transaction costs a writer gap.
+            scope, pending = inflight.popleft()
+            done = await pending
+            if done is None:
+                # The planning process could not read the chunk: read it here.
+                async with store.snapshot():
+                    rows = await store.read_chunk(
+                        None, 0, since=since, engagement_since=recent, scope=scope
+                    )
+                done = settle(rows, await planner.plan_here(Task(rows, today, key, options)))
+            if isinstance(done, Clean):
+                # Every contact's inputs are unchanged as read: the stored plan
+                # of the range was its plan at the read, and the write lock is
+                # not taken at all. No check of the event sequence is needed:
+                # an upstream change after the read has an event id above the
+                # read's sequence, so above ``covered``, and stays queued for
+                # the daemon (only events up to ``covered`` are consumed); and
+                # a chunk that writes nothing cannot overwrite a plan the
+                # daemon wrote meanwhile.
+                stats.contacts_recomputed += done.contacts
+                stats.unchanged += done.skipped_rows
+                if not ready:
+                    progress(scope.hi)
+                read_size = min(max(READ_CHUNK, sizer.size), read_size * 2)
+                continue
+            read_size = sizer.size
+            whole, planned = done
+            stats.add(RunStats(contacts_recomputed=len(whole.contact_rows)))
+            for part in write_slices(whole, planned, sizer.size):
+                ready.append(part)
+                buffered += len(part[1].states)
             continue
-        read_size = sizer.size
-        whole, planned = done
-        stats.add(RunStats(contacts_recomputed=len(whole.contact_rows)))
-        for rows, prepared in write_slices(whole, planned, sizer.size):
-            # The write's statements run on this thread (statements_inline): a
-            # hand-over to the connection's thread per statement costs two thread
-            # wake-ups, each of which a loaded machine can delay by milliseconds
-            # while the lock is held. BEGIN, which may wait for an upstream
-            # writer's lock, still goes to the connection's thread.
-            async with store.transaction():
-                with store.statements_inline(INLINE_WRITES):
-                    write_started = time.perf_counter()
+        # One write transaction: the planned slices at the front, up to the
+        # write size of planned contacts (at least one slice).
+        take = _take(ready, sizer.size)
+        buffered -= sum(len(prepared.states) for _, prepared in take)
+        last = take[-1][0].scope.hi
+        # The write's statements run on this thread (statements_inline): a
+        # hand-over to the connection's thread per statement costs two thread
+        # wake-ups, each of which a loaded machine can delay by milliseconds
+        # while the lock is held. BEGIN, which may wait for an upstream
+        # writer's lock, still goes to the connection's thread.
+        async with store.transaction():
+            with store.statements_inline(INLINE_WRITES):
+                write_started = time.perf_counter()
+                contacts = 0
+                for rows, prepared in take:
                     if await store.event_seq() != rows.seq:
                         # An upstream change since the read: plan again, inside the lock.
-                        async with store.snapshot():
-                            fresh = await store.read_chunk(
-                                None, 0, since=since, engagement_since=recent, scope=rows.scope
-                            )
-                        prepared = await planner.plan_here(Task(fresh, today, key, options))
-                        stats.contacts_recomputed += len(fresh.contact_rows) - len(
-                            rows.contact_rows
-                        )
-                        rows = fresh
+                        rows, prepared = await _plan_again(store, planner, rows, task, stats)
                     result = await store.write_prepared(prepared, options, trust=trust)
-                    if write_started - noted >= PROGRESS_EVERY_S or not inflight:
-                        # Progress for `mailplan status` and a terminal's progress bar.
-                        await store.set_state(PROGRESS_KEY, progress_text(run_id, rows.scope.hi))
-                        noted = write_started
-            # Its pages go back into the database at once, not in the COMMIT
-            # of the upstream writer that waited: checkpoints_outside_lock's
-            # thread checkpoints after each commit (the rebalance's too).
-            # Short write transactions (commit included) whatever the machine's
-            # load: upstream writers wait while one is open.
-            sizer.record(len(rows.contact_rows), time.perf_counter() - write_started)
-            stats.add_writes(result.stats)
-            progress(rows.scope.hi)
+                    stats.add_writes(result.stats)
+                    contacts += len(rows.contact_rows)
+                if write_started - noted >= PROGRESS_EVERY_S or not (inflight or ready):
+                    # Progress for `mailplan status` and a terminal's progress bar.
+                    await store.set_state(PROGRESS_KEY, progress_text(run_id, last))
+                    noted = write_started
+        # Its pages go back into the database at once, not in the COMMIT
+        # of the upstream writer that waited: checkpoints_outside_lock's
+        # thread checkpoints after each commit (the rebalance's too).
+        # Short write transactions (commit included) whatever the machine's
+        # load: upstream writers wait while one is open.
+        sizer.record(contacts, time.perf_counter() - write_started)
+        progress(last)
+
+
+def _take(ready: deque[tuple[ChunkRows, Prepared]], size: int) -> list[tuple[ChunkRows, Prepared]]:
+    """The planned slices at the front of ``ready`` for one write transaction:
+    ``size`` planned contacts (fewer when no more are ready), the last slice
+    cut where the size is reached and its rest left at the front."""
+    take: list[tuple[ChunkRows, Prepared]] = []
+    planned = 0
+    while ready and planned < size:
+        head, rest = split_slice(*ready.popleft(), size - planned)
+        if rest is not None:
+            ready.appendleft(rest)
+        take.append(head)
+        planned += len(head[1].states)
+    return take
+
+
+async def _plan_again(
+    store: Store, planner: Planner, rows: ChunkRows, task: RangeTask, stats: RunStats
+) -> tuple[ChunkRows, Prepared]:
+    """Read and plan the range of ``rows`` again, inside the write lock."""
+    async with store.snapshot():
+        fresh = await store.read_chunk(
+            None, 0, since=task.since, engagement_since=task.engagement_since, scope=rows.scope
+        )
+    prepared = await planner.plan_here(Task(fresh, task.today, task.key, task.options))
+    stats.contacts_recomputed += len(fresh.contact_rows) - len(rows.contact_rows)
+    return fresh, prepared
 
 
 async def _read_ahead(

@@ -460,3 +460,40 @@ async def test_a_large_read_chunk_is_written_in_write_sized_slices(
         assert stats.contacts_recomputed == 160
         assert max(sliced) > 1 and 0 < max(written) <= 10
         await _export_is_dry_run(store, ctx, TODAY)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_chunks_read_smaller_than_the_write_size_are_written_together(
+    book: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Write size 10 (chunk_size), but every chunk is read 3 contacts at a time
+    # (as chunks read ahead while the write size grows are). An empty plan
+    # then writes 10 planned contacts a transaction, the last chunk of each
+    # transaction cut where the 10 are reached, not 3 a transaction; and the
+    # plan is the reference.
+    monkeypatch.setattr(fullpass, "POOL_MIN_CONTACTS", 0)
+    ctx = PlanContext.from_settings(Settings(daily_cap=4), chunk_size=10,
+                                    planning_workers=workers)  # fmt: skip
+    real_read, real_write = fullpass._read_ahead, SqliteStore.write_prepared
+
+    async def read_three(store: Store, planner: Any, after: int | None, size: int,
+                         task: Any) -> Any:  # fmt: skip
+        return await real_read(store, planner, after, 3, task)
+
+    per_transaction: dict[object, int] = {}
+
+    async def write(self: SqliteStore, prepared: Any, *args: Any, **kwargs: Any) -> Any:
+        key = self._locked_at
+        per_transaction[key] = per_transaction.get(key, 0) + len(prepared.states)
+        return await real_write(self, prepared, *args, **kwargs)
+
+    monkeypatch.setattr(fullpass, "_read_ahead", read_three)
+    monkeypatch.setattr(SqliteStore, "write_prepared", write)
+    async with open_store(book) as store:
+        stats = await engine.full_recompute(store, ctx, TODAY)
+        assert stats.contacts_recomputed == 160
+        sizes = list(per_transaction.values())
+        assert sum(sizes) >= 100
+        # Every transaction but the last holds 10 planned contacts.
+        assert sizes[:-1] == [10] * (len(sizes) - 1) and 0 < sizes[-1] <= 10
+        await _export_is_dry_run(store, ctx, TODAY)
