@@ -7,7 +7,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.engine.chunks import write_slices
+from service.engine.chunks import split_slice, write_slices
 from service.store.loaders import MAX_ID, ChunkRows
 from service.store.rows import RelatedRows
 from service.store.types import Scope
@@ -84,3 +84,45 @@ def test_slices_tile_the_range_and_keep_every_contact_once(
     assert sum(p.skipped_rows for _, p in parts) == 5
     # No more slices than needed: ceil(planned / size), at least one.
     assert len(parts) == max(1, -(-len(planned) // size))
+
+
+def test_a_slice_split_where_its_third_planned_contact_ends() -> None:
+    # Range 10..MAX_ID holding contacts 11..20, 11..17 planned: three planned
+    # contacts for this transaction end at 13, the rest (14..MAX_ID, planned
+    # 14..17) waits for the next; the skipped rows' count goes with the first.
+    rows, prepared = _chunk(10, MAX_ID, list(range(11, 21)), list(range(11, 18)), 9)
+    head, rest = split_slice(rows, prepared, 3)
+    assert rest is not None
+    assert (head[0].scope.lo, head[0].scope.hi) == (10, 13)
+    assert (rest[0].scope.lo, rest[0].scope.hi) == (14, MAX_ID)
+    assert sorted(head[1].states) == [11, 12, 13] and sorted(rest[1].states) == [14, 15, 16, 17]
+    assert [r[0] for r in head[0].contact_rows] == [11, 12, 13]
+    assert [r[0] for r in rest[0].contact_rows] == list(range(14, 21))
+    assert (head[1].skipped_rows, rest[1].skipped_rows) == (9, 0)
+
+
+def test_a_slice_with_no_more_planned_contacts_than_the_size_is_not_split() -> None:
+    rows, prepared = _chunk(10, 40, list(range(11, 21)), [12, 15], 0)
+    head, rest = split_slice(rows, prepared, 2)
+    assert rest is None and head == (rows, prepared)
+
+
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=40),
+    st.integers(min_value=1, max_value=12),
+)
+def test_split_parts_cover_the_range_and_the_head_holds_the_size(
+    planned_flags: list[bool], size: int
+) -> None:
+    present = list(range(100, 100 + len(planned_flags)))
+    planned = [c for c, p in zip(present, planned_flags, strict=True) if p]
+    rows, prepared = _chunk(90, 500, present, planned, 4)
+    head, rest = split_slice(rows, prepared, size)
+    if rest is None:
+        assert len(planned) <= size
+        return
+    assert len(head[1].states) == size
+    assert head[0].scope.lo == 90 and rest[0].scope.hi == 500
+    assert head[0].scope.hi + 1 == rest[0].scope.lo
+    assert sorted(head[1].states) + sorted(rest[1].states) == planned
+    assert [r[0] for r in head[0].contact_rows + rest[0].contact_rows] == present
