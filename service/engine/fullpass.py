@@ -57,7 +57,7 @@ from service.engine.core import (
     rebalance_delta,
     record_full_plan,
 )
-from service.engine.pacing import WRITE_TARGET_S, ChunkSizer
+from service.engine.pacing import ChunkSizer
 from service.planning.contacts import zip_lookup
 from service.planning.model import Campaigns
 from service.store import RunStats, Store, WriteOptions
@@ -69,6 +69,14 @@ log = structlog.get_logger(__name__)
 
 PROGRESS_EVERY_S = 0.5
 """How often a full recompute records its progress (``mailplan status``)."""
+
+CHUNK_WRITE_TARGET_S = 0.025
+"""Aimed-for duration of a chunk write transaction, its commit included.
+Since every transaction is filled to the write size (chunks gathered), the
+sizer's aim is what most transactions take: at 30 ms (``WRITE_TARGET_S``,
+the aim of the tick's catch-up) a tenth of them ran past an upstream
+writer's retry at 33 ms, and at 1M contacts the writer's p99 wait was
+59 ms."""
 
 INLINE_WRITES = True
 """Whether a chunk's write runs its statements on the event loop's thread."""
@@ -211,7 +219,7 @@ async def _chunks(
 ) -> None:
     key = input_key(ctx, campaigns) if trust else None
     options = WriteOptions(run_id=str(run_id), today=today, send_time=ctx.send_time)
-    sizer = ChunkSizer(ctx.chunk_size, target_s=WRITE_TARGET_S)
+    sizer = ChunkSizer(ctx.chunk_size, target_s=CHUNK_WRITE_TARGET_S)
     since, recent = ctx.history_since(today), ctx.engagement_since(today)
     inflight: deque[tuple[Scope, Awaitable[Outcome | None]]] = deque()
     # Planned slices not written yet, in id order, and their planned contacts.
