@@ -41,6 +41,19 @@ class FakeStore:
         self.locked_at = self.clock.now
 
 
+async def _run(
+    commit_factor: float, step_s: float, mark: float | None = None, first: object = None
+) -> tuple[_CommitPause, FakeStore]:
+    """60 steps of ``step_s`` with a pause after each; the pause and the store."""
+    clock = FakeClock()
+    store = FakeStore(clock, commit_factor=commit_factor)
+    pause = _CommitPause(store, first=first, clock=clock, mark=mark)  # type: ignore[arg-type]
+    for _ in range(60):
+        clock.now += step_s
+        await pause()
+    return pause, store
+
+
 async def test_commits_before_its_commit_would_hold_the_lock_past_the_mark(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -51,12 +64,7 @@ async def test_commits_before_its_commit_would_hold_the_lock_past_the_mark(
     # pause knows a commit costs twice the statements and commits at 8 ms
     # (8 + 16 = 24 ms, under 25 ms: one more step would have made 30 ms).
     monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
-    clock = FakeClock()
-    store = FakeStore(clock, commit_factor=2.0)
-    pause = _CommitPause(store, clock=clock)  # type: ignore[arg-type]
-    for _ in range(60):
-        clock.now += 0.002
-        await pause()
+    pause, store = await _run(2.0, 0.002)
     assert pause.commits == len(store.holds) >= 5
     assert store.holds[0] == pytest.approx(0.036)
     assert all(h == pytest.approx(0.024) for h in store.holds[1:])
@@ -70,28 +78,18 @@ async def test_a_cheap_commit_lets_a_transaction_run_longer(
     # (18 + 4.5 ms; at 15 ms one more step with its commit made 22.5 ms, at
     # 18 ms it would make 26.25 ms, past the mark).
     monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
-    clock = FakeClock()
-    store = FakeStore(clock, commit_factor=0.25)
-    pause = _CommitPause(store, clock=clock)  # type: ignore[arg-type]
-    for _ in range(60):
-        clock.now += 0.003
-        await pause()
+    _, store = await _run(0.25, 0.003)
     assert store.holds[1:] and all(h == pytest.approx(0.0225) for h in store.holds[1:])
 
 
 async def test_the_first_commit_runs_the_first_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
-    clock = FakeClock()
-    store = FakeStore(clock, commit_factor=1.0)
     calls: list[object] = []
 
     async def first(s: object) -> None:
         calls.append(s)
 
-    pause = _CommitPause(store, first=first, clock=clock)  # type: ignore[arg-type]
-    for _ in range(30):
-        clock.now += 0.002
-        await pause()
+    pause, store = await _run(1.0, 0.002, first=first)
     assert pause.commits >= 2 and calls == [store]
 
 
@@ -103,14 +101,9 @@ async def test_a_global_rebalance_aims_at_its_own_mark(monkeypatch: pytest.Monke
     # 36 ms). The daemon's, at 25 ms, commits at 6 ms (6 + 12 = 18 ms).
     monkeypatch.setattr(core, "COMMIT_EVERY_S", 0.025)
     monkeypatch.setattr(core, "GLOBAL_COMMIT_EVERY_S", 0.030)
-    holds = []
-    for mark in (core.GLOBAL_COMMIT_EVERY_S, None):
-        clock = FakeClock()
-        store = FakeStore(clock, commit_factor=2.0)
-        pause = _CommitPause(store, clock=clock, mark=mark)  # type: ignore[arg-type]
-        for _ in range(60):
-            clock.now += 0.003
-            await pause()
-        holds.append(store.holds[1:])
-    assert holds[0] and all(h == pytest.approx(0.027) for h in holds[0])
-    assert holds[1] and all(h == pytest.approx(0.018) for h in holds[1])
+    _, global_store = await _run(2.0, 0.003, mark=core.GLOBAL_COMMIT_EVERY_S)
+    _, daemon_store = await _run(2.0, 0.003)
+    assert global_store.holds[1:]
+    assert all(h == pytest.approx(0.027) for h in global_store.holds[1:])
+    assert daemon_store.holds[1:]
+    assert all(h == pytest.approx(0.018) for h in daemon_store.holds[1:])
