@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import date
 
@@ -222,9 +222,8 @@ async def _chunks(
     sizer = ChunkSizer(ctx.chunk_size, target_s=CHUNK_WRITE_TARGET_S)
     since, recent = ctx.history_since(today), ctx.engagement_since(today)
     inflight: deque[tuple[Scope, Awaitable[Outcome | None]]] = deque()
-    # Planned slices not written yet, in id order, and their planned contacts.
+    # Planned slices not written yet, in id order.
     ready: deque[tuple[ChunkRows, Prepared]] = deque()
-    buffered = 0
     after: int | None = None
     reading = True
     noted = float("-inf")
@@ -238,7 +237,7 @@ async def _chunks(
             inflight.append((scope, outcome))
             after = scope.hi
             reading = after != MAX_ID
-        if inflight and buffered < sizer.size:
+        if inflight and _weight(ready, sizer.size) < sizer.size:
             # Less than a transaction's worth planned: take the next chunk in.
             # Chunks are read ahead at the write size of their time, and
             # many need only part of it written: each written alone, half
@@ -271,14 +270,11 @@ async def _chunks(
             read_size = sizer.size
             whole, planned = done
             stats.add(RunStats(contacts_recomputed=len(whole.contact_rows)))
-            for part in write_slices(whole, planned, sizer.size):
-                ready.append(part)
-                buffered += len(part[1].states)
+            ready.extend(write_slices(whole, planned, sizer.size))
             continue
         # One write transaction: the planned slices at the front, up to the
         # write size of planned contacts (at least one slice).
         take = _take(ready, sizer.size)
-        buffered -= sum(len(prepared.states) for _, prepared in take)
         last = take[-1][0].scope.hi
         # The write's statements run on this thread (statements_inline): a
         # hand-over to the connection's thread per statement costs two thread
@@ -309,13 +305,23 @@ async def _chunks(
         progress(last)
 
 
+def _weight(ready: Iterable[tuple[ChunkRows, Prepared]], size: int) -> int:
+    """What the slices weigh against the write size: their planned contacts;
+    a slice whose range holds plan rows of deleted contacts (``untidy``)
+    weighs a whole transaction, as its deletes are not counted."""
+    return sum(size if rows.untidy else len(prepared.states) for rows, prepared in ready)
+
+
 def _take(ready: deque[tuple[ChunkRows, Prepared]], size: int) -> list[tuple[ChunkRows, Prepared]]:
     """The planned slices at the front of ``ready`` for one write transaction:
     ``size`` planned contacts (fewer when no more are ready), the last slice
-    cut where the size is reached and its rest left at the front."""
+    cut where the size is reached and its rest left at the front. A slice
+    with plan rows of deleted contacts goes alone."""
+    if ready[0][0].untidy:
+        return [ready.popleft()]
     take: list[tuple[ChunkRows, Prepared]] = []
     planned = 0
-    while ready and planned < size:
+    while ready and planned < size and not ready[0][0].untidy:
         head, rest = split_slice(*ready.popleft(), size - planned)
         if rest is not None:
             ready.appendleft(rest)

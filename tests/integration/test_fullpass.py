@@ -497,3 +497,57 @@ async def test_chunks_read_smaller_than_the_write_size_are_written_together(
         # Every transaction but the last holds 10 planned contacts.
         assert sizes[:-1] == [10] * (len(sizes) - 1) and 0 < sizes[-1] <= 10
         await _export_is_dry_run(store, ctx, TODAY)
+
+
+async def test_a_chunk_with_rows_of_deleted_contacts_is_written_alone(
+    book: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Contacts 50-59 are deleted upstream after a pass; their plan rows stay
+    # until the next pass deletes them. A chunk whose range holds such rows
+    # may have few or no contacts to plan, but its deletes are not counted
+    # in its planned contacts: it is written in a transaction of its own,
+    # not gathered with others. The plan is the reference afterwards.
+    ctx = PlanContext.from_settings(Settings(daily_cap=4), chunk_size=10)
+    async with open_store(book) as store:
+        await engine.full_recompute(store, ctx, TODAY)
+    history = "SELECT count(*) FROM email_schedules WHERE contact_id BETWEEN 50 AND 59 " \
+        "AND status NOT IN ('pre-scheduled', 'skipped')"  # fmt: skip
+    sent_before = query_count(book, history)
+    _upstream(book, "DELETE FROM contacts WHERE id BETWEEN 50 AND 59")
+    real_read, real_take = fullpass._read_ahead, fullpass._take
+
+    async def read_three(store: Store, planner: Any, after: int | None, size: int,
+                         task: Any) -> Any:  # fmt: skip
+        return await real_read(store, planner, after, 3, task)
+
+    takes: list[list[bool]] = []
+
+    def take(ready: Any, size: int) -> Any:
+        parts = real_take(ready, size)
+        takes.append([rows.untidy for rows, _ in parts])
+        return parts
+
+    monkeypatch.setattr(fullpass, "_read_ahead", read_three)
+    monkeypatch.setattr(fullpass, "_take", take)
+    async with open_store(book) as store:
+        stats = await engine.full_recompute(store, ctx, TODAY, trust_fingerprints=False)
+        assert stats.deleted > 0
+        assert any(True in t for t in takes)
+        assert all(t == [True] for t in takes if True in t)
+        assert any(len(t) > 1 for t in takes)  # the others are gathered
+        await _export_is_dry_run(store, ctx, TODAY)
+    # The deleted contacts' plan rows are gone; their history stays (I4).
+    plan = (
+        "SELECT count(*) FROM email_schedules WHERE contact_id BETWEEN 50 AND 59 "
+        "AND status IN ('pre-scheduled', 'skipped')"
+    )
+    assert query_count(book, plan) == 0
+    assert query_count(book, history) == sent_before
+
+
+def query_count(path: Path, sql: str) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
