@@ -23,8 +23,13 @@ number of candidates (from the per-day counts: arrivals plus the carry in),
   sweep order. ``P`` and ``Q`` move its boundary by at most ``|P| + |Q|``
   places, so the rows around the boundary are read with two index seeks (the
   last kept, the first carried) and the boundary is found among them.
-* otherwise (a day crossing ``T``, more forced rows than ``C``): the day's
-  candidates are read whole and selected as the pure sweep does.
+* both ``> T`` and the old day held more than ``C`` rows: only its forced
+  rows stayed, every other candidate was carried. The new day keeps its
+  forced rows and, when they are fewer than ``C``, the first rows of the old
+  carry and ``P``: a seek from the start of the carry.
+* otherwise (a day crossing ``T``, more forced rows than ``C`` after the
+  change only): the day's candidates are read whole and selected as the pure
+  sweep does.
 
 Each day hands on the difference between the old and new carry out of it,
 and the walk stops once the carries agree and no changed row arrives later.
@@ -80,6 +85,15 @@ today read whole at 1M contacts (94,616 rows, 1.0-1.2 s in one batch, the
 daemon's RSS 148 MB against its 150 MB bound); with 16,384 the same batch
 read 10,032 rows in 0.32-0.35 s (RSS 94 MB; ``bench/RESULTS.md``)."""
 
+CARRY_AHEAD = 256
+"""Rows of a day's carry read beyond what the walk asks for, so that the
+next days' carries follow from them (:class:`_CarryPrefix`)."""
+
+CARRY_STEP_MAX = 512
+"""A day with more rows of that step-1 date than this has its carry read
+anew rather than followed from the day before's (the step reads every
+carried row of the day)."""
+
 SortKey = tuple[int, date, int, str, date]
 
 
@@ -119,6 +133,73 @@ class Row:
 
 def _sort(row: Row) -> SortKey:
     return row.sort
+
+
+def _stored_sort(row: StoredRow) -> SortKey:
+    cid, etype, event = row.item.key
+    return (row.item.priority, row.step1, cid, etype, event)  # type: ignore[return-value]
+
+
+class _CarryPrefix:
+    """The first rows of the stored carry out of a day
+    (:meth:`~service.store.interface.BalanceStore.carried_first`), followed
+    from one day to the next instead of read anew.
+
+    Reading the first rows of a day's carry seeks the carried rows' index
+    in sweep order and steps over every row that arrived later or was
+    placed by then: on a book whose every day is full that is thousands of
+    rows a day, about 2 ms, and a walk goes through hundreds of days. But
+    the carry out of ``d + 1`` is the carry out of ``d`` less the rows
+    scheduled on ``d + 1``, plus the rows of step-1 date ``d + 1`` scheduled
+    later. So this keeps every row of the carry out of its day up to a bound
+    in sweep order (all of it when ``bound`` is None), and steps to the next
+    day with a seek for that day's carried arrivals; it reads anew only when
+    what it keeps runs short, or the next day has many arrivals. The walk
+    reads the table in one transaction, so what it keeps stays true."""
+
+    __slots__ = ("bound", "day", "rows", "step1", "store")
+
+    def __init__(self, store: BalanceStore, step1: dict[date, int]) -> None:
+        self.store = store
+        self.step1 = step1
+        """Rows of each step-1 date (the old balance's counts)."""
+        self.day: date | None = None
+        self.rows: list[StoredRow] = []
+        self.bound: SortKey | None = None
+
+    async def first(self, day: date, n: int) -> list[StoredRow]:
+        """What ``carried_first(day, n)`` returns."""
+        if n < 0:
+            self._keep(day, await self.store.carried_first(day, -1), None)
+            return list(self.rows)
+        if (
+            self.day is not None
+            and day == self.day + ONE_DAY
+            and self.step1.get(day, 0) <= CARRY_STEP_MAX
+        ):
+            await self._step(day)
+        if self.day != day or (self.bound is not None and len(self.rows) < n):
+            want = max(1, n + CARRY_AHEAD)
+            rows = await self.store.carried_first(day, want)
+            self._keep(day, rows, _stored_sort(rows[-1]) if len(rows) == want else None)
+        return self.rows[:n]
+
+    def _keep(self, day: date, rows: list[StoredRow], bound: SortKey | None) -> None:
+        self.day, self.rows, self.bound = day, rows, bound
+
+    async def _step(self, day: date) -> None:
+        stay = [r for r in self.rows if r.scheduled > day]
+        want = max(1, CARRY_AHEAD)
+        arrivals = await self.store.carried_arrivals(day, want)
+        bound = self.bound
+        if len(arrivals) == want:
+            last = _stored_sort(arrivals[-1])
+            if bound is None or last < bound:
+                bound = last
+        rows = sorted(stay + arrivals, key=_stored_sort)
+        if bound is not None:
+            rows = [r for r in rows if _stored_sort(r) <= bound]
+        self._keep(day, rows, bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +308,7 @@ class Incremental:
     async def _old_carried(self, day: date, n: int) -> list[Row]:
         """The first ``n`` (all if negative) old rows carried out of ``day``, ascending."""
         extra = sum(1 for r in self.added if r.table is not None and r.table[0] <= day < r.table[1])
-        stored = await self.store.carried_first(day, n + extra if n >= 0 else -1)
+        stored = await self.carry.first(day, n + extra if n >= 0 else -1)
         out = [r for r in map(self._old_row, stored) if r is not None]
         out.extend(r for r in self.gone if r.old is not None and self._arrival(r) <= day < r.old)
         out.sort(key=_sort)
@@ -339,6 +420,7 @@ class Incremental:
             async with self.store.outside_write_lock():
                 await self._versions(gone, added)
         self.counts = _Counts(step1, sched)
+        self.carry = _CarryPrefix(self.store, step1)
 
     async def _versions(self, gone: list[StoredRow], added: list[StoredRow]) -> None:
         """The rows of the change, with the new step-1 dates (smoothing redone)."""
@@ -461,7 +543,10 @@ class Incremental:
             return [], []
         if n_new <= new:
             return await self._drain(day, p, q)
-        if n_old > old and self.counts.sched.get(day, 0) == self.old_cap.cap:
+        held = self.counts.sched.get(day, 0)
+        if n_old > old and held > self.old_cap.cap and day >= self.old_today:
+            return await self._over_cap(day, p, q, held)
+        if n_old > old and held == self.old_cap.cap:
             moved = await self._boundary(day, p, q)
             if moved is not None:
                 return moved
@@ -548,6 +633,35 @@ class Incremental:
                 return None
             n *= 4
         return None
+
+    async def _over_cap(
+        self, day: date, p: list[Row], q: list[Row], forced_old: int
+    ) -> tuple[list[Row], list[Row]]:
+        """A crowded day that held more than the cap: in the old sweep only its
+        forced rows stayed (``forced_old`` of them) and every other candidate
+        was carried. The new day keeps its forced rows and, if they are fewer
+        than the cap, the first others of the old carry and ``p``: a seek of
+        that many rows, however long the carry (a book whose every day is
+        full carries thousands of rows a day, most of them forced on their
+        last allowed day)."""
+        p_forced = [r for r in p if r.forced(day)]
+        p_free = [r for r in p if not r.forced(day)]
+        q_free = [r for r in q if not r.forced(day)]
+        room = self.cap.cap - (forced_old + len(p_forced) - (len(q) - len(q_free)))
+        for r in p_forced:
+            self._place(r, day)
+        if room <= 0:
+            # Still only the forced rows stay: the carry differs by p and q.
+            return p_free, q_free
+        q_ids = {id(r) for r in q_free}
+        carry = [r for r in await self._old_carried(day, room + len(q_free)) if id(r) not in q_ids]
+        kept = sorted(carry + p_free, key=_sort)[:room]
+        for r in kept:
+            self._place(r, day)
+        kept_ids = {id(r) for r in kept}
+        return [r for r in p_free if id(r) not in kept_ids], q_free + [
+            r for r in carry if id(r) in kept_ids
+        ]
 
     # -- saving ---------------------------------------------------------------------
 

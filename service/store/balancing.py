@@ -162,6 +162,9 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
     async def carried_first(self, day: date, n: int) -> list[StoredRow]:
         return await self._stored_rows("balance_carried_first", {"day": day.isoformat(), "n": n})
 
+    async def carried_arrivals(self, day: date, n: int) -> list[StoredRow]:
+        return await self._stored_rows("balance_carried_arrivals", {"day": day.isoformat(), "n": n})
+
     async def day_rows(self, day: date) -> list[StoredRow]:
         return await self._stored_rows("balance_day_rows", {"day": day.isoformat()})
 

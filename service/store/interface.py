@@ -449,6 +449,11 @@ class BalanceStore(Protocol):
         with step-1 date on or before ``day`` scheduled after it."""
         ...
 
+    async def carried_arrivals(self, day: date, n: int) -> list[StoredRow]:
+        """The first ``n`` rows, in sweep order, of those with step-1 date
+        ``day`` scheduled after it (the rows a day adds to the carry)."""
+        ...
+
     async def day_rows(self, day: date) -> list[StoredRow]:
         """Every row scheduled on ``day`` (with a step-1 date)."""
         ...

@@ -108,6 +108,14 @@ class MemoryBalanceStore:
         )
         return rows if n < 0 else rows[:n]
 
+    async def carried_arrivals(self, day: date, n: int) -> list[StoredRow]:
+        self.calls["carried_arrivals"] += 1
+        rows = sorted(
+            (r for r in self.rows.values() if r.step1 == day and r.scheduled > day),
+            key=sweep_order,
+        )
+        return rows[:n]
+
     async def day_rows(self, day: date) -> list[StoredRow]:
         self.calls["day_rows"] += 1
         return [r for r in self.rows.values() if r.step1 is not None and r.scheduled == day]

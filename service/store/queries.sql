@@ -419,6 +419,29 @@ ORDER BY COALESCE(priority, 10), balance_date, contact_id, email_type,
          event_year, event_month, event_day
 LIMIT :n;
 
+-- name: balance_carried_arrivals
+-- The rows whose step-1 date is :day and that are scheduled after it, from
+-- the start of the sweep order (what a day adds to the carry): one seek of
+-- the carried rows' index per priority that has carried rows, the
+-- priorities found by seeks too. Reads every such row of the day: the
+-- caller asks only for a day with few.
+WITH RECURSIVE prio(p) AS (
+    SELECT min(COALESCE(priority, 10)) FROM email_schedules
+    WHERE status = 'pre-scheduled' AND scheduled_send_date > balance_date
+    UNION ALL
+    SELECT (SELECT min(COALESCE(priority, 10)) FROM email_schedules
+            WHERE status = 'pre-scheduled' AND scheduled_send_date > balance_date
+              AND COALESCE(priority, 10) > prio.p)
+    FROM prio WHERE p IS NOT NULL
+)
+SELECT {balance_columns}
+FROM prio CROSS JOIN email_schedules
+WHERE COALESCE(priority, 10) = prio.p AND status = 'pre-scheduled'
+  AND scheduled_send_date > balance_date AND balance_date = :day
+  AND scheduled_send_date > :day
+ORDER BY COALESCE(priority, 10), contact_id, email_type, event_year, event_month, event_day
+LIMIT :n;
+
 -- name: balance_ed_counts
 SELECT desired_date, count(*) FROM email_schedules
 WHERE status = 'pre-scheduled' AND email_type = 'effective_date'

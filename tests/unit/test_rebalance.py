@@ -168,6 +168,59 @@ async def test_crowded_day_is_read_at_its_boundary_only() -> None:
     assert store.counts_match()
 
 
+def forced_day() -> tuple[Capacity, list[BalanceItem]]:
+    # C = 2, T = 2. Today holds four rows whose interval ends today (F1-F4,
+    # cid 1-4): all four stay, above the cap, and the 40 other rows of today
+    # (cid 10-49, priority 10) are carried. Tomorrow keeps two of them
+    # (cid 10, 11), the day after two more, and so on for 20 days.
+    cap = Capacity(cap=2, threshold=2, ed_limit=1, window=1)
+    forced = [row(n, TODAY.isoformat(), 10, allowed_to=TODAY.isoformat()) for n in range(1, 5)]
+    return cap, forced + [row(n, TODAY.isoformat()) for n in range(10, 50)]
+
+
+async def test_a_day_held_over_its_cap_by_forced_rows_is_not_read() -> None:
+    # A fifth row ending today joins: it stays today with the other four,
+    # the carry is unchanged, and nothing of the 40 carried rows is read.
+    cap, items = forced_day()
+    store = MemoryBalanceStore()
+    store.load_balanced(items, cap, TODAY)
+    assert sum(r.scheduled == TODAY for r in store.rows.values()) == 4
+    delta = BalanceDelta()
+    store.insert(row(5, TODAY.isoformat(), 10, allowed_to=TODAY.isoformat()), delta)
+    result = await rebalance(store, cap, TODAY, delta)
+    assert store.rows[(5, BD, TODAY)].scheduled == TODAY
+    assert store.rows[(10, BD, TODAY)].scheduled == TODAY + DAY
+    assert store.rows[(49, BD, TODAY)].scheduled == TODAY + 20 * DAY
+    assert result.rows_changed == 0 and result.days_swept == 1
+    assert store.calls["day_rows"] == store.calls["carried_first"] == 0
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
+
+
+async def test_fewer_forced_rows_than_the_cap_take_the_first_of_the_carry() -> None:
+    # Three of the four rows ending today go: F1 and the first carried row
+    # (cid 10) stay today, so every carried row moves one place forward:
+    # cid 11 and 12 tomorrow, ..., 47 and 48 on day 19, 49 alone on day 20.
+    # The rows that change day are the even ones, 10 to 48: 20 rows.
+    cap, items = forced_day()
+    store = MemoryBalanceStore()
+    store.load_balanced(items, cap, TODAY)
+    delta = BalanceDelta()
+    for n in (2, 3, 4):
+        store.delete((n, BD, TODAY), delta)
+    result = await rebalance(store, cap, TODAY, delta)
+    assert store.rows[(1, BD, TODAY)].scheduled == TODAY
+    assert store.rows[(10, BD, TODAY)].scheduled == TODAY
+    assert store.rows[(11, BD, TODAY)].scheduled == TODAY + DAY
+    assert store.rows[(12, BD, TODAY)].scheduled == TODAY + DAY
+    assert store.rows[(49, BD, TODAY)].scheduled == TODAY + 20 * DAY
+    assert store.rows[(48, BD, TODAY)].scheduled == TODAY + 19 * DAY
+    assert store.rows[(47, BD, TODAY)].scheduled == TODAY + 19 * DAY
+    assert result.rows_changed == 20
+    assert store.calls["day_rows"] == 0
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
+    assert store.counts_match()
+
+
 async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
     # L = 3: three ED rows on 01-20 stay; a fourth makes the date crowded and
     # all four move by their hash (SPEC 6 step 1), also the untouched three.
@@ -282,12 +335,49 @@ async def test_incremental_equals_global(
     cap, items = case
     store = MemoryBalanceStore()
     store.load_balanced(items, cap, TODAY)
+    ahead = data.draw(st.sampled_from((0, 1, 2, 256)))
+    step_max = data.draw(st.sampled_from((0, 1, 512)))
     for _ in range(data.draw(st.integers(1, 3))):
         delta = _change(data, store)
-        await rebalance(store, cap, TODAY, delta, chunk_days=chunk_days)
+        with (
+            mock.patch.object(incremental, "CARRY_AHEAD", ahead),
+            mock.patch.object(incremental, "CARRY_STEP_MAX", step_max),
+        ):
+            await rebalance(store, cap, TODAY, delta, chunk_days=chunk_days)
         expected = balance(store.items(), cap, TODAY)
         assert store.state() == expected
         assert store.counts_match()
+
+
+def _keys(rows: Sequence[StoredRow]) -> list[RowKey]:
+    return [r.item.key for r in rows]
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario(), st.data())
+async def test_a_carry_followed_day_to_day_is_the_carry_read(
+    case: tuple[Capacity, list[BalanceItem]], data: st.DataObject
+) -> None:
+    # The first rows of each day's carry, followed from the day before with a
+    # small read-ahead, are those a read of that day gives.
+    cap, items = case
+    store = MemoryBalanceStore()
+    store.load_balanced(items, cap, TODAY)
+    step1: dict[date, int] = {}
+    for r in store.rows.values():
+        if r.step1 is not None:
+            step1[r.step1] = step1.get(r.step1, 0) + 1
+    ahead = data.draw(st.integers(0, 3))
+    with (
+        mock.patch.object(incremental, "CARRY_AHEAD", ahead),
+        mock.patch.object(incremental, "CARRY_STEP_MAX", data.draw(st.sampled_from((0, 2, 99)))),
+    ):
+        carry = incremental._CarryPrefix(store, step1)
+        day = TODAY + data.draw(st.integers(-2, 5)) * DAY
+        for _ in range(data.draw(st.integers(1, 30))):
+            n = data.draw(st.integers(-1, 6))
+            assert _keys(await carry.first(day, n)) == _keys(await store.carried_first(day, n))
+            day += data.draw(st.sampled_from((0, 1, 1, 1, 2))) * DAY
 
 
 @settings(max_examples=60, deadline=None)
@@ -368,7 +458,8 @@ async def test_incremental_equals_global_on_larger_books(seed: int) -> None:
     chunk = rnd.choice((1, 2, 3, 5, 32))
     for _ in range(4):
         delta = _random_change(rnd, store)
-        await rebalance(store, cap, TODAY, delta, chunk_days=chunk)
+        with mock.patch.object(incremental, "CARRY_AHEAD", rnd.choice((0, 3, 256))):
+            await rebalance(store, cap, TODAY, delta, chunk_days=chunk)
         assert store.state() == balance(store.items(), cap, TODAY)
         assert store.counts_match()
 
