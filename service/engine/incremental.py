@@ -87,7 +87,8 @@ read 10,032 rows in 0.32-0.35 s (RSS 94 MB; ``bench/RESULTS.md``)."""
 
 CARRY_AHEAD = 256
 """Rows of a day's carry read beyond what the walk asks for, so that the
-next days' carries follow from them (:class:`_CarryPrefix`)."""
+next days' carries follow from them (:class:`_CarryPrefix`), where the next
+day has at most :data:`CARRY_STEP_MAX` rows."""
 
 CARRY_STEP_MAX = 512
 """A day with more rows of that step-1 date than this has its carry read
@@ -179,7 +180,12 @@ class _CarryPrefix:
         ):
             await self._step(day)
         if self.day != day or (self.bound is not None and len(self.rows) < n):
-            want = max(1, n + CARRY_AHEAD)
+            # Read ahead only where the next day's carry can follow from
+            # this one: on a book whose days are large (1M contacts, tens of
+            # thousands of rows a day) each day is read anew, and rows read
+            # ahead would be read for nothing.
+            next_small = self.step1.get(day + ONE_DAY, 0) <= CARRY_STEP_MAX
+            want = max(1, n + (CARRY_AHEAD if next_small else 0))
             rows = await self.store.carried_first(day, want)
             self._keep(day, rows, _stored_sort(rows[-1]) if len(rows) == want else None)
         return self.rows[:n]
