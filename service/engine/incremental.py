@@ -28,8 +28,9 @@ number of candidates (from the per-day counts: arrivals plus the carry in),
   forced rows and, when they are fewer than ``C``, the first rows of the old
   carry and ``P``: a seek from the start of the carry.
 * otherwise (a day crossing ``T``, more forced rows than ``C`` after the
-  change only): the day's candidates are read whole and selected as the pure
-  sweep does.
+  change only): if the old day kept few rows (a small cap), those are read
+  whole and the carry only from its start; else the day's candidates are
+  read whole and selected as the pure sweep does.
 
 Each day hands on the difference between the old and new carry out of it,
 and the walk stops once the carries agree and no changed row arrives later.
@@ -85,10 +86,18 @@ today read whole at 1M contacts (94,616 rows, 1.0-1.2 s in one batch, the
 daemon's RSS 148 MB against its 150 MB bound); with 16,384 the same batch
 read 10,032 rows in 0.32-0.35 s (RSS 94 MB; ``bench/RESULTS.md``)."""
 
+FEW_KEPT = 64
+"""A day whose old balance kept at most this many rows, where neither of the
+seeks around its boundary settles it, reads those rows whole and its carry
+only from the start (:meth:`Incremental._few_kept`), not the whole day."""
+
 CARRY_AHEAD = 256
 """Rows of a day's carry read beyond what the walk asks for, so that the
 next days' carries follow from them (:class:`_CarryPrefix`), where the next
 day has at most :data:`CARRY_STEP_MAX` rows."""
+
+CARRY_KEEP = 512
+"""Rows of a day's carry kept when it is followed to the next day."""
 
 CARRY_STEP_MAX = 512
 """A day with more rows of that step-1 date than this has its carry read
@@ -158,7 +167,7 @@ class _CarryPrefix:
     what it keeps runs short, or the next day has many arrivals. The walk
     reads the table in one transaction, so what it keeps stays true."""
 
-    __slots__ = ("bound", "day", "rows", "step1", "store")
+    __slots__ = ("bound", "day", "keys", "rows", "step1", "store")
 
     def __init__(self, store: BalanceStore, step1: dict[date, int]) -> None:
         self.store = store
@@ -166,6 +175,8 @@ class _CarryPrefix:
         """Rows of each step-1 date (the old balance's counts)."""
         self.day: date | None = None
         self.rows: list[StoredRow] = []
+        self.keys: list[SortKey] | None = None
+        """The rows' sweep keys, made when first stepped from."""
         self.bound: SortKey | None = None
 
     async def first(self, day: date, n: int) -> list[StoredRow]:
@@ -190,22 +201,40 @@ class _CarryPrefix:
             self._keep(day, rows, _stored_sort(rows[-1]) if len(rows) == want else None)
         return self.rows[:n]
 
-    def _keep(self, day: date, rows: list[StoredRow], bound: SortKey | None) -> None:
-        self.day, self.rows, self.bound = day, rows, bound
+    def _keep(
+        self,
+        day: date,
+        rows: list[StoredRow],
+        bound: SortKey | None,
+        keys: list[SortKey] | None = None,
+    ) -> None:
+        self.day, self.rows, self.bound, self.keys = day, rows, bound, keys
 
     async def _step(self, day: date) -> None:
-        stay = [r for r in self.rows if r.scheduled > day]
+        keys = self.keys if self.keys is not None else [_stored_sort(r) for r in self.rows]
+        pairs = [(k, r) for k, r in zip(keys, self.rows, strict=True) if r.scheduled > day]
         want = max(1, CARRY_AHEAD)
-        arrivals = await self.store.carried_arrivals(day, want)
+        arrivals = [(_stored_sort(r), r) for r in await self.store.carried_arrivals(day, want)]
         bound = self.bound
         if len(arrivals) == want:
-            last = _stored_sort(arrivals[-1])
+            last = arrivals[-1][0]
             if bound is None or last < bound:
                 bound = last
-        rows = sorted(stay + arrivals, key=_stored_sort)
+        if arrivals:
+            # Two sorted runs: one merge (the sweep keys are unique).
+            pairs = sorted(pairs + arrivals, key=_first)
         if bound is not None:
-            rows = [r for r in rows if _stored_sort(r) <= bound]
-        self._keep(day, rows, bound)
+            pairs = pairs[: bisect_right([k for k, _ in pairs], bound)]
+        if len(pairs) > CARRY_KEEP:
+            # Followed further, a long prefix would cost its length every
+            # day; the rows past it are read again if a day asks for them.
+            pairs = pairs[:CARRY_KEEP]
+            bound = pairs[-1][0]
+        self._keep(day, [r for _, r in pairs], bound, [k for k, _ in pairs])
+
+
+def _first(pair: tuple[SortKey, StoredRow]) -> SortKey:
+    return pair[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,6 +585,8 @@ class Incremental:
             moved = await self._boundary(day, p, q)
             if moved is not None:
                 return moved
+        if held <= FEW_KEPT and day >= self.old_today:
+            return await self._few_kept(day, p, q, held)
         return await self._whole(day, p, q, n_old)
 
     async def _drain(self, day: date, p: list[Row], q: list[Row]) -> tuple[list[Row], list[Row]]:
@@ -635,7 +666,9 @@ class Incremental:
                 out_q = [r for r in region[:room] if r.old is not None and r.old > day]
                 out_q.extend(r for r in q if r.old is not None and r.old > day)
                 return out_p, out_q
-            if all_kept and all_carried:
+            if all_kept and (all_carried or room < 0):
+                # Every kept row was read: reading more of the carry would
+                # not make room for more forced rows than the cap.
                 return None
             n *= 4
         return None
@@ -668,6 +701,39 @@ class Incremental:
         return [r for r in p_free if id(r) not in kept_ids], q_free + [
             r for r in carry if id(r) in kept_ids
         ]
+
+    async def _few_kept(
+        self, day: date, p: list[Row], q: list[Row], held: int
+    ) -> tuple[list[Row], list[Row]]:
+        """A day that kept few rows (``held``, at most :data:`FEW_KEPT`):
+        those are read whole, the carry only from its start. The old sweep
+        kept every forced row and, in sweep order, the first others, so the
+        rows it kept precede its carry. The new day keeps its forced rows
+        (those kept before, less ``q``, and those of ``p``) and, where they
+        are fewer than the cap, the first others of what was kept, ``p`` and
+        the old carry: a seek of that many rows, however long the carry. This
+        is the case of a small cap (every day full, thousands of rows
+        carried a day) where a change adds forced rows to a full day."""
+        kept_old = await self._old_kept(day)
+        if len(kept_old) != held:
+            raise CountsMismatch(f"{day}: {len(kept_old)} rows kept, counts say {held}")
+        gone = {id(r) for r in q}
+        stay = [r for r in kept_old if id(r) not in gone]
+        forced = [r for r in (*stay, *p) if r.forced(day)]
+        free = [r for r in (*stay, *p) if not r.forced(day)]
+        room = max(0, self.cap.cap - len(forced))
+        q_carried = [r for r in q if r.old is not None and r.old > day]
+        head = [r for r in await self._old_carried(day, room + len(q_carried)) if id(r) not in gone]
+        kept = sorted(free + head, key=_sort)[:room]
+        for r in (*forced, *kept):
+            self._place(r, day)
+        kept_ids = {id(r) for r in kept}
+        head_ids = {id(r) for r in head}
+        # Now carried and not before: the others kept before or new in p;
+        # carried before and not now: q's carried rows and the carry's kept.
+        out_p = [r for r in free if id(r) not in kept_ids and id(r) not in head_ids]
+        out_q = q_carried + [r for r in kept if id(r) in head_ids]
+        return out_p, out_q
 
     # -- saving ---------------------------------------------------------------------
 

@@ -28,6 +28,12 @@ from service.store.types import StoredRow, Update
 
 FETCH_BATCH = 20_000
 
+SEEK_ROWS = 1024
+"""A read asking for at most this many rows (an index seek of the
+incremental rebalance) is made in one hand-over to the connection, not
+fetched in batches: a walk of hundreds of days makes several a day, and
+each hand-over is a thread switch each way."""
+
 
 class _Dates(dict[str | None, date | None]):
     """ISO text -> date, memoised: rows share a few hundred distinct dates."""
@@ -111,6 +117,9 @@ class BalanceMixin(JournalMixin, BalanceDaysMixin):
             self._tx = "write"
 
     async def _stored_rows(self, name: str, params: Mapping[str, str | int]) -> list[StoredRow]:
+        n = params.get("n")
+        if isinstance(n, int) and 0 <= n <= SEEK_ROWS:
+            return convert_stored(await self._rows(self.query(name), params))
         out: list[StoredRow] = []
         cursor = await self._db.execute(self.query(name), params)
         try:

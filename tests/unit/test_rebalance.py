@@ -221,6 +221,56 @@ async def test_fewer_forced_rows_than_the_cap_take_the_first_of_the_carry() -> N
     assert store.counts_match()
 
 
+def one_forced_day() -> tuple[Capacity, list[BalanceItem]]:
+    # C = 2, T = 2. Today: one row whose interval ends today (F1, cid 1) and
+    # 40 others (cid 10-49). Today keeps F1 and cid 10; the 39 others are
+    # carried, two a day: 11 and 12 tomorrow, ..., 47 and 48 on day 19, 49
+    # alone on day 20.
+    cap = Capacity(cap=2, threshold=2, ed_limit=1, window=1)
+    forced = row(1, TODAY.isoformat(), 10, allowed_to=TODAY.isoformat())
+    return cap, [forced] + [row(n, TODAY.isoformat()) for n in range(10, 50)]
+
+
+async def test_more_forced_rows_than_the_cap_on_a_full_day_read_only_its_kept_rows() -> None:
+    # Three more rows ending today join (cid 2-4): today keeps its four
+    # forced rows only, above the cap, and cid 10 joins the carry. Every
+    # carried row moves one place back: 10 and 11 tomorrow, ..., 48 and 49
+    # on day 20. Rows that change day: cid 10 and the even ones 12-48 (19),
+    # 20 in all. Today is read by its two kept rows and the first rows of
+    # its carry, not whole.
+    cap, items = one_forced_day()
+    store = MemoryBalanceStore()
+    store.load_balanced(items, cap, TODAY)
+    assert store.rows[(10, BD, TODAY)].scheduled == TODAY
+    assert store.rows[(12, BD, TODAY)].scheduled == TODAY + DAY
+    delta = BalanceDelta()
+    for n in (2, 3, 4):
+        store.insert(row(n, TODAY.isoformat(), 10, allowed_to=TODAY.isoformat()), delta)
+    asked: list[int] = []
+    real = store.carried_first
+
+    async def carried_first(day: date, n: int) -> list[StoredRow]:
+        asked.append(n)
+        return await real(day, n)
+
+    with mock.patch.object(store, "carried_first", carried_first):
+        result = await rebalance(store, cap, TODAY, delta)
+    for n in (1, 2, 3, 4):
+        assert store.rows[(n, BD, TODAY)].scheduled == TODAY
+    assert store.rows[(10, BD, TODAY)].scheduled == TODAY + DAY
+    assert store.rows[(11, BD, TODAY)].scheduled == TODAY + DAY
+    assert store.rows[(12, BD, TODAY)].scheduled == TODAY + 2 * DAY
+    assert store.rows[(13, BD, TODAY)].scheduled == TODAY + 2 * DAY
+    assert store.rows[(48, BD, TODAY)].scheduled == TODAY + 20 * DAY
+    assert store.rows[(49, BD, TODAY)].scheduled == TODAY + 20 * DAY
+    assert result.rows_changed == 20
+    # One seek from the start of today's carry (the days after follow from
+    # it), no carry read whole (n < 0).
+    assert len(asked) == 1 and asked[0] >= 0
+    assert store.state() == MemoryBalanceStore.state(_fresh(store, cap))
+    assert store.counts_match()
+
+
 async def test_resmoothing_a_touched_date_moves_its_neighbours() -> None:
     # L = 3: three ED rows on 01-20 stay; a fourth makes the date crowded and
     # all four move by their hash (SPEC 6 step 1), also the untouched three.
@@ -337,11 +387,18 @@ async def test_incremental_equals_global(
     store.load_balanced(items, cap, TODAY)
     ahead = data.draw(st.sampled_from((0, 1, 2, 256)))
     step_max = data.draw(st.sampled_from((0, 1, 512)))
+    # A day that kept few rows is read in part (FEW_KEPT), else whole; a
+    # small region sends more days there.
+    few = data.draw(st.sampled_from((0, 2, 64)))
+    region = data.draw(st.sampled_from((1, 16384)))
     for _ in range(data.draw(st.integers(1, 3))):
         delta = _change(data, store)
         with (
             mock.patch.object(incremental, "CARRY_AHEAD", ahead),
             mock.patch.object(incremental, "CARRY_STEP_MAX", step_max),
+            mock.patch.object(incremental, "FEW_KEPT", few),
+            mock.patch.object(incremental, "CARRY_KEEP", data.draw(st.sampled_from((2, 512)))),
+            mock.patch.object(incremental, "MAX_REGION", region),
         ):
             await rebalance(store, cap, TODAY, delta, chunk_days=chunk_days)
         expected = balance(store.items(), cap, TODAY)
@@ -371,6 +428,7 @@ async def test_a_carry_followed_day_to_day_is_the_carry_read(
     with (
         mock.patch.object(incremental, "CARRY_AHEAD", ahead),
         mock.patch.object(incremental, "CARRY_STEP_MAX", data.draw(st.sampled_from((0, 2, 99)))),
+        mock.patch.object(incremental, "CARRY_KEEP", data.draw(st.sampled_from((1, 3, 512)))),
     ):
         carry = incremental._CarryPrefix(store, step1)
         day = TODAY + data.draw(st.integers(-2, 5)) * DAY
@@ -458,10 +516,45 @@ async def test_incremental_equals_global_on_larger_books(seed: int) -> None:
     chunk = rnd.choice((1, 2, 3, 5, 32))
     for _ in range(4):
         delta = _random_change(rnd, store)
-        with mock.patch.object(incremental, "CARRY_AHEAD", rnd.choice((0, 3, 256))):
+        with (
+            mock.patch.object(incremental, "CARRY_AHEAD", rnd.choice((0, 3, 256))),
+            mock.patch.object(incremental, "FEW_KEPT", rnd.choice((0, 64))),
+            mock.patch.object(incremental, "MAX_REGION", rnd.choice((1, 16384))),
+        ):
             await rebalance(store, cap, TODAY, delta, chunk_days=chunk)
         assert store.state() == balance(store.items(), cap, TODAY)
         assert store.counts_match()
+
+
+@pytest.mark.parametrize("seed", range(30))
+async def test_a_carry_followed_over_a_long_book_is_the_carry_read(seed: int) -> None:
+    # A book of up to 600 rows with a small cap carries rows most days;
+    # followed day after day with a short read-ahead and a short kept
+    # prefix, every day's first rows are those a read of that day gives.
+    rnd = random.Random(seed)
+    c = rnd.randint(1, 4)
+    cap = Capacity(c, c, rnd.randint(0, 2), rnd.randint(1, 3))
+    items = {
+        it.key: it
+        for it in (_random_item(rnd, rnd.randint(1, 200)) for _ in range(rnd.randint(100, 600)))
+    }
+    store = MemoryBalanceStore()
+    store.load_balanced(list(items.values()), cap, TODAY)
+    step1: dict[date, int] = {}
+    for r in store.rows.values():
+        if r.step1 is not None:
+            step1[r.step1] = step1.get(r.step1, 0) + 1
+    with (
+        mock.patch.object(incremental, "CARRY_AHEAD", rnd.choice((0, 1, 3, 8))),
+        mock.patch.object(incremental, "CARRY_KEEP", rnd.choice((1, 2, 5, 512))),
+        mock.patch.object(incremental, "CARRY_STEP_MAX", 1000),
+    ):
+        carry = incremental._CarryPrefix(store, step1)
+        day = TODAY
+        for _ in range(60):
+            n = rnd.randint(0, 8)
+            assert _keys(await carry.first(day, n)) == _keys(await store.carried_first(day, n))
+            day += rnd.choice((1, 1, 1, 1, 0)) * DAY
 
 
 # --- a new day and a new capacity (the tick) --------------------------------
