@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -284,9 +285,21 @@ SNAPSHOT_WALK_GAPS = 200
 """An incremental rebalance that takes up at least this many balance gaps (a
 sender's commit of a thousand rows: the carry it frees is pulled forward)
 walks its days in a read snapshot instead of holding the write lock. Others
-(a single change, a staged or fan-out chunk: its walk is short) hold it:
+(a single change, a staged or fan-out chunk: its walk is short, unless
+the last was long, :data:`SNAPSHOT_WALK_DAYS`) hold it:
 committing before the walk and reading in a snapshot beside upstream commits
 made the fan-out's upstream COMMITs slower (p99 43 -> 80 ms at 1M)."""
+
+SNAPSHOT_WALK_DAYS = 200
+"""An incremental rebalance whose store's last walk went through at least
+this many days walks in a read snapshot too: on a book whose every day is
+full (a small daily cap) the carry runs to the end of the plan and each
+walk goes through hundreds of days (220-350 ms of the lock a batch at
+20,000 contacts with a cap of 3). At 1M contacts with the default cap a
+walk goes through a few days."""
+
+_LAST_WALK_DAYS: weakref.WeakKeyDictionary[Store, int] = weakref.WeakKeyDictionary()
+"""Per store: the days its last incremental rebalance went through."""
 
 GLOBAL_CHUNK_DAYS = 4
 """Days of desired dates a global rebalance reads (and commits) at a time."""
@@ -349,7 +362,10 @@ async def _rebalance(
         # rows held it for 0.5-1 s); the batch's writes are committed first.
         # (The gap mark is the last gap's id: ids start again at 1 once every
         # gap is taken, so it counts the gaps pending.)
-        snapshot = pause is not None and await store.gap_mark() >= SNAPSHOT_WALK_GAPS
+        snapshot = pause is not None and (
+            await store.gap_mark() >= SNAPSHOT_WALK_GAPS
+            or _LAST_WALK_DAYS.get(store, 0) >= SNAPSHOT_WALK_DAYS
+        )
         if snapshot:
             await invalidate_balance(store)
         try:
@@ -358,6 +374,7 @@ async def _rebalance(
         except CountsMismatch as exc:
             log.warning("balance_counts_mismatch", error=str(exc), action="global rebalance")
         else:
+            _LAST_WALK_DAYS[store] = result.days_swept
             if pause is not None and (pause.commits or snapshot):
                 now, own_now = await store.plan_version()
                 if result.unsettled or now - version != own_now - own:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
@@ -590,3 +591,44 @@ async def test_the_carry_reads_return_the_rows_they_define(store: Store, book: P
         assert [r.item.key for r in await store.carried_first(day, -1)] == carry
     # The reads were really tested on days with a carry longer than a seek.
     assert carried_days >= 20
+
+
+@pytest.mark.parametrize("long_walk_days", [1, 10**9])
+async def test_after_a_long_walk_the_next_walks_in_a_snapshot(
+    store: Store, book: Path, monkeypatch: pytest.MonkeyPatch, long_walk_days: int
+) -> None:
+    # Two a day: the carry runs on. A batch whose store's last walk went
+    # through at least SNAPSHOT_WALK_DAYS days walks in a read snapshot
+    # (the lock left to upstream writers); the first walk, with none
+    # before it, holds the lock. Either way the plan is the full
+    # recompute's.
+    await engine.full_recompute(store, TIGHT, TODAY)
+    monkeypatch.setattr(engine.core, "SNAPSHOT_WALK_GAPS", 10**9)
+    monkeypatch.setattr(engine.core, "SNAPSHOT_WALK_DAYS", long_walk_days)
+    real_outside = SqliteStore.outside_write_lock
+    snapshots: list[int] = []
+    done: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def counting(self: SqliteStore) -> AsyncIterator[None]:
+        snapshots.append(len(done))
+        async with real_outside(self):
+            yield
+
+    monkeypatch.setattr(SqliteStore, "outside_write_lock", counting)
+    move = (
+        "UPDATE contacts SET birth_date = date(birth_date, '+5 days') "
+        "WHERE id IN (SELECT value FROM json_each(?))"
+    )
+    for ids in ([1, 2, 3], [4, 5, 6], [7, 8, 9]):
+        _upstream(book, move, (json.dumps(ids),))
+        async with store.transaction():
+            stats = await engine.recompute_contacts(store, TIGHT, ids, TODAY, "batch")
+        done.append(stats.rows_moved)
+    moved = sum(done)
+    monkeypatch.undo()
+    assert moved > 0
+    # The walks' snapshots: none in the first batch, one in each after it
+    # when every walk counts as long; none when none does.
+    assert sorted(set(snapshots)) == ([1, 2] if long_walk_days == 1 else [])
+    await _assert_export_is_dry_run(store, TODAY, TIGHT)
