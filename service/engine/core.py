@@ -16,6 +16,7 @@ import json
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
@@ -369,8 +370,12 @@ async def _rebalance(
         if snapshot:
             await invalidate_balance(store)
         try:
-            result = await rebalance(store, cap, today, delta, pause=pause, reads_in_lock=True,
-                                     walk_in_snapshot=snapshot)  # fmt: skip
+            # A walk in a snapshot is a long one: its statements go to the
+            # connection's thread, also from a small batch whose own ran
+            # inline (the loop stays free meanwhile).
+            with store.statements_inline(False) if snapshot else nullcontext():
+                result = await rebalance(store, cap, today, delta, pause=pause,
+                                         reads_in_lock=True, walk_in_snapshot=snapshot)  # fmt: skip
         except CountsMismatch as exc:
             log.warning("balance_counts_mismatch", error=str(exc), action="global rebalance")
         else:
