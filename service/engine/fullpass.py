@@ -70,13 +70,15 @@ log = structlog.get_logger(__name__)
 PROGRESS_EVERY_S = 0.5
 """How often a full recompute records its progress (``mailplan status``)."""
 
-CHUNK_WRITE_TARGET_S = 0.025
+CHUNK_WRITE_TARGET_S = 0.022
 """Aimed-for duration of a chunk write transaction, its commit included.
 Since every transaction is filled to the write size (chunks gathered), the
 sizer's aim is what most transactions take: at 30 ms (``WRITE_TARGET_S``,
 the aim of the tick's catch-up) a tenth of them ran past an upstream
 writer's retry at 33 ms, and at 1M contacts the writer's p99 wait was
-59 ms."""
+59 ms. On a slower machine (with the hypervisor taking CPU) 25 ms still
+gave p99 43-54 ms; 22 ms gave 39-41 ms, for 59-65 s against 55-60 s
+(``bench/RESULTS.md``, runs Z5, Z6)."""
 
 INLINE_WRITES = True
 """Whether a chunk's write runs its statements on the event loop's thread."""
