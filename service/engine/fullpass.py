@@ -86,9 +86,9 @@ INLINE_WRITES = True
 BULK_CACHE_MIB = 256
 """The page cache of ``mailplan recompute --all`` (the connection's default
 is 32 MiB, the daemon's budget): at a million contacts the plan's indexes
-whose keys do not follow contact order (sweep order, desired date, review
-date) are ~85 MiB, and with a smaller cache every row written reads their
-pages back from the file. Peak RSS stays well under SPEC 12's 1 GB."""
+whose keys do not follow contact order (sweep order, desired date) are
+~65 MiB, and with a smaller cache every row written reads their pages back
+from the file. Peak RSS stays well under SPEC 12's 1 GB."""
 
 
 async def full_recompute(

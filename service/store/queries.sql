@@ -142,6 +142,7 @@ DELETE FROM contact_plan_state WHERE contact_id = ?;
 DELETE FROM scheduler_balance_gaps;
 
 -- name: due_contacts
+-- A scan in contact order (no index on the review date: migration 0007).
 SELECT contact_id FROM contact_plan_state
 WHERE review_date IS NOT NULL AND review_date <= :today ORDER BY contact_id;
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -391,3 +392,38 @@ async def test_plan_rows_of_the_original_export_before_the_first_recompute(
         (1, "effective_date", "2025-02-01", "2025-02-01", "pre-scheduled", ""),
         (2, "birthday", "2025-02-14", "2025-02-14", "skipped", "Year-round exclusion for NY"),
     ]
+
+
+async def test_version_6_loses_the_review_date_index_and_keeps_its_review_dates(
+    tmp_path: Path,
+) -> None:
+    # A database planned by version 6 has an index on contact_plan_state's
+    # review date; version 7 drops it (the tick scans the table) and leaves
+    # every row as it was.
+    path = tmp_path / "v6.sqlite3"
+    await init_db(path)
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE INDEX idx_contact_plan_state_review ON contact_plan_state(review_date) "
+        "WHERE review_date IS NOT NULL"
+    )
+    con.executemany(
+        "INSERT INTO contact_plan_state (contact_id, review_date, fingerprint) VALUES (?, ?, ?)",
+        [(3, "2026-01-12", "c"), (1, "2026-01-10", "a"), (2, None, "b"), (4, "2026-01-09", None)],
+    )
+    con.execute("PRAGMA user_version = 6")
+    con.commit()
+    before = _dump(path, "contact_plan_state", "contact_id, review_date, fingerprint")
+    con.close()
+
+    assert await init_db(path) == 7 == latest_version()
+
+    con = sqlite3.connect(path)
+    names = {r[0] for r in con.execute("SELECT name FROM pragma_index_list('contact_plan_state')")}
+    con.close()
+    assert "idx_contact_plan_state_review" not in names
+    assert _dump(path, "contact_plan_state", "contact_id, review_date, fingerprint") == before
+    async with open_store(path) as store:
+        # Due on 2026-01-10: the review dates on or before it, in contact order.
+        assert await store.due_contacts(date(2026, 1, 10)) == [1, 4]
+        assert await store.due_contacts(date(2026, 1, 8)) == []
