@@ -216,11 +216,16 @@ async def _recompute_due(
             log.info("tick_interrupted", today=today.isoformat(), done=report.contacts)
             return False
         scope = Scope.of_ids(due[start : start + sizer.size])
+        # Read, planned and compared with the stored rows in one read
+        # snapshot, without the lock; inside it, only the plan states are
+        # read again (store.write_pending).
         async with store.snapshot():
             rows = await store.read_chunk(
                 None, 0, since=since, engagement_since=recent, scope=scope
             )
-        prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
+            prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
+            with store.statements_inline(INLINE_WRITES):
+                ahead = await store.diff_ahead(prepared, options)
         async with store.transaction():
             with store.statements_inline(INLINE_WRITES):
                 write_started = time.perf_counter()
@@ -229,7 +234,9 @@ async def _recompute_due(
                         None, 0, since=since, engagement_since=recent, scope=scope
                     )
                     prepared = plan_chunk(ctx, campaigns, Task(rows, today, key, options))
-                result = await store.write_prepared(prepared, options)
+                    result = await store.write_prepared(prepared, options)
+                else:
+                    result = await store.write_pending(ahead, options)
         sizer.record(len(scope.ids or ()), time.perf_counter() - write_started)
         report.stats.add_writes(result.stats)
         delta.extend(result.delta)

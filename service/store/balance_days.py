@@ -35,6 +35,17 @@ class BalanceDaysMixin(StoreBase):
         row = await self.fetchone("plan_version")
         return (int(row[0]) if row else 0), self._own_plan_writes
 
+    async def others_changes(self) -> tuple[int, int]:
+        """What this store sees of others' changes: the event sequence (every
+        upstream change moves it, a row the sender took included) and the
+        plan version less this store's own bumps (every other mailplan
+        process's plan write moves it). While both stay the same, rows read
+        earlier are still the stored rows."""
+        row = await self.fetchone("others_changes")
+        if row is None:
+            return 0, -self._own_plan_writes
+        return int(row[0]), int(row[1]) - self._own_plan_writes
+
     async def gap_mark(self) -> int:
         """The id of the last balance gap recorded so far (0: none)."""
         row = await self.fetchone("balance_gaps_mark")

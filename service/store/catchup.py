@@ -98,13 +98,9 @@ class CatchUpMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         """The rows :meth:`move_caught_up` would move, with what the read saw of
         others' changes (a read: the tick runs it in a read snapshot, without
         the write lock)."""
-        basis = await self._others_changes()
+        basis = await self.others_changes()
         rows = await self.fetchall("catchup_rows", {"lo": lo, "hi": hi, "today": today.isoformat()})
         return CaughtUp(rows, basis)
-
-    async def _others_changes(self) -> tuple[int, int]:
-        version, own = await self.plan_version()
-        return await self.event_seq(), version - own
 
     async def move_caught_up_rows(self, today: date, run_id: int, found: CaughtUp) -> CatchUpStep:
         """Catch up those of the rows ``found`` (by :meth:`caught_up_rows`,
@@ -118,7 +114,7 @@ class CatchUpMixin(LoaderMixin, JournalMixin, BalanceDaysMixin):
         if not found:
             return CatchUpStep(0, 0, BalanceDelta())
         rows = found.rows
-        if await self._others_changes() != found.basis:
+        if await self.others_changes() != found.basis:
             rows = await self.fetchall(
                 "catchup_recheck", {"today": day, "ids": ids_param(found.ids)}
             )

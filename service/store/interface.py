@@ -55,7 +55,7 @@ from service.store.types import (
     Update,
     WriteResult,
 )
-from service.store.writer import Prepared, State, WriteOptions
+from service.store.writer import PendingWrite, Prepared, State, WriteOptions
 
 
 class Transactions(Protocol):
@@ -376,6 +376,23 @@ class PlanWriter(Protocol):
         trust: bool = True,
     ) -> WriteResult:
         """Write prepared plans of a scope (a chunk planned elsewhere)."""
+        ...
+
+    async def diff_ahead(
+        self, prepared: Prepared, options: WriteOptions, *, trust: bool = True
+    ) -> PendingWrite:
+        """Compare prepared plans with the stored rows now (in a read
+        snapshot, before the write lock): what :meth:`write_pending` writes."""
+        ...
+
+    async def write_pending(self, pending: PendingWrite, options: WriteOptions) -> WriteResult:
+        """Write a diff found by :meth:`diff_ahead` (inside a write
+        transaction), compared again if anyone else changed anything since."""
+        ...
+
+    async def others_changes(self) -> tuple[int, int]:
+        """The event sequence and the plan version less this store's own
+        bumps: while both are the same, nobody else changed anything."""
         ...
 
     async def clear_balance_gaps(self) -> None:

@@ -349,6 +349,14 @@ ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
 SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM scheduler_state
                  WHERE key = 'plan_version'), 0);
 
+-- name: others_changes
+-- The event sequence (event_seq) and the plan version (plan_version) in one
+-- read: while neither moves (less this store's own bumps), no one else has
+-- changed the rows a read saw.
+SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'scheduler_events'), 0),
+       COALESCE((SELECT CAST(value AS INTEGER) FROM scheduler_state
+                 WHERE key = 'plan_version'), 0);
+
 -- name: balance_gaps_since
 SELECT id, COALESCE(desired_date, scheduled_send_date), back
 FROM scheduler_balance_gaps WHERE id > :id ORDER BY id;

@@ -283,6 +283,19 @@ class Prepared:
     """The plan rows of the skipped contacts (left unchanged)."""
 
 
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """A write compared ahead of its transaction (:meth:`WriterMixin.diff_ahead`)."""
+
+    prepared: Prepared
+    basis: tuple[int, int]
+    """What the read saw of others' changes (:meth:`BalanceDaysMixin.others_changes`)."""
+    states: dict[int, State]
+    stored: list[StoredPlanRow]
+    diff: PlanDiff
+    trust: bool
+
+
 def prepare(
     scope: Scope,
     plans: Iterable[ContactPlan],
@@ -418,11 +431,54 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin, CheckpointMixin):
         transaction; ``stored`` None means: compare fingerprints first and
         read only the stored rows of contacts whose rows changed, or without
         ``trust`` read every stored plan row of the scope."""
-        scope = prepared.scope
         if states is None:
-            variant = "ids" if scope.ids is not None else "range"
-            rows = await self.fetchall(f"plan_state@{variant}", _scope_params(scope))
-            states = {r[0]: (r[1], r[2], r[3]) for r in rows}
+            states = await self._plan_states(prepared.scope)
+        stored, diff = await self._diffed(prepared, options, stored, states, trust)
+        return await self._write_diff(prepared, options, states, stored, diff)
+
+    async def diff_ahead(
+        self, prepared: Prepared, options: WriteOptions, *, trust: bool = True
+    ) -> PendingWrite:
+        """What :meth:`write_prepared` would compare and write, found now (in
+        a read snapshot, before the write lock is taken): the scope's plan
+        states and the stored rows it reads, and the diff. The caller must
+        not write the scope itself before :meth:`write_pending`."""
+        basis = await self.others_changes()
+        states = await self._plan_states(prepared.scope)
+        stored, diff = await self._diffed(prepared, options, None, states, trust)
+        return PendingWrite(prepared, basis, states, stored, diff, trust)
+
+    async def write_pending(self, pending: PendingWrite, options: WriteOptions) -> WriteResult:
+        """Write a diff found ahead (:meth:`diff_ahead`), inside the caller's
+        transaction: as found if nobody else changed anything since and the
+        scope's plan states are the ones it read; else compared again here
+        (:meth:`write_prepared`). Only the states are read again: another
+        mailplan process may store a contact's state without changing its rows
+        (a review date), which moves neither the event sequence nor the plan
+        version. Plan rows edited behind mailplan's back raise no event and
+        are not seen here, as a trusted fingerprint does not see them: a
+        repair compares inside the lock (``write_prepared`` without trust)."""
+        prepared = pending.prepared
+        states = await self._plan_states(prepared.scope)
+        if states != pending.states or await self.others_changes() != pending.basis:
+            return await self.write_prepared(prepared, options, states=states, trust=pending.trust)
+        return await self._write_diff(prepared, options, states, pending.stored, pending.diff)
+
+    async def _plan_states(self, scope: Scope) -> dict[int, State]:
+        variant = "ids" if scope.ids is not None else "range"
+        rows = await self.fetchall(f"plan_state@{variant}", _scope_params(scope))
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    async def _diffed(
+        self,
+        prepared: Prepared,
+        options: WriteOptions,
+        stored: list[StoredPlanRow] | None,
+        states: Mapping[int, State],
+        trust: bool,
+    ) -> tuple[list[StoredPlanRow], PlanDiff]:
+        """The stored rows to compare (read here when not given) and the diff."""
+        scope = prepared.scope
         entries, prints, skipped = prepared.entries, prepared.prints, prepared.skipped
         if trust and not fingerprints_trusted(await self._moved_through(), options.today):
             # Rows were caught up for a later day than this plan's (a clock set
@@ -447,6 +503,16 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin, CheckpointMixin):
             selected = (e for rows in entries.values() for e in rows)
         diff = diff_plan(stored, selected, _Differ(options))
         diff.unchanged += unchanged + prepared.skipped_rows
+        return stored, diff
+
+    async def _write_diff(
+        self,
+        prepared: Prepared,
+        options: WriteOptions,
+        states: Mapping[int, State],
+        stored: list[StoredPlanRow],
+        diff: PlanDiff,
+    ) -> WriteResult:
         inserted = await self._apply(diff)
         if diff.inserts or diff.updates or diff.deletes:
             await self.bump_plan_version()

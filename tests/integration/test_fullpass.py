@@ -442,19 +442,19 @@ async def test_a_large_read_chunk_is_written_in_write_sized_slices(
     _upstream(book, "UPDATE contacts SET birth_date = '1950-12-20' WHERE id >= 71")
     sliced: list[int] = []
     written: list[int] = []
-    real_slices, real_write = chunks.write_slices, SqliteStore.write_prepared
+    real_slices, real_write = chunks.write_slices, SqliteStore.write_pending
 
     def slices(*args: Any) -> Any:
         parts = real_slices(*args)
         sliced.append(len(parts))
         return parts
 
-    async def write(self: SqliteStore, prepared: Any, *args: Any, **kwargs: Any) -> Any:
-        written.append(len(prepared.states))
-        return await real_write(self, prepared, *args, **kwargs)
+    async def write(self: SqliteStore, pending: Any, *args: Any, **kwargs: Any) -> Any:
+        written.append(len(pending.prepared.states))
+        return await real_write(self, pending, *args, **kwargs)
 
     monkeypatch.setattr("service.engine.fullpass.write_slices", slices)
-    monkeypatch.setattr(SqliteStore, "write_prepared", write)
+    monkeypatch.setattr(SqliteStore, "write_pending", write)
     async with open_store(book) as store:
         stats = await engine.full_recompute(store, ctx, TODAY)
         assert stats.contacts_recomputed == 160
@@ -474,7 +474,7 @@ async def test_chunks_read_smaller_than_the_write_size_are_written_together(
     monkeypatch.setattr(fullpass, "POOL_MIN_CONTACTS", 0)
     ctx = PlanContext.from_settings(Settings(daily_cap=4), chunk_size=10,
                                     planning_workers=workers)  # fmt: skip
-    real_read, real_write = fullpass._read_ahead, SqliteStore.write_prepared
+    real_read, real_write = fullpass._read_ahead, SqliteStore.write_pending
 
     async def read_three(store: Store, planner: Any, after: int | None, size: int,
                          task: Any) -> Any:  # fmt: skip
@@ -482,13 +482,13 @@ async def test_chunks_read_smaller_than_the_write_size_are_written_together(
 
     per_transaction: dict[object, int] = {}
 
-    async def write(self: SqliteStore, prepared: Any, *args: Any, **kwargs: Any) -> Any:
+    async def write(self: SqliteStore, pending: Any, *args: Any, **kwargs: Any) -> Any:
         key = self._locked_at
-        per_transaction[key] = per_transaction.get(key, 0) + len(prepared.states)
-        return await real_write(self, prepared, *args, **kwargs)
+        per_transaction[key] = per_transaction.get(key, 0) + len(pending.prepared.states)
+        return await real_write(self, pending, *args, **kwargs)
 
     monkeypatch.setattr(fullpass, "_read_ahead", read_three)
-    monkeypatch.setattr(SqliteStore, "write_prepared", write)
+    monkeypatch.setattr(SqliteStore, "write_pending", write)
     async with open_store(book) as store:
         stats = await engine.full_recompute(store, ctx, TODAY)
         assert stats.contacts_recomputed == 160

@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.planning.model import ContactPlan, PlanRow
-from service.store import Scope, Store, WriteOptions, init_db, open_store
+from service.store import Scope, SqliteStore, Store, WriteOptions, init_db, open_store
 from service.store.sql import queries
 from service.store.types import StoredRow, WriteResult
+from service.store.writer import PendingWrite, prepare
 
 D = date(2026, 6, 1)
 
@@ -466,3 +467,111 @@ async def test_the_planners_own_deletes_leave_no_gaps(store: Store, db_path: Pat
     await _write(store, [1], [_plan(1)], "run-2")
     left = sqlite3.connect(db_path).execute("SELECT count(*) FROM scheduler_balance_gaps")
     assert left.fetchone() == (0,)
+
+
+# -- a write compared ahead of its transaction (diff_ahead, write_pending) --------------
+
+
+def _ahead_plans(priority: int, review: date | None = None) -> list[ContactPlan]:
+    return [_plan(1, _row(priority=priority), review=review), _plan(2, _row(cid=2), review=review)]
+
+
+async def _ahead(store: Store, plans: list[ContactPlan], run: str) -> PendingWrite:
+    """Plans of contacts 1 and 2 compared with the stored rows in a read snapshot."""
+    options = WriteOptions(run_id=run)
+    prepared = prepare(Scope.of_ids([1, 2]), plans, set(), options)
+    async with store.snapshot():
+        return await store.diff_ahead(prepared, options)
+
+
+async def test_a_diff_found_ahead_is_written_as_found_when_nobody_wrote(
+    store: Store, db_path: Path, monkeypatch: Any
+) -> None:
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], _ahead_plans(10), "run-1")
+    pending = await _ahead(store, _ahead_plans(3), "run-2")
+    compared: list[object] = []
+    real = SqliteStore._diffed
+
+    async def spy(self: SqliteStore, *args: Any) -> Any:
+        compared.append(args)
+        return await real(self, *args)
+
+    monkeypatch.setattr(SqliteStore, "_diffed", spy)
+    async with store.transaction():
+        result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
+    # Contact 1's row changed priority, contact 2's did not; nothing was
+    # compared again inside the lock.
+    assert (result.stats.updated, result.stats.unchanged, result.stats.inserted) == (1, 1, 0)
+    assert compared == []
+    rows = _rows(db_path)
+    assert [(r["contact_id"], r["priority"], r["scheduler_run_id"]) for r in rows] == [
+        (1, 3, "run-2"),
+        (2, 10, "run-1"),
+    ]
+
+
+async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_the_rows(
+    store: Store, db_path: Path
+) -> None:
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], _ahead_plans(10), "run-1")
+    # The diff says: update contact 1's row to priority 3.
+    pending = await _ahead(store, _ahead_plans(3), "run-2")
+    # Meanwhile another mailplan process removes that row (no upstream event).
+    async with open_store(db_path) as other:
+        await _write(other, [1], [_plan(1)], "other")
+    assert [r["contact_id"] for r in _rows(db_path)] == [2]
+    async with store.transaction():
+        result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
+    # Applied as found, the update would have matched no row and left
+    # contact 1 without its email; compared again, the row is inserted.
+    assert (result.stats.inserted, result.stats.updated, result.stats.unchanged) == (1, 0, 1)
+    assert sorted((r["contact_id"], r["priority"]) for r in _rows(db_path)) == [(1, 3), (2, 10)]
+
+
+async def test_a_diff_found_ahead_is_compared_again_after_an_upstream_change(
+    store: Store, db_path: Path, monkeypatch: Any
+) -> None:
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], _ahead_plans(10), "run-1")
+    pending = await _ahead(store, _ahead_plans(3), "run-2")
+    # The sender takes contact 1's row (its trigger raises an event).
+    _exec(db_path, "UPDATE email_schedules SET status = 'sent' WHERE contact_id = 1")
+    compared: list[object] = []
+    real = SqliteStore._diffed
+
+    async def spy(self: SqliteStore, *args: Any) -> Any:
+        compared.append(args)
+        return await real(self, *args)
+
+    monkeypatch.setattr(SqliteStore, "_diffed", spy)
+    async with store.transaction():
+        result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
+    # Compared again: the sent row is history now, never planned or touched (I4).
+    assert len(compared) == 1
+    assert (result.stats.inserted, result.stats.updated, result.stats.deleted) == (0, 0, 0)
+    rows = _rows(db_path)
+    assert [(r["contact_id"], r["status"], r["priority"]) for r in rows] == [
+        (1, "sent", 10),
+        (2, "pre-scheduled", 10),
+    ]
+
+
+async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_a_state(
+    store: Store, db_path: Path
+) -> None:
+    # Another process may store a review date without changing any row
+    # (which moves neither the event sequence nor the plan version): the
+    # states read ahead are stale, and this write's own review date must win.
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], _ahead_plans(10, review=date(2026, 5, 19)), "run-1")
+    pending = await _ahead(store, _ahead_plans(10, review=date(2026, 5, 19)), "run-2")
+    async with open_store(db_path) as other:
+        async with other.transaction():
+            await other.set_review_dates([(1, date(2026, 9, 1))])
+    assert await store.due_contacts(date(2026, 5, 19)) == [2]
+    async with store.transaction():
+        result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
+    assert (result.stats.changed, result.stats.unchanged) == (0, 2)
+    assert await store.due_contacts(date(2026, 5, 19)) == [1, 2]
