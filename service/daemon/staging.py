@@ -251,12 +251,16 @@ class Stager:
     async def _write_burst_chunk(self, chunk: _Chunk, today: date, started: float) -> StepReport:
         store = self.store
         planned = await self.planner.planned(chunk.planned)
+        # Compared with the stored rows before the lock (in the writer gap);
+        # an explicit recompute (no trust) compares inside it.
+        ahead = await staged.compare_ahead(store, self.ctx, planned, today) if chunk.trust else None
         async with store.transaction():
             writing = time.perf_counter()
             run_id = await store.start_run("events", today)
             stats, rows, planned = await staged.write_staged(
-                store, self.ctx, chunk.rows, planned, today, run_id, report=True, trust=chunk.trust
-            )
+                store, self.ctx, chunk.rows, planned, today, run_id, report=True,
+                trust=chunk.trust, ahead=ahead,
+            )  # fmt: skip
             stats.events_consumed = await store.delete_events(e.id for e in chunk.events)
             ms = _ms(started)
             await store.finish_run(run_id, stats, duration_ms=ms)
@@ -363,11 +367,12 @@ class Stager:
         self, fan: FanOut, chunk: _Chunk, planned: Planned, today: date, started: float
     ) -> StepReport:
         store = self.store
+        ahead = await staged.compare_ahead(store, self.ctx, planned, today)
         async with store.transaction():
             writing = time.perf_counter()
             run_id = await store.start_run("fanout", today)
             stats, rows, _ = await staged.write_staged(
-                store, self.ctx, chunk.rows, planned, today, run_id
+                store, self.ctx, chunk.rows, planned, today, run_id, ahead=ahead
             )
             finished = chunk.after is None
             if finished:

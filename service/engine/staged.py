@@ -41,7 +41,7 @@ from service.planning.memo import Memo
 from service.planning.model import Campaigns
 from service.store import RunStats, Scope, Store, WriteOptions
 from service.store.loaders import ChunkRows, contact_from_row
-from service.store.writer import Prepared
+from service.store.writer import PendingWrite, Prepared
 
 log = structlog.get_logger(__name__)
 
@@ -154,13 +154,16 @@ async def write_staged(
     *,
     report: bool = False,
     trust: bool = True,
+    ahead: PendingWrite | None = None,
 ) -> tuple[RunStats, ChunkRows, Planned]:
     """Write a chunk planned outside the lock and rebalance where it moves the
     sweep, inside the caller's transaction; the stats, and the rows and plans
     actually written (read and planned again here when an upstream change came
     after the read). Without ``trust`` every stored plan row of the chunk is
     compared with its plan (rows edited behind mailplan's back are repaired),
-    as :func:`~service.engine.core.recompute_contacts` does."""
+    as :func:`~service.engine.core.recompute_contacts` does. ``ahead`` is the
+    chunk compared with the stored rows before the lock (:func:`compare_ahead`):
+    written as found unless anyone else changed anything since."""
     if not store.in_write_transaction:
         raise RuntimeError("write_staged must run inside store.transaction()")
     replanned = await store.event_seq() != rows.seq
@@ -176,7 +179,10 @@ async def write_staged(
         planned = plan_staged(ctx, task)
         rows = fresh
     options = _options(ctx, today, run_id)
-    result = await store.write_prepared(planned.prepared, options, trust=trust)
+    if ahead is not None and not replanned and ahead.prepared is planned.prepared:
+        result = await store.write_pending(ahead.for_run(options.run_id), options)
+    else:
+        result = await store.write_prepared(planned.prepared, options, trust=trust)
     stats = RunStats(contacts_recomputed=len(rows.contact_rows))
     stats.add_writes(result.stats)
     # Also with no change of its own: rows others took (balance gaps).
@@ -184,6 +190,18 @@ async def write_staged(
     if replanned:
         log.debug("staged_chunk_replanned", contacts=len(rows.contact_rows))
     return stats, rows, planned
+
+
+async def compare_ahead(
+    store: Store, ctx: PlanContext, planned: Planned, today: date
+) -> PendingWrite:
+    """A planned chunk compared with the stored rows in a read snapshot,
+    before the write lock (what :func:`write_staged` then writes). Its
+    statements run on this thread: they are short, and run in the writer
+    gap before the transaction."""
+    async with store.snapshot():
+        with store.statements_inline(True):
+            return await store.diff_ahead(planned.prepared, _options(ctx, today))
 
 
 async def _read_scope(

@@ -295,6 +295,19 @@ class PendingWrite:
     diff: PlanDiff
     trust: bool
 
+    def for_run(self, run_id: str) -> PendingWrite:
+        """The same write stamped with ``run_id``: a run started inside the
+        transaction (its id is known only there) after the diff was found."""
+        at = _RUN_AT
+        diff = PlanDiff(
+            [(*p[:at], run_id, *p[at + 1 :]) for p in self.diff.inserts],
+            [(*p[:at], run_id, *p[at + 1 :]) for p in self.diff.updates],
+            self.diff.deletes,
+            self.diff.unchanged,
+            self.diff.balance,
+        )
+        return PendingWrite(self.prepared, self.basis, self.states, self.stored, diff, self.trust)
+
 
 def prepare(
     scope: Scope,
@@ -329,6 +342,12 @@ def prepare(
             state_print(fp, inputs.get(cid), today, text, len(rows)),
         )
     return out
+
+
+_RUN_AT = 16
+"""Where the run id is in the parameters of an insert and an update
+(``insert_plan_row``, ``update_plan_row``: ?17): after the identity and the
+content, as :func:`diff_plan` builds them."""
 
 
 def diff_plan(

@@ -575,3 +575,32 @@ async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_
         result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
     assert (result.stats.changed, result.stats.unchanged) == (0, 2)
     assert await store.due_contacts(date(2026, 5, 19)) == [1, 2]
+
+
+async def test_a_diff_found_ahead_takes_the_run_id_of_the_transaction(
+    store: Store, db_path: Path
+) -> None:
+    # The daemon's batch starts its run inside the transaction: the diff
+    # found before is stamped with that run's id, in the rows and the journal.
+    _contacts(db_path, 1, 2, 3)
+    await _write(store, [1, 2], _ahead_plans(10), "run-1")
+    options = WriteOptions(run_id="")
+    plans = [*_ahead_plans(3), _plan(3, _row(cid=3))]
+    prepared = prepare(Scope.of_ids([1, 2, 3]), plans, set(), options)
+    async with store.snapshot():
+        pending = await store.diff_ahead(prepared, options)
+    async with store.transaction():
+        result = await store.write_pending(pending.for_run("42"), WriteOptions(run_id="42"))
+    assert (result.stats.inserted, result.stats.updated, result.stats.unchanged) == (1, 1, 1)
+    rows = _rows(db_path)
+    assert sorted((r["contact_id"], r["priority"], r["scheduler_run_id"]) for r in rows) == [
+        (1, 3, "42"),
+        (2, 10, "run-1"),
+        (3, 10, "42"),
+    ]
+    con = sqlite3.connect(db_path)
+    journal = con.execute(
+        "SELECT contact_id, op, run_id FROM plan_journal WHERE run_id = 42 ORDER BY contact_id"
+    ).fetchall()
+    con.close()
+    assert journal == [(1, "update", 42), (3, "insert", 42)]
