@@ -474,9 +474,11 @@ class WriterMixin(LoaderMixin, JournalMixin, BalanceDaysMixin, CheckpointMixin):
         (:meth:`write_prepared`). Only the states are read again: another
         mailplan process may store a contact's state without changing its rows
         (a review date), which moves neither the event sequence nor the plan
-        version. Plan rows edited behind mailplan's back raise no event and
-        are not seen here, as a trusted fingerprint does not see them: a
-        repair compares inside the lock (``write_prepared`` without trust)."""
+        version, so the states are written against the stored ones, and a
+        comparison found with other states is made again. Plan rows edited
+        behind mailplan's back raise no event and are not seen here, as a
+        trusted fingerprint does not see them: a repair compares inside the
+        lock (``write_prepared`` without trust)."""
         prepared = pending.prepared
         states = await self._plan_states(prepared.scope)
         if states != pending.states or await self.others_changes() != pending.basis:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import sqlite3
 import tempfile
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -559,7 +561,7 @@ async def test_a_diff_found_ahead_is_compared_again_after_an_upstream_change(
 
 
 async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_a_state(
-    store: Store, db_path: Path
+    store: Store, db_path: Path, monkeypatch: Any
 ) -> None:
     # Another process may store a review date without changing any row
     # (which moves neither the event sequence nor the plan version): the
@@ -571,8 +573,17 @@ async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_
         async with other.transaction():
             await other.set_review_dates([(1, date(2026, 9, 1))])
     assert await store.due_contacts(date(2026, 5, 19)) == [2]
+    compared: list[object] = []
+    real = SqliteStore._diffed
+
+    async def spy(self: SqliteStore, *args: Any) -> Any:
+        compared.append(args)
+        return await real(self, *args)
+
+    monkeypatch.setattr(SqliteStore, "_diffed", spy)
     async with store.transaction():
         result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
+    assert len(compared) == 1
     assert (result.stats.changed, result.stats.unchanged) == (0, 2)
     assert await store.due_contacts(date(2026, 5, 19)) == [1, 2]
 
@@ -604,3 +615,138 @@ async def test_a_diff_found_ahead_takes_the_run_id_of_the_transaction(
     ).fetchall()
     con.close()
     assert journal == [(1, "update", 42), (3, "insert", 42)]
+
+
+# -- Hypothesis: a diff found ahead writes what a comparison inside the lock writes -------
+
+ahead_rows = st.lists(
+    st.tuples(
+        st.integers(1, 3),
+        st.sampled_from(["birthday", "effective_date"]),
+        st.integers(0, 2),
+        st.sampled_from(["pre-scheduled", "skipped"]),
+        st.integers(0, 20),
+        st.sampled_from([3, 10]),
+    ),
+    max_size=8,
+    unique_by=lambda t: t[:3],
+)
+meanwhile = st.one_of(
+    st.just(("none",)),
+    st.tuples(st.just("other plans"), ahead_rows, st.sets(st.integers(1, 3), min_size=1)),
+    st.tuples(st.just("other review"), st.integers(1, 3), st.integers(0, 60)),
+    st.tuples(st.just("sent"), st.integers(1, 3)),
+)
+
+
+def _ahead_plan_list(rows: list[tuple[Any, ...]], ids: Any = (1, 2, 3), review: int = 30) -> Any:
+    return [
+        _plan(
+            cid,
+            *[
+                _row(c, et, _event(ev), _event(ev) - timedelta(days=sh), status, priority=prio)
+                for c, et, ev, status, sh, prio in rows
+                if c == cid
+            ],
+            review=_event(review),
+        )
+        for cid in sorted(ids)
+    ]
+
+
+async def _prepared_write(
+    store: Store,
+    plans: Any,
+    run: str,
+    ids: Any = (1, 2, 3),
+    *,
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> WriteResult:
+    """Prepared plans written: compared inside the lock, or (``between``
+    given) compared ahead, then ``between`` awaited, then written."""
+    options = WriteOptions(run_id=run, today=date(2026, 5, 1))
+    prepared = prepare(Scope.of_ids(sorted(ids)), plans, set(), options)
+    if between is None:
+        async with store.transaction():
+            return await store.write_prepared(prepared, options)
+    async with store.snapshot():
+        pending = await store.diff_ahead(prepared, options)
+    await between()
+    async with store.transaction():
+        return await store.write_pending(pending, options)
+
+
+async def _meanwhile(path: Path, change: tuple[Any, ...]) -> None:
+    """Another mailplan process or an upstream system changes something."""
+    kind = change[0]
+    if kind == "other plans":
+        _, rows, ids = change
+        async with open_store(path) as other:
+            await _prepared_write(other, _ahead_plan_list(rows, ids), "other", ids)
+    elif kind == "other review":
+        _, cid, day = change
+        async with open_store(path) as other, other.transaction():
+            await other.set_review_dates([(cid, _event(day))])
+    elif kind == "sent":
+        _exec(
+            path,
+            "UPDATE email_schedules SET status = 'sent' "
+            "WHERE contact_id = ? AND status = 'pre-scheduled'",
+            (change[1],),
+        )
+
+
+def _outcome(path: Path) -> tuple[Any, ...]:
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute(
+            "SELECT contact_id, email_type, event_year, event_month, event_day, status, "
+            "skip_reason, priority, desired_date, balance_date, scheduled_send_date "
+            "FROM email_schedules ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
+        states = con.execute(
+            "SELECT contact_id, review_date, invalid, fingerprint FROM contact_plan_state "
+            "ORDER BY 1"
+        ).fetchall()
+        journal = con.execute(
+            "SELECT contact_id, email_type, event_date, op, new_status, new_desired "
+            "FROM plan_journal WHERE run_id IS NOT NULL ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+        days = con.execute("SELECT day, step1, scheduled FROM balance_days ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    return rows, states, journal, days
+
+
+async def _ahead_scenario(
+    folder: Path, first: list[Any], new: list[Any], change: tuple[Any, ...], review: int
+) -> None:
+    outcomes = []
+    for ahead in (False, True):
+        path = folder / f"{ahead}.sqlite3"
+        await init_db(path)
+        _contacts(path, 1, 2, 3)
+        async with open_store(path) as store:
+            await _prepared_write(store, _ahead_plan_list(first), "1")
+            plans = _ahead_plan_list(new, review=review)
+            if ahead:
+                result = await _prepared_write(
+                    store, plans, "2", between=functools.partial(_meanwhile, path, change)
+                )
+            else:
+                await _meanwhile(path, change)
+                result = await _prepared_write(store, plans, "2")
+        outcomes.append((result.stats, _outcome(path)))
+    # Compared ahead, with the change in between, the write leaves what a
+    # comparison inside the lock after the change leaves: the same rows,
+    # plan states, journal entries and per-day counts.
+    assert outcomes[1] == outcomes[0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=ahead_rows, new=ahead_rows, change=meanwhile, review=st.integers(0, 60))
+def test_a_diff_found_ahead_writes_what_a_comparison_in_the_lock_writes(
+    first: list[Any], new: list[Any], change: tuple[Any, ...], review: int
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(_ahead_scenario(Path(folder), first, new, change, review))
