@@ -478,20 +478,8 @@ def _ahead_plans(priority: int, review: date | None = None) -> list[ContactPlan]
     return [_plan(1, _row(priority=priority), review=review), _plan(2, _row(cid=2), review=review)]
 
 
-async def _ahead(store: Store, plans: list[ContactPlan], run: str) -> PendingWrite:
-    """Plans of contacts 1 and 2 compared with the stored rows in a read snapshot."""
-    options = WriteOptions(run_id=run)
-    prepared = prepare(Scope.of_ids([1, 2]), plans, set(), options)
-    async with store.snapshot():
-        return await store.diff_ahead(prepared, options)
-
-
-async def test_a_diff_found_ahead_is_written_as_found_when_nobody_wrote(
-    store: Store, db_path: Path, monkeypatch: Any
-) -> None:
-    _contacts(db_path, 1, 2)
-    await _write(store, [1, 2], _ahead_plans(10), "run-1")
-    pending = await _ahead(store, _ahead_plans(3), "run-2")
+def _count_comparisons(monkeypatch: Any) -> list[object]:
+    """The writer's comparisons with the stored rows from now on, one entry each."""
     compared: list[object] = []
     real = SqliteStore._diffed
 
@@ -500,6 +488,30 @@ async def test_a_diff_found_ahead_is_written_as_found_when_nobody_wrote(
         return await real(self, *args)
 
     monkeypatch.setattr(SqliteStore, "_diffed", spy)
+    return compared
+
+
+async def _ahead(store: Store, plans: list[ContactPlan], run: str) -> PendingWrite:
+    """Plans of contacts 1 and 2 compared with the stored rows in a read snapshot."""
+    options = WriteOptions(run_id=run)
+    prepared = prepare(Scope.of_ids([1, 2]), plans, set(), options)
+    async with store.snapshot():
+        return await store.diff_ahead(prepared, options)
+
+
+async def _planned_then_ahead(store: Store, db_path: Path) -> PendingWrite:
+    """Contacts 1 and 2 planned at priority 10 (run-1), then their plans with
+    contact 1 at priority 3 compared ahead (run-2)."""
+    _contacts(db_path, 1, 2)
+    await _write(store, [1, 2], _ahead_plans(10), "run-1")
+    return await _ahead(store, _ahead_plans(3), "run-2")
+
+
+async def test_a_diff_found_ahead_is_written_as_found_when_nobody_wrote(
+    store: Store, db_path: Path, monkeypatch: Any
+) -> None:
+    pending = await _planned_then_ahead(store, db_path)
+    compared = _count_comparisons(monkeypatch)
     async with store.transaction():
         result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
     # Contact 1's row changed priority, contact 2's did not; nothing was
@@ -516,10 +528,8 @@ async def test_a_diff_found_ahead_is_written_as_found_when_nobody_wrote(
 async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_the_rows(
     store: Store, db_path: Path
 ) -> None:
-    _contacts(db_path, 1, 2)
-    await _write(store, [1, 2], _ahead_plans(10), "run-1")
     # The diff says: update contact 1's row to priority 3.
-    pending = await _ahead(store, _ahead_plans(3), "run-2")
+    pending = await _planned_then_ahead(store, db_path)
     # Meanwhile another mailplan process removes that row (no upstream event).
     async with open_store(db_path) as other:
         await _write(other, [1], [_plan(1)], "other")
@@ -535,19 +545,10 @@ async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_
 async def test_a_diff_found_ahead_is_compared_again_after_an_upstream_change(
     store: Store, db_path: Path, monkeypatch: Any
 ) -> None:
-    _contacts(db_path, 1, 2)
-    await _write(store, [1, 2], _ahead_plans(10), "run-1")
-    pending = await _ahead(store, _ahead_plans(3), "run-2")
+    pending = await _planned_then_ahead(store, db_path)
     # The sender takes contact 1's row (its trigger raises an event).
     _exec(db_path, "UPDATE email_schedules SET status = 'sent' WHERE contact_id = 1")
-    compared: list[object] = []
-    real = SqliteStore._diffed
-
-    async def spy(self: SqliteStore, *args: Any) -> Any:
-        compared.append(args)
-        return await real(self, *args)
-
-    monkeypatch.setattr(SqliteStore, "_diffed", spy)
+    compared = _count_comparisons(monkeypatch)
     async with store.transaction():
         result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
     # Compared again: the sent row is history now, never planned or touched (I4).
@@ -573,14 +574,7 @@ async def test_a_diff_found_ahead_is_compared_again_after_another_process_wrote_
         async with other.transaction():
             await other.set_review_dates([(1, date(2026, 9, 1))])
     assert await store.due_contacts(date(2026, 5, 19)) == [2]
-    compared: list[object] = []
-    real = SqliteStore._diffed
-
-    async def spy(self: SqliteStore, *args: Any) -> Any:
-        compared.append(args)
-        return await real(self, *args)
-
-    monkeypatch.setattr(SqliteStore, "_diffed", spy)
+    compared = _count_comparisons(monkeypatch)
     async with store.transaction():
         result = await store.write_pending(pending, WriteOptions(run_id="run-2"))
     assert len(compared) == 1
